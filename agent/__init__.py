@@ -1,0 +1,1 @@
+"""The LangGraph agent: load context → understand → decide → policy gate → act → respond → record."""

@@ -1,0 +1,323 @@
+"""The LLM brain: one structured decision call per turn to any OpenAI-compatible endpoint.
+
+The decision is constrained by the endpoint's strongest mechanism (``mode``):
+
+- ``tools``: native tool calling; the model calls ``record_decision`` plus any action tools;
+- ``json_schema``: ``response_format`` with the ``DecisionOutput`` JSON schema;
+- ``json_object``: JSON mode, the schema spelled out in the prompt.
+
+The answer is validated by pydantic and against the configured intents and stages. Invalid
+output gets one repair attempt; if that fails too, or the endpoint fails, the rules brain
+decides and the decision records why. A turn never fails because the model did.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+import httpx
+import openai
+from openai import OpenAI
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+
+from agent.brains.base import Brain, BrainDecision, BrainInput, DecisionOutput
+from agent.understand import KnowledgeBase
+from journey.domain import BrainInfo, ProposedAction, Sentiment
+from policy.gate import WRITABLE_FIELDS
+from prompts import load_text, render, render_file
+
+Mode = Literal["tools", "json_schema", "json_object"]
+
+#: Like pydantic-ai's flag: tests set it False so no test can reach a real model by accident.
+#: Loopback endpoints (local stub servers, the embedded model) stay reachable.
+ALLOW_MODEL_REQUESTS = True
+
+_ACTIONS: TypeAdapter[ProposedAction] = TypeAdapter(ProposedAction)
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
+MAX_RECENT = 8
+MAX_SNIPPET = 300
+
+
+class ModelRequestsBlocked(RuntimeError):
+    """A real model request was attempted while ALLOW_MODEL_REQUESTS is False."""
+
+
+class InvalidDecision(ValueError):
+    """The model's answer is not a valid decision; the message says what is wrong."""
+
+    def __init__(self, message: str, raw: str) -> None:
+        super().__init__(message)
+        self.raw = raw
+
+
+class RecordDecision(BaseModel):
+    """Record your decision for this turn. Always call this exactly once."""
+
+    intent: str = Field(description="The customer's intent: one of the listed intent names.")
+    stage: str = Field(description="The customer's lifecycle stage after this message.")
+    sentiment: Sentiment
+    confidence: float = Field(ge=0, le=1)
+    reply: str | None = Field(description="Reply on the current channel, or null.")
+
+
+def _tool_schema(name: str, model: type[BaseModel]) -> dict[str, Any]:
+    schema = model.model_json_schema()
+    schema.get("properties", {}).pop("tool", None)
+    if "required" in schema:
+        schema["required"] = [r for r in schema["required"] if r != "tool"]
+    schema.pop("title", None)
+    return {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": (model.__doc__ or "").strip(),
+            "parameters": schema,
+        },
+    }
+
+
+def tool_definitions() -> list[dict[str, Any]]:
+    from tools import TOOLS
+
+    return [_tool_schema("record_decision", RecordDecision)] + [
+        _tool_schema(spec.name, spec.args) for spec in TOOLS.values()
+    ]
+
+
+def _is_loopback(base_url: str) -> bool:
+    host = urlparse(base_url).hostname or ""
+    return host in {"localhost", "::1"} or host.startswith("127.")
+
+
+def make_client(
+    base_url: str, api_key: str, timeout_s: float, http_client: httpx.Client | None = None
+) -> OpenAI:
+    return OpenAI(
+        base_url=base_url or None,
+        api_key=api_key or "not-needed",
+        timeout=timeout_s,
+        max_retries=0,
+        http_client=http_client,
+    )
+
+
+@dataclass
+class LLMBrain:
+    client: OpenAI
+    model: str
+    mode: Mode
+    fallback: Brain
+    knowledge: KnowledgeBase
+    intents: dict[str, str]
+    temperature: float = 0.0
+    max_tokens: int = 600
+    injected_transport: bool = False
+    name: str = "openai"
+    _tools: list[dict[str, Any]] = field(default_factory=tool_definitions)
+
+    # --- prompt -------------------------------------------------------------------------
+
+    def system_prompt(self, data: BrainInput) -> str:
+        intents = "\n".join(f"- {name}: {desc}" for name, desc in self.intents.items())
+        prompt = render_file(
+            "decision_system.md",
+            company=self.knowledge.company,
+            intents=intents,
+            stages=" → ".join(data.lifecycle.stages),
+            fields=", ".join(sorted(WRITABLE_FIELDS)),
+            policy=load_text("policy_facts.md").strip(),
+            knowledge=self.knowledge.facts(),
+        )
+        if self.mode == "json_object":
+            schema = json.dumps(DecisionOutput.model_json_schema(), separators=(",", ":"))
+            prompt += f"\n\nReply with one JSON object only, matching this schema:\n{schema}"
+        return prompt
+
+    def turn_prompt(self, data: BrainInput) -> str:
+        p = data.profile
+        attrs = ", ".join(f"{k}={v}" for k, v in sorted(p.attributes.items())) or "none"
+        consent = ", ".join(f"{k}={v}" for k, v in sorted(p.consent.items())) or "none recorded"
+        channels = ", ".join(sorted({i.kind for i in p.identities}))
+        profile = (
+            f"name: {p.name or 'unknown'}; stage: {p.lifecycle_stage}; timezone: {p.timezone}\n"
+            f"attributes: {attrs}\nconsent: {consent}\nknown identities: {channels}"
+        )
+        events = "\n".join(
+            f"- {e.occurred_at:%Y-%m-%d %H:%M} {e.type} {json.dumps(e.properties)}"
+            for e in data.events[:10]
+        ) or "none"
+        recent = "\n".join(
+            f"- [{m.channel}] {'customer' if m.direction == 'inbound' else m.author}: "
+            f"{m.text[:MAX_SNIPPET]}"
+            for m in data.recent[-MAX_RECENT:]
+        ) or "none"
+        history = "\n".join(
+            f"- {h.created_at:%Y-%m-%d} [{h.channel}] {h.direction}: {h.text[:MAX_SNIPPET]}"
+            for h in data.history
+        ) or "none"
+        top = ", ".join(f"{s.intent} {s.score:.2f}" for s in data.signals.intents[:3])
+        hints = (
+            f"intents: {top}; sentiment: {data.signals.sentiment}; "
+            f"stage by rules: {data.rule_stage}"
+        )
+        if data.signals.seats:
+            hints += f"; seats: {data.signals.seats}"
+        if data.signals.requirements:
+            hints += f"; requirements: {', '.join(data.signals.requirements)}"
+        return render_file(
+            "decision_turn.md",
+            profile=profile,
+            events=events,
+            recent=recent,
+            history=history,
+            hints=hints,
+            channel=data.channel,
+            message=data.text.replace("</customer_message>", ""),
+        )
+
+    # --- the call ------------------------------------------------------------------------
+
+    def _guard(self) -> None:
+        if ALLOW_MODEL_REQUESTS or self.injected_transport:
+            return
+        if not _is_loopback(str(self.client.base_url)):
+            raise ModelRequestsBlocked(
+                f"model requests to {self.client.base_url} are blocked (ALLOW_MODEL_REQUESTS)"
+            )
+
+    def _request(self, messages: list[dict[str, Any]], info: BrainInfo) -> Any:
+        self._guard()
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+        }
+        if self.mode == "tools":
+            kwargs["tools"] = self._tools
+            kwargs["tool_choice"] = "required"
+        elif self.mode == "json_schema":
+            kwargs["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "decision", "schema": DecisionOutput.model_json_schema()},
+            }
+        else:
+            kwargs["response_format"] = {"type": "json_object"}
+        response = self.client.chat.completions.create(**kwargs)
+        info.llm_calls += 1
+        if response.usage is not None:
+            info.prompt_tokens += response.usage.prompt_tokens or 0
+            info.completion_tokens += response.usage.completion_tokens or 0
+        if not response.choices:
+            raise InvalidDecision("the response has no choices", "")
+        return response.choices[0].message
+
+    def _parse(self, message: Any, data: BrainInput) -> DecisionOutput:
+        tool_calls = getattr(message, "tool_calls", None) or []
+        content = message.content or ""
+        raw = content
+        try:
+            if tool_calls:
+                raw = json.dumps(
+                    [{"name": c.function.name, "arguments": c.function.arguments}
+                     for c in tool_calls]
+                )
+                output = self._from_tool_calls(tool_calls)
+            else:
+                output = DecisionOutput.model_validate(_json_from_text(content))
+        except (ValidationError, ValueError) as exc:
+            raise InvalidDecision(_short_error(exc), raw) from exc
+        problems = []
+        if output.intent not in self.intents:
+            problems.append(f"intent {output.intent!r} is not one of {sorted(self.intents)}")
+        if output.stage not in data.lifecycle.stages:
+            problems.append(f"stage {output.stage!r} is not one of {data.lifecycle.stages}")
+        if problems:
+            raise InvalidDecision("; ".join(problems), raw)
+        return output
+
+    @staticmethod
+    def _from_tool_calls(tool_calls: list[Any]) -> DecisionOutput:
+        record: dict[str, Any] | None = None
+        actions: list[ProposedAction] = []
+        for call in tool_calls:
+            args = json.loads(call.function.arguments or "{}")
+            if call.function.name == "record_decision":
+                record = RecordDecision.model_validate(args).model_dump()
+            else:
+                actions.append(_ACTIONS.validate_python({**args, "tool": call.function.name}))
+        if record is None:
+            raise ValueError("record_decision was not called")
+        return DecisionOutput(**record, actions=actions)
+
+    def decide(self, data: BrainInput) -> BrainDecision:
+        info = BrainInfo(name="openai", model=self.model)
+        messages: list[dict[str, Any]] = [
+            {"role": "system", "content": self.system_prompt(data)},
+            {"role": "user", "content": self.turn_prompt(data)},
+        ]
+        try:
+            try:
+                output = self._parse(self._request(messages, info), data)
+            except InvalidDecision as first:
+                info.repaired = True
+                messages += [
+                    {"role": "assistant", "content": first.raw or "(empty)"},
+                    {"role": "user", "content": render_file("repair.md", error=str(first))},
+                ]
+                output = self._parse(self._request(messages, info), data)
+        except InvalidDecision as exc:
+            return self._fall_back(data, info, f"invalid output after repair: {exc}")
+        except (openai.APIError, httpx.HTTPError, ModelRequestsBlocked) as exc:
+            return self._fall_back(data, info, f"{type(exc).__name__}: {exc}")
+        return BrainDecision(output=output, info=info)
+
+    def _fall_back(self, data: BrainInput, info: BrainInfo, reason: str) -> BrainDecision:
+        decided = self.fallback.decide(data)
+        decided.info = decided.info.model_copy(
+            update={
+                "fallback_reason": reason[:500],
+                "model": info.model,
+                "llm_calls": info.llm_calls,
+                "repaired": info.repaired,
+                "prompt_tokens": info.prompt_tokens,
+                "completion_tokens": info.completion_tokens,
+            }
+        )
+        return decided
+
+
+def _json_from_text(content: str) -> Any:
+    text = content.strip()
+    fenced = _FENCE.search(text)
+    if fenced:
+        text = fenced.group(1).strip()
+    if not text:
+        raise ValueError("empty answer")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON: {exc}") from exc
+
+
+def _short_error(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'answer'}: {e['msg']}"
+            for e in exc.errors()[:6]
+        )
+    return str(exc)[:400]
+
+
+def resolve_mode(mode: str, base_url: str) -> Mode:
+    if mode != "auto":
+        return mode  # type: ignore[return-value]
+    host = urlparse(base_url).hostname or "api.openai.com"
+    return "tools" if host == "api.openai.com" else "json_schema"
+
+
+__all__ = ["ALLOW_MODEL_REQUESTS", "LLMBrain", "ModelRequestsBlocked", "render"]

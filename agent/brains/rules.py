@@ -1,0 +1,197 @@
+"""The rules brain: an offline decision maker with no LLM.
+
+Intent comes from the nearest-neighbour signals, stage from the declared lifecycle rules,
+replies from ``prompts/replies.yaml`` filled with answers from ``prompts/knowledge.yaml``.
+It is the default when no LLM is configured and the fallback when the LLM fails.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.brains.base import BrainDecision, BrainInput, DecisionOutput
+from agent.understand import KnowledgeBase
+from journey.domain import BrainInfo, EscalateToHuman, ProposedAction, Queue, UpdateCrm
+from prompts import load_yaml, render
+
+#: Below this intent confidence the brain asks a clarifying question instead of acting.
+LOW_CONFIDENCE = 0.35
+#: Seats from which a buying signal goes to sales as high value.
+HIGH_VALUE_SEATS = 50
+SALES_TOPICS = {"pricing", "buying_signal", "demo_request"}
+ENTERPRISE_REQUIREMENTS = {"SSO", "SAML", "SCIM", "SOC 2", "quote", "contract", "data residency"}
+
+
+@dataclass
+class RulesBrain:
+    knowledge: KnowledgeBase
+    templates: dict[str, str] = field(default_factory=lambda: dict(load_yaml("replies.yaml")))
+    name: str = "rules"
+
+    def _say(self, key: str, data: BrainInput, **values: Any) -> str:
+        first = data.profile.first_name
+        values.setdefault("hello", f"Hi {first}," if first else "Hi,")
+        template = self.templates[key]
+        if "{company}" in template:
+            values.setdefault("company", self.knowledge.company)
+        return render(template, **{k: v for k, v in values.items() if "{" + k + "}" in template})
+
+    def _answer(self, data: BrainInput, min_score: float = 0.45) -> str | None:
+        found = self.knowledge.lookup(data.text, min_score=min_score)
+        return found[0].answer if found else None
+
+    def decide(self, data: BrainInput) -> BrainDecision:
+        signals = data.signals
+        intent = signals.intent
+        actions: list[ProposedAction] = []
+        crm_fields: dict[str, Any] = {}
+        note: str | None = None
+        task: str | None = None
+        reply: str | None
+        profile = data.profile
+        summary = _summary(data)
+
+        def escalate(queue: Queue, reason: str, priority: str = "normal") -> None:
+            actions.append(
+                EscalateToHuman(
+                    queue=queue, reason=reason, summary=summary,
+                    priority=priority,  # type: ignore[arg-type]
+                )
+            )
+
+        if signals.confidence < LOW_CONFIDENCE and intent not in {"opt_out", "human_request"}:
+            intent_used = "clarify"
+        else:
+            intent_used = intent
+
+        if intent_used == "human_request":
+            topic = signals.best_other_than("human_request", "small_talk", "off_topic")
+            queue: Queue = "sales" if topic in SALES_TOPICS else "support"
+            priority = "high" if signals.sentiment == "negative" else "normal"
+            escalate(queue, f"customer asked for a human (topic: {topic})", priority)
+            reply = self._say(f"handoff_{queue}", data)
+        elif intent_used == "buying_signal":
+            if signals.seats:
+                crm_fields["seats"] = signals.seats
+            if signals.requirements:
+                crm_fields["needs"] = signals.requirements
+            high_value = (signals.seats or 0) >= HIGH_VALUE_SEATS or bool(
+                set(signals.requirements) & ENTERPRISE_REQUIREMENTS
+            )
+            note = f"Buying signal on {data.channel}: {data.text!r}"
+            if high_value:
+                task = "Send a quote and book a call"
+                escalate("sales", _buying_reason(signals.seats, signals.requirements), "high")
+                reqs = ", ".join(signals.requirements) or "your team size"
+                if signals.seats:
+                    reqs = f"{signals.seats} seats, {reqs}"
+                reply = self._say("buying_signal", data, requirements=reqs)
+            else:
+                task = "Follow up on purchase intent"
+                reply = self._say(
+                    "buying_signal_small", data, answer=self._answer(data, 0.3) or ""
+                )
+        elif intent_used == "demo_request":
+            task = "Schedule a demo"
+            escalate("sales", "customer asked for a demo", "normal")
+            reply = self._say("demo_request", data)
+        elif intent_used == "pricing":
+            answer = self._answer(data, 0.35)
+            reply = (
+                self._say("pricing_intro", data, answer=answer)
+                if answer
+                else self._say("answer_unknown", data)
+            )
+        elif intent_used == "product_question":
+            answer = self._answer(data)
+            reply = (
+                self._say("answer", data, answer=answer)
+                if answer
+                else self._say("answer_unknown", data)
+            )
+        elif intent_used == "support_problem":
+            answer = self._answer(data, 0.5)
+            repeat = _repeat_contacts(data, {"support_problem", "complaint"}) >= 2
+            if repeat or signals.sentiment == "negative":
+                escalate("support", "repeat support contact" if repeat else "frustrated customer",
+                         "high" if signals.sentiment == "negative" else "normal")
+                reply = self._say("handoff_support", data)
+            elif answer:
+                reply = self._say("support_problem", data, answer=answer)
+            else:
+                reply = self._say("support_generic", data)
+        elif intent_used == "complaint":
+            escalate("support", "complaint", "high")
+            reply = self._say("complaint", data)
+        elif intent_used == "billing":
+            answer = self._answer(data, 0.4)
+            reply = (
+                self._say("billing", data, answer=answer)
+                if answer
+                else self._say("billing_generic", data)
+            )
+        elif intent_used == "opt_out":
+            reply = self._say("opt_out", data)
+        elif intent_used == "churn_risk":
+            escalate("support", "churn risk: customer talks about leaving", "high")
+            crm_fields["churn_reason"] = data.text[:200]
+            reply = self._say("churn_generic", data)
+        elif intent_used == "praise_referral":
+            note = f"Promoter signal: {data.text!r}"
+            reply = self._say("praise_referral", data)
+        elif intent_used == "small_talk":
+            reply = self._say("greeting" if not data.recent else "small_talk", data)
+        elif intent_used == "off_topic":
+            reply = self._say("off_topic", data)
+        else:
+            reply = self._say("clarify", data)
+
+        stage = data.rule_stage
+        stage_change = stage if stage != profile.lifecycle_stage else None
+        if stage_change or crm_fields or note or task:
+            actions.insert(
+                0, UpdateCrm(stage=stage_change, fields=crm_fields, note=note, task=task)
+            )
+        output = DecisionOutput(
+            intent=intent,
+            stage=stage,
+            sentiment=signals.sentiment,
+            confidence=signals.confidence,
+            reply=reply,
+            actions=actions,
+        )
+        return BrainDecision(output=output, info=BrainInfo(name="rules"))
+
+
+def _buying_reason(seats: int | None, requirements: list[str]) -> str:
+    parts = []
+    if seats:
+        parts.append(f"{seats} seats")
+    if requirements:
+        parts.append("needs " + ", ".join(requirements))
+    return "high-value buying signal: " + ("; ".join(parts) or "enterprise interest")
+
+
+def _repeat_contacts(data: BrainInput, intents: set[str]) -> int:
+    """How many recent inbound messages (this one included) look like the same problem."""
+    similar = 1
+    for hit in data.history:
+        if hit.direction == "inbound" and hit.score > 0.55:
+            similar += 1
+    return similar if data.signals.intent in intents else 0
+
+
+def _summary(data: BrainInput) -> str:
+    profile = data.profile
+    who = profile.name or profile.id
+    lines = [
+        f"{who} ({profile.lifecycle_stage}) on {data.channel}: {data.text}",
+    ]
+    if profile.attributes:
+        attrs = ", ".join(f"{k}={v}" for k, v in sorted(profile.attributes.items()))
+        lines.append(f"Profile: {attrs}")
+    earlier = [m for m in data.recent if m.direction == "inbound"][-3:]
+    if earlier:
+        lines.append("Earlier: " + " | ".join(f"[{m.channel}] {m.text}" for m in earlier))
+    return "\n".join(lines)

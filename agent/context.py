@@ -1,0 +1,26 @@
+"""The runtime context: long-lived services a turn uses. Passed to nodes, never checkpointed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agent.brains.base import Brain
+from agent.understand import IntentClassifier
+from journey.clock import Clock, IdFactory
+from journey.lifecycle import Lifecycle
+from journey.store import Store
+from memory.vector import VectorMemory
+
+
+@dataclass
+class TurnServices:
+    store: Store
+    memory: VectorMemory
+    classifier: IntentClassifier
+    brain: Brain
+    rules_brain: Brain
+    lifecycle: Lifecycle
+    clock: Clock
+    ids: IdFactory
+    history_k: int = 6
+    recent_limit: int = 8

@@ -1,0 +1,175 @@
+"""Where a customer message enters: identity → profile → conversation → stored inbound → graph.
+
+``Orchestrator.handle_message`` is what the API and ``journey chat`` call. It is idempotent per
+(channel, external id): a repeated delivery returns the first result and runs nothing twice.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from datetime import timedelta
+from typing import Any
+
+from pydantic import BaseModel, Field, model_validator
+
+from agent.context import TurnServices
+from journey.domain import CHANNEL_IDENTITY, Channel, Decision, Identity, Message, Verdict
+
+#: A pending turn older than this is taken over by a repeated delivery (its worker died).
+STALE_TURN = timedelta(seconds=120)
+#: How long a repeated delivery waits for the first one's turn to finish.
+WAIT_FOR_TURN_S = 15.0
+
+
+class CustomerRef(BaseModel):
+    """Who wrote: any identities we know them by. At least one is required."""
+
+    email: str | None = Field(None, max_length=320, examples=["dana@example.com"])
+    phone: str | None = Field(None, max_length=40, examples=["+14155550100"])
+    web_chat_id: str | None = Field(None, max_length=200, examples=["wc_5f1c"])
+    crm_id: str | None = Field(None, max_length=200)
+    name: str | None = Field(None, max_length=200)
+
+    @model_validator(mode="after")
+    def _one_identity(self) -> CustomerRef:
+        if not (self.email or self.phone or self.web_chat_id or self.crm_id):
+            raise ValueError("give at least one identity: email, phone, web_chat_id or crm_id")
+        if self.email is not None and "@" not in self.email:
+            raise ValueError(f"email {self.email!r} is not an email address")
+        return self
+
+    def identities(self) -> list[Identity]:
+        pairs = (
+            ("email", self.email and self.email.strip().lower()),
+            ("phone", self.phone and self.phone.strip().replace(" ", "")),
+            ("web_chat_id", self.web_chat_id),
+            ("crm_id", self.crm_id),
+        )
+        return [Identity(kind=k, value=v) for k, v in pairs if v]  # type: ignore[arg-type]
+
+
+class InboundRequest(BaseModel):
+    channel: Channel
+    customer: CustomerRef
+    text: str = Field(min_length=1, max_length=4000)
+    external_id: str | None = Field(
+        None, max_length=200, description="The channel's message id; repeats are deduplicated."
+    )
+
+    @model_validator(mode="after")
+    def _identity_for_channel(self) -> InboundRequest:
+        if not self.text.strip():
+            raise ValueError("text is empty")
+        needed = CHANNEL_IDENTITY[self.channel]
+        if not any(i.kind == needed for i in self.customer.identities()):
+            raise ValueError(f"a {self.channel} message needs customer.{needed}")
+        return self
+
+
+class ActionSummary(BaseModel):
+    tool: str
+    outcome: str
+    executed: bool
+    reason_codes: list[str]
+    arguments: dict[str, Any]
+    result: dict[str, Any]
+
+
+class TurnResult(BaseModel):
+    customer_id: str
+    conversation_id: str
+    message_id: str
+    duplicate: bool
+    reply: str | None
+    decision: Decision
+    actions: list[ActionSummary]
+
+
+class TurnInProgress(Exception):
+    """The same message is being handled by another request right now."""
+
+
+class Orchestrator:
+    def __init__(self, services: TurnServices, graph: Any) -> None:
+        self.services = services
+        self.graph = graph
+        self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._locks_guard = threading.Lock()
+
+    def _lock(self, conversation_id: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks[conversation_id]
+
+    def handle_message(self, request: InboundRequest) -> TurnResult:
+        svc = self.services
+        store = svc.store
+        profile, _ = store.resolve_customer(
+            request.customer.identities(), svc.lifecycle.default_stage
+        )
+        if request.customer.name and not profile.name:
+            store.update_customer(profile.id, name=request.customer.name)
+        conversation = store.open_conversation(profile.id)
+        accepted = store.accept_inbound(
+            conversation, request.channel, request.text.strip(), request.external_id
+        )
+        message = accepted.message
+        if not accepted.is_new:
+            decision = self._wait_for(message)
+            if decision is not None:
+                return self._result(message, decision, duplicate=True)
+            if not store.claim_stale_turn(message.id, svc.clock.now() - STALE_TURN):
+                raise TurnInProgress(message.id)
+        return self._run(message)
+
+    def _wait_for(self, message: Message) -> Decision | None:
+        deadline = time.monotonic() + WAIT_FOR_TURN_S
+        while True:
+            decision = self.services.store.decision_for_inbound(message.id)
+            if decision is not None or time.monotonic() > deadline:
+                return decision
+            time.sleep(0.05)
+
+    def _run(self, message: Message) -> TurnResult:
+        with self._lock(message.conversation_id):
+            existing = self.services.store.decision_for_inbound(message.id)
+            if existing is not None:
+                return self._result(message, existing, duplicate=True)
+            state = self.graph.invoke(
+                {
+                    "conversation_id": message.conversation_id,
+                    "customer_id": message.customer_id,
+                    "inbound": message.model_dump(mode="json"),
+                    "decision_id": "dec_" + message.id.split("_", 1)[-1],
+                    "started": time.perf_counter(),
+                },
+                config={"configurable": {"thread_id": message.conversation_id}},
+                context=self.services,
+            )
+        decision = Decision.model_validate(state["decision"])
+        return self._result(message, decision, duplicate=decision.inbound_message_id != message.id)
+
+    @staticmethod
+    def _result(message: Message, decision: Decision, *, duplicate: bool) -> TurnResult:
+        return TurnResult(
+            customer_id=decision.customer_id,
+            conversation_id=decision.conversation_id,
+            message_id=message.id,
+            duplicate=duplicate,
+            reply=decision.reply,
+            decision=decision,
+            actions=[_summary(v, decision) for v in decision.verdicts],
+        )
+
+
+def _summary(verdict: Verdict, decision: Decision) -> ActionSummary:
+    action = decision.proposed[verdict.action_index]
+    return ActionSummary(
+        tool=verdict.tool,
+        outcome=verdict.outcome,
+        executed=verdict.executed,
+        reason_codes=verdict.reason_codes,
+        arguments=action.model_dump(exclude={"tool"}),
+        result=verdict.result,
+    )

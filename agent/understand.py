@@ -1,0 +1,212 @@
+"""Understanding a message without an LLM: intent by nearest neighbour over labelled examples,
+answers by nearest neighbour over the knowledge base, sentiment by a small lexicon, and the
+entities a sales team wants (seats, requirements).
+
+Examples and knowledge are data in ``prompts/``; they are embedded once with the same MiniLM
+model the vector memory uses.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel
+
+from journey.domain import Sentiment
+from memory.embeddings import MiniLMEmbedder
+from prompts import load_yaml
+
+#: Neighbours that vote on an intent (similarity-weighted).
+K_NEIGHBOURS = 5
+
+
+class IntentScore(BaseModel):
+    intent: str
+    score: float
+
+
+class Signals(BaseModel):
+    """What code (not the model) reads off the message; hints for the brain, facts for policy."""
+
+    intents: list[IntentScore]
+    sentiment: Sentiment
+    seats: int | None = None
+    requirements: list[str] = []
+    opt_out_keyword: bool = False
+
+    @property
+    def intent(self) -> str:
+        return self.intents[0].intent
+
+    @property
+    def confidence(self) -> float:
+        return self.intents[0].score
+
+    def best_other_than(self, *excluded: str) -> str | None:
+        return next((s.intent for s in self.intents if s.intent not in excluded), None)
+
+
+@dataclass
+class KnowledgeEntry:
+    id: str
+    topic: str
+    answer: str
+
+
+class IntentClassifier:
+    """k-nearest-neighbour intent classifier over ``prompts/intents.yaml``."""
+
+    def __init__(self, embedder: MiniLMEmbedder, data: dict[str, Any] | None = None) -> None:
+        data = data or load_yaml("intents.yaml")
+        self.embedder = embedder
+        self.labels: list[str] = []
+        texts: list[str] = []
+        self.descriptions: dict[str, str] = {}
+        for intent, spec in data["intents"].items():
+            self.descriptions[intent] = spec.get("description", "")
+            for example in spec["examples"]:
+                self.labels.append(intent)
+                texts.append(example)
+        self.intents = list(self.descriptions)
+        self.matrix = embedder.embed(texts)
+        self._label_idx = np.array([self.intents.index(lbl) for lbl in self.labels])
+
+    def rank(self, text: str) -> list[IntentScore]:
+        """Every intent, best first, scored by a similarity-weighted vote of the neighbours."""
+        sims = self.matrix @ self.embedder.embed_one(text)
+        top = np.argsort(-sims)[:K_NEIGHBOURS]
+        votes: dict[str, float] = defaultdict(float)
+        best: dict[str, float] = {}
+        for idx in top:
+            label = self.labels[idx]
+            votes[label] += float(sims[idx])
+        # every intent also gets its single best similarity, so the ranking is complete
+        per_intent = np.full(len(self.intents), -1.0)
+        np.maximum.at(per_intent, self._label_idx, sims)
+        for i, intent in enumerate(self.intents):
+            best[intent] = float(per_intent[i])
+        total = sum(votes.values()) or 1.0
+        ranked = sorted(
+            self.intents, key=lambda name: (votes.get(name, 0.0), best[name]), reverse=True
+        )
+        top_sim = float(sims[top[0]])
+        out = []
+        for name in ranked:
+            share = votes.get(name, 0.0) / total
+            # confidence: the vote share, damped when even the nearest example is far away
+            out.append(IntentScore(intent=name, score=round(share * min(1.0, top_sim / 0.6), 4)))
+        return out
+
+
+class KnowledgeBase:
+    """Nearest-neighbour answers over ``prompts/knowledge.yaml``."""
+
+    def __init__(self, embedder: MiniLMEmbedder, data: dict[str, Any] | None = None) -> None:
+        data = data or load_yaml("knowledge.yaml")
+        self.embedder = embedder
+        self.company: str = data.get("company", "")
+        self.entries: list[KnowledgeEntry] = []
+        owners: list[int] = []
+        texts: list[str] = []
+        for i, entry in enumerate(data["entries"]):
+            self.entries.append(
+                KnowledgeEntry(id=entry["id"], topic=entry.get("topic", ""), answer=entry["answer"])
+            )
+            for question in entry["questions"]:
+                owners.append(i)
+                texts.append(question)
+        self._owners = np.array(owners)
+        self.matrix = embedder.embed(texts)
+
+    def lookup(self, text: str, min_score: float = 0.45) -> tuple[KnowledgeEntry, float] | None:
+        sims = self.matrix @ self.embedder.embed_one(text)
+        best = int(np.argmax(sims))
+        score = float(sims[best])
+        if score < min_score:
+            return None
+        return self.entries[int(self._owners[best])], score
+
+    def facts(self) -> str:
+        """The knowledge base as compact lines, for the LLM prompt."""
+        return "\n".join(f"- [{e.id}] {e.answer}" for e in self.entries)
+
+
+_NEGATIVE = re.compile(
+    r"\b(angry|furious|terrible|awful|worst|useless|ridiculous|unacceptable|disappointed|"
+    r"frustrat\w*|annoy\w*|hate|horrible|scam|lawyer|legal action|sue|broken again|"
+    r"still not|waste|fed up|not happy|unhappy|pathetic|rubbish)\b",
+    re.IGNORECASE,
+)
+_POSITIVE = re.compile(
+    r"\b(love|great|awesome|amazing|excellent|fantastic|thanks?|thank you|perfect|helpful|"
+    r"happy|recommend|brilliant|wonderful|impressed)\b",
+    re.IGNORECASE,
+)
+_OPT_OUT = re.compile(
+    r"^\s*(stop|stopall|unsubscribe|cancel|end|quit|opt[\s-]?out)\s*[.!]*\s*$|"
+    r"\b(unsubscribe me|stop (messaging|texting|emailing|contacting) me|"
+    r"remove me from (your|the) (list|mailing list))\b",
+    re.IGNORECASE,
+)
+_SEATS = re.compile(
+    r"\b(\d{1,3}(?:[,.]\d{3})*|\d+)\s*(?:k\b)?\s*(?:\+\s*)?"
+    r"(seats?|users?|licen[cs]es?|agents?|people|employees|reps)\b",
+    re.IGNORECASE,
+)
+_REQUIREMENTS = {
+    "SSO": re.compile(r"\b(sso|single sign[- ]on)\b", re.I),
+    "SAML": re.compile(r"\bsaml\b", re.I),
+    "SCIM": re.compile(r"\bscim\b", re.I),
+    "SOC 2": re.compile(r"\bsoc ?2\b", re.I),
+    "GDPR": re.compile(r"\bgdpr\b", re.I),
+    "API": re.compile(r"\bapi\b", re.I),
+    "quote": re.compile(r"\b(quote|quotation|proposal)\b", re.I),
+    "contract": re.compile(r"\b(contract|msa|procurement|purchase order|po)\b", re.I),
+    "data residency": re.compile(r"\bdata residency\b", re.I),
+}
+
+
+def sentiment_of(text: str) -> Sentiment:
+    neg = len(_NEGATIVE.findall(text))
+    pos = len(_POSITIVE.findall(text))
+    if neg > pos:
+        return "negative"
+    if pos > neg:
+        return "positive"
+    return "neutral"
+
+
+def seats_in(text: str) -> int | None:
+    match = _SEATS.search(text)
+    if not match:
+        return None
+    number = match.group(1).replace(",", "").replace(".", "")
+    value = int(number)
+    if re.search(rf"{re.escape(match.group(1))}\s*k\b", text, re.I):
+        value *= 1000
+    return value
+
+
+def requirements_in(text: str) -> list[str]:
+    return [name for name, pattern in _REQUIREMENTS.items() if pattern.search(text)]
+
+
+def understand(text: str, classifier: IntentClassifier) -> Signals:
+    ranked = classifier.rank(text)
+    opt_out = bool(_OPT_OUT.search(text))
+    if opt_out and ranked[0].intent != "opt_out":
+        # an explicit opt-out keyword decides, whatever the neighbours say
+        ranked = [IntentScore(intent="opt_out", score=1.0)] + [
+            s for s in ranked if s.intent != "opt_out"
+        ]
+    return Signals(
+        intents=ranked,
+        sentiment=sentiment_of(text),
+        seats=seats_in(text),
+        requirements=requirements_in(text),
+        opt_out_keyword=opt_out,
+    )

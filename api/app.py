@@ -1,0 +1,76 @@
+"""The FastAPI application. ``create_app()`` builds it; the container is built in lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+import journey
+from agent.service import TurnInProgress
+from api.routes import conversations, customers, health, messages
+from journey.runtime import Container, build_container
+from journey.settings import Settings, get_settings
+
+DESCRIPTION = """
+The real-time decision layer above your channels. Post a customer message; the agent reads the
+unified profile and the customer's history, decides the next best action, and every action
+passes the policy gate before it runs. Every decision is recorded with its reasons.
+
+Authenticate with `Authorization: Bearer <api key>` (keys and scopes: `JOURNEY_API_KEYS`).
+"""
+
+
+def _validation_message(errors: list[Any]) -> str:
+    parts = []
+    for err in errors:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
+def create_app(settings: Settings | None = None, container: Container | None = None) -> FastAPI:
+    """The app. Pass a ready ``container`` (tests) or let the lifespan build one."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = container is None
+        app.state.container = container or build_container(settings or get_settings())
+        try:
+            yield
+        finally:
+            if owned:
+                app.state.container.close()
+
+    app = FastAPI(
+        title="journey-orchestrator",
+        version=journey.__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()
+        ]
+        return JSONResponse(
+            status_code=422,
+            content={"detail": _validation_message(errors), "errors": errors},
+        )
+
+    @app.exception_handler(TurnInProgress)
+    async def _in_progress(request: Request, exc: TurnInProgress) -> JSONResponse:
+        return JSONResponse(
+            status_code=409,
+            content={"detail": f"message {exc} is being handled right now; retry shortly"},
+        )
+
+    for module in (messages, customers, conversations, health):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,243 @@
+"""The ``journey`` command line: serve the API, chat as a customer, seed the demo data."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from journey.settings import Settings, get_settings
+
+app = typer.Typer(
+    help="journey-orchestrator: a real-time, policy-checked LLM decision layer for customer "
+    "journeys.\n\nTypical use: `journey init` once, `journey seed-demo`, `journey serve`, then "
+    "`journey chat` in a second terminal. Settings come from JOURNEY_* variables and .env "
+    "(see README.md, Configuration).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+
+@app.command()
+def init(
+    path: Annotated[Path, typer.Option(help="Where to write the settings file.")] = Path(".env"),
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a .env with a fresh random API key (admin scope) that `journey chat` also uses."""
+    if path.exists() and not force:
+        console.print(f"{path} exists; keeping it (use --force to overwrite).")
+        return
+    key = "jo_" + secrets.token_urlsafe(24)
+    path.write_text(
+        "# journey-orchestrator settings (see README.md, Configuration)\n"
+        f"JOURNEY_API_KEYS={json.dumps({key: ['admin']})}\n"
+        f"JOURNEY_CLI_API_KEY={key}\n",
+        encoding="utf-8",
+    )
+    console.print(f"Wrote {path} with a new admin API key.")
+
+
+@app.command("seed-demo")
+def seed_demo() -> None:
+    """Load the demo customers, their events and a few past conversations (idempotent)."""
+    from journey.demo import seed
+    from journey.runtime import build_container
+
+    settings = get_settings()
+    with console.status("Loading the embedding model and the stores…"):
+        container = build_container(settings)
+    try:
+        summary = seed(container, progress=True)
+    finally:
+        container.close()
+    console.print(
+        f"Demo data ready in {settings.resolved_database_url}: "
+        f"{summary['customers']} customers, {summary['events']} events, "
+        f"{summary['turns']} past messages."
+    )
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default: JOURNEY_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: JOURNEY_PORT).")] = None,
+) -> None:
+    """Run the API server in the foreground (Ctrl+C stops it)."""
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = get_settings()
+    host = host or settings.host
+    port = port or settings.port
+    base = f"http://{host}:{port}"
+    brain = settings.resolved_brain
+    console.print(f"[bold]journey-orchestrator[/bold] on {base}  (brain: {brain})")
+    if brain == "rules":
+        console.print(
+            "  No LLM configured (JOURNEY_LLM_BASE_URL / JOURNEY_LLM_API_KEY): the offline "
+            "rules brain decides."
+        )
+    console.print(f"  API docs:  {base}/docs")
+    console.print("  Chat:      run `journey chat` in a second terminal "
+                  "(or `.venv/bin/journey chat`)")
+    if not settings.api_keys:
+        console.print("  [yellow]No API keys configured: run `journey init` first.[/yellow]")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
+def _trace(result: dict[str, Any]) -> None:
+    decision = result["decision"]
+    brain = decision["brain"]
+    who = brain["name"] + (f" ({brain['model']})" if brain.get("model") else "")
+    if brain.get("fallback_reason"):
+        who += f" [fallback: {brain['fallback_reason'][:80]}]"
+    console.print(
+        f"[dim]intent[/dim] {decision['intent']} ({decision['intent_confidence']:.2f})  "
+        f"[dim]stage[/dim] {decision['previous_stage']} → {decision['stage']}  "
+        f"[dim]sentiment[/dim] {decision['sentiment']}  [dim]brain[/dim] {who}  "
+        f"[dim]{decision['latency_ms']:.0f} ms[/dim]"
+    )
+    table = Table(show_header=True, header_style="dim", box=None, pad_edge=False)
+    for col in ("action", "verdict", "reasons", "arguments"):
+        table.add_column(col)
+    for action in result["actions"]:
+        args = {k: v for k, v in action["arguments"].items() if v not in (None, {}, [], "")}
+        if action["tool"] == "send_message":
+            args.pop("text", None)
+        colour = {"allow": "green", "modify": "yellow", "deny": "red"}[action["outcome"]]
+        table.add_row(
+            action["tool"],
+            f"[{colour}]{action['outcome']}[/{colour}]",
+            ", ".join(action["reason_codes"]),
+            json.dumps(args, ensure_ascii=False)[:160],
+        )
+    console.print(table)
+
+
+@app.command()
+def chat(
+    channel: Annotated[
+        str, typer.Option(help="web_chat, email, sms or whatsapp. Switch with /channel NAME.")
+    ] = "web_chat",
+    email: Annotated[str | None, typer.Option(help="Your email (needed on email).")] = None,
+    phone: Annotated[str | None, typer.Option(help="Your phone (needed on sms/whatsapp).")] = None,
+    web_chat_id: Annotated[str | None, typer.Option(help="Your web-chat id.")] = None,
+    name: Annotated[str | None, typer.Option(help="Your name, for a new profile.")] = None,
+    brain: Annotated[
+        str | None,
+        typer.Option(help="Run the agent in this process with this brain (rules or openai) "
+                     "instead of talking to the server."),
+    ] = None,
+    server: Annotated[str | None, typer.Option(help="Server URL (default: JOURNEY_SERVER_URL).")]
+    = None,
+) -> None:
+    """Talk to the agent as a customer; each reply is followed by its decision trace.
+
+    Type a message and press Enter. /channel sms switches channel, /quit leaves. Messages can
+    also be piped in, one per line.
+    """
+    settings = get_settings()
+    if not (email or phone or web_chat_id):
+        web_chat_id = "cli_" + secrets.token_hex(4)
+    send = _local_sender(settings, brain) if brain else _http_sender(settings, server)
+    interactive = sys.stdin.isatty()
+    console.print(f"Chatting on [bold]{channel}[/bold] as "
+                  f"{email or phone or web_chat_id}. /quit to leave.")
+    while True:
+        try:
+            line = input("you> " if interactive else "")
+        except (EOFError, KeyboardInterrupt):
+            break
+        text = line.strip()
+        if not text:
+            continue
+        if text in ("/quit", "/exit"):
+            break
+        if text.startswith("/channel"):
+            channel = text.split(maxsplit=1)[-1].strip()
+            console.print(f"(now on {channel})")
+            continue
+        if not interactive:
+            console.print(f"you> {text}")
+        body = {
+            "channel": channel,
+            "customer": {"email": email, "phone": phone, "web_chat_id": web_chat_id,
+                         "name": name},
+            "text": text,
+        }
+        try:
+            result = send(body)
+        except ChatError as exc:
+            err.print(f"[red]{exc}[/red]")
+            continue
+        reply = result.get("reply")
+        console.print(f"[bold cyan]bot>[/bold cyan] {reply}" if reply else
+                      "[bold cyan]bot>[/bold cyan] [dim](no reply)[/dim]")
+        _trace(result)
+
+
+class ChatError(Exception):
+    pass
+
+
+def _http_sender(settings: Settings, server: str | None) -> Any:
+    import httpx
+
+    base = (server or settings.resolved_server_url).rstrip("/")
+    key = settings.cli_api_key.get_secret_value()
+    client = httpx.Client(base_url=base, timeout=120, headers={"Authorization": f"Bearer {key}"})
+
+    def send(body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            response = client.post("/v1/messages", json=body)
+        except httpx.ConnectError as exc:
+            raise ChatError(
+                f"cannot reach the server at {base} ({exc}). Start it with `make run` or "
+                "`journey serve`, or chat without it: `journey chat --brain rules`."
+            ) from exc
+        if response.status_code != 200:
+            raise ChatError(f"{response.status_code}: {response.json().get('detail')}")
+        data: dict[str, Any] = response.json()
+        return data
+
+    return send
+
+
+def _local_sender(settings: Settings, brain: str) -> Any:
+    from pydantic import ValidationError
+
+    from agent.service import InboundRequest
+    from journey.runtime import build_container
+
+    if brain not in ("rules", "openai"):
+        raise typer.BadParameter("--brain must be rules or openai")
+    local = settings.model_copy(update={"brain": brain})
+    with console.status("Loading the agent…"):
+        container = build_container(local)
+
+    def send(body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            request = InboundRequest.model_validate(body)
+        except ValidationError as exc:
+            raise ChatError(str(exc)) from exc
+        result = container.orchestrator.handle_message(request)
+        return result.model_dump(mode="json")
+
+    return send
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""Time and ids, injected so tests control them (no wall-clock reads elsewhere)."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+class FixedClock:
+    """A clock that moves only when told to."""
+
+    def __init__(self, start: datetime) -> None:
+        if start.tzinfo is None:
+            raise ValueError("FixedClock needs an aware datetime")
+        self._now = start
+
+    def now(self) -> datetime:
+        return self._now
+
+    def advance(self, **delta: float) -> datetime:
+        self._now += timedelta(**delta)
+        return self._now
+
+
+IdFactory = Callable[[str], str]
+
+
+def uuid_ids(prefix: str) -> str:
+    """``cus_3f2a...``: a random id with a readable prefix."""
+    return f"{prefix}_{uuid.uuid4().hex[:20]}"
+
+
+def sequential_ids() -> IdFactory:
+    """Deterministic ids for tests: ``cus_0001``, ``msg_0002`` ..."""
+    counter = itertools.count(1)
+    return lambda prefix: f"{prefix}_{next(counter):04d}"

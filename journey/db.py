@@ -1,0 +1,197 @@
+"""Relational schema (SQLAlchemy Core) and engine construction.
+
+The schema is versioned by the alembic migrations in ``journey/migrations``; this module's
+``metadata`` must match them (a test compares the two on SQLite and PostgreSQL).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Engine,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData()
+
+# JSONB on PostgreSQL, JSON text elsewhere.
+Json = JSON().with_variant(JSONB(), "postgresql")
+
+
+def _ts(name: str, **kw: Any) -> Column[Any]:
+    return Column(name, DateTime(timezone=True), **kw)
+
+
+customers = Table(
+    "customers",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("name", String(200)),
+    Column("lifecycle_stage", String(60), nullable=False),
+    Column("timezone", String(60), nullable=False),
+    Column("attributes", Json, nullable=False),
+    Column("consent", Json, nullable=False),
+    _ts("created_at", nullable=False),
+    _ts("updated_at", nullable=False),
+)
+
+identities = Table(
+    "identities",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("customer_id", String(40), ForeignKey("customers.id"), nullable=False, index=True),
+    Column("kind", String(20), nullable=False),
+    Column("value", String(320), nullable=False),
+    UniqueConstraint("kind", "value", name="uq_identities_kind_value"),
+)
+
+conversations = Table(
+    "conversations",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("customer_id", String(40), ForeignKey("customers.id"), nullable=False, index=True),
+    Column("status", String(20), nullable=False),
+    Column("owner", String(20), nullable=False),
+    _ts("created_at", nullable=False),
+    _ts("updated_at", nullable=False),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("conversation_id", String(40), ForeignKey("conversations.id"), nullable=False),
+    Column("customer_id", String(40), ForeignKey("customers.id"), nullable=False),
+    Column("direction", String(10), nullable=False),
+    Column("channel", String(20), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("external_id", String(200)),
+    Column("author", String(60), nullable=False),
+    # inbound only: pending until the turn that answers it is committed, then done
+    Column("turn_status", String(20)),
+    _ts("turn_started_at"),
+    _ts("created_at", nullable=False),
+    UniqueConstraint("channel", "external_id", name="uq_messages_channel_external_id"),
+    Index("ix_messages_conversation_created", "conversation_id", "created_at"),
+    Index("ix_messages_customer_created", "customer_id", "created_at"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", String(60), primary_key=True),
+    Column("customer_id", String(40), ForeignKey("customers.id"), nullable=False),
+    Column("type", String(80), nullable=False),
+    Column("properties", Json, nullable=False),
+    _ts("occurred_at", nullable=False),
+    Index("ix_events_customer_occurred", "customer_id", "occurred_at"),
+)
+
+decisions = Table(
+    "decisions",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("conversation_id", String(40), ForeignKey("conversations.id"), nullable=False),
+    Column("customer_id", String(40), ForeignKey("customers.id"), nullable=False, index=True),
+    Column(
+        "inbound_message_id", String(40), ForeignKey("messages.id"), nullable=False, unique=True
+    ),
+    Column("intent", String(40), nullable=False),
+    Column("intent_confidence", Float, nullable=False),
+    Column("stage", String(60), nullable=False),
+    Column("previous_stage", String(60), nullable=False),
+    Column("sentiment", String(20), nullable=False),
+    Column("proposed", Json, nullable=False),
+    Column("verdicts", Json, nullable=False),
+    Column("reasons", Json, nullable=False),
+    Column("reply", Text),
+    Column("brain", Json, nullable=False),
+    Column("latency_ms", Float, nullable=False),
+    _ts("created_at", nullable=False),
+    Index("ix_decisions_conversation_created", "conversation_id", "created_at"),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("decision_id", String(40), ForeignKey("decisions.id"), nullable=False),
+    Column("message_id", String(40), ForeignKey("messages.id"), nullable=False),
+    Column("customer_id", String(40), ForeignKey("customers.id"), nullable=False),
+    Column("channel", String(20), nullable=False),
+    Column("address", String(320), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("purpose", String(20), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("idempotency_key", String(120), nullable=False, unique=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    _ts("created_at", nullable=False),
+    _ts("sent_at"),
+    Index("ix_outbox_status_created", "status", "created_at"),
+)
+
+handoffs = Table(
+    "handoffs",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("conversation_id", String(40), ForeignKey("conversations.id"), nullable=False),
+    Column("customer_id", String(40), ForeignKey("customers.id"), nullable=False),
+    Column("decision_id", String(40), ForeignKey("decisions.id")),
+    Column("queue", String(40), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("priority", String(20), nullable=False),
+    Column("status", String(20), nullable=False),
+    _ts("created_at", nullable=False),
+    _ts("updated_at", nullable=False),
+    Index("ix_handoffs_conversation_status", "conversation_id", "status"),
+)
+
+crm_activities = Table(
+    "crm_activities",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("customer_id", String(40), ForeignKey("customers.id"), nullable=False, index=True),
+    Column("decision_id", String(40), ForeignKey("decisions.id")),
+    Column("kind", String(20), nullable=False),  # note | task | stage_change | fields
+    Column("body", Json, nullable=False),
+    Column("done", Boolean, nullable=False, default=False),
+    _ts("created_at", nullable=False),
+)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite files get WAL, foreign keys and their folder created."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)

@@ -1,0 +1,183 @@
+"""Wiring: build every long-lived service from ``Settings`` (the API lifespan and the CLI use
+this). Nothing here runs at import time."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+import httpx
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from sqlalchemy import Engine
+
+from agent.brains.base import Brain
+from agent.brains.llm import LLMBrain, make_client, resolve_mode
+from agent.brains.rules import RulesBrain
+from agent.context import TurnServices
+from agent.graph import build_graph
+from agent.service import Orchestrator
+from agent.understand import IntentClassifier, KnowledgeBase
+from journey import migrate
+from journey.clock import Clock, IdFactory, SystemClock, uuid_ids
+from journey.db import make_engine
+from journey.lifecycle import Lifecycle, load_lifecycle
+from journey.settings import Settings
+from journey.store import Store
+from memory.embeddings import MiniLMEmbedder, get_embedder
+from memory.vector import ChromaVectorMemory, VectorMemory
+from prompts import load_yaml
+
+
+@dataclass
+class Container:
+    settings: Settings
+    engine: Engine
+    store: Store
+    memory: VectorMemory
+    embedder: MiniLMEmbedder
+    lifecycle: Lifecycle
+    classifier: IntentClassifier
+    knowledge: KnowledgeBase
+    brain: Brain
+    rules_brain: RulesBrain
+    orchestrator: Orchestrator
+    checkpointer: BaseCheckpointSaver[Any]
+    _closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def close(self) -> None:
+        for closer in reversed(self._closers):
+            closer()
+        self._closers.clear()
+
+
+def pg_conninfo(database_url: str) -> str:
+    """A libpq URL from an SQLAlchemy one (drops the ``+psycopg`` driver suffix)."""
+    scheme, rest = database_url.split("://", 1)
+    return "postgresql://" + rest if scheme.startswith("postgresql") else database_url
+
+
+def make_checkpointer(settings: Settings) -> tuple[BaseCheckpointSaver[Any], Callable[[], None]]:
+    """SQLite saver beside the SQLite store, Postgres saver with PostgreSQL."""
+    if settings.is_postgres:
+        from langgraph.checkpoint.postgres import PostgresSaver
+        from psycopg.rows import dict_row
+        from psycopg_pool import ConnectionPool
+
+        pool = ConnectionPool(
+            pg_conninfo(settings.resolved_database_url),
+            min_size=1,
+            max_size=8,
+            kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
+            open=True,
+        )
+        saver: BaseCheckpointSaver[Any] = PostgresSaver(pool)  # type: ignore[arg-type]
+        saver.setup()  # type: ignore[attr-defined]
+        return saver, pool.close
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(settings.data_dir / "checkpoints.sqlite", check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    sqlite_saver = SqliteSaver(conn)
+    sqlite_saver.setup()
+    return sqlite_saver, conn.close
+
+
+def make_memory(settings: Settings, embedder: MiniLMEmbedder) -> VectorMemory:
+    if settings.chroma_url:
+        url = urlparse(settings.chroma_url)
+        return ChromaVectorMemory.http(
+            url.hostname or "127.0.0.1",
+            url.port or (443 if url.scheme == "https" else 8000),
+            embedder,
+            ssl=url.scheme == "https",
+            collection=settings.chroma_collection,
+        )
+    return ChromaVectorMemory.persistent(
+        settings.data_dir / "chroma", embedder, collection=settings.chroma_collection
+    )
+
+
+def make_brain(
+    settings: Settings,
+    rules: RulesBrain,
+    knowledge: KnowledgeBase,
+    http_client: httpx.Client | None = None,
+) -> Brain:
+    if settings.resolved_brain == "rules":
+        return rules
+    intents = {
+        name: spec.get("description", "") for name, spec in load_yaml("intents.yaml")["intents"].items()
+    }
+    return LLMBrain(
+        client=make_client(
+            settings.llm_base_url,
+            settings.llm_api_key.get_secret_value(),
+            settings.llm_timeout_s,
+            http_client=http_client,
+        ),
+        model=settings.llm_model,
+        mode=resolve_mode(settings.llm_mode, settings.llm_base_url),
+        fallback=rules,
+        knowledge=knowledge,
+        intents=intents,
+        temperature=settings.llm_temperature,
+        max_tokens=settings.llm_max_tokens,
+        injected_transport=http_client is not None,
+    )
+
+
+def build_container(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    ids: IdFactory = uuid_ids,
+    memory: VectorMemory | None = None,
+    llm_http_client: httpx.Client | None = None,
+    embedder: MiniLMEmbedder | None = None,
+) -> Container:
+    clock = clock or SystemClock()
+    closers: list[Callable[[], None]] = []
+    engine = make_engine(settings.resolved_database_url)
+    closers.append(engine.dispose)
+    migrate.upgrade(engine)
+    store = Store(engine, clock=clock, ids=ids)
+    embedder = embedder or get_embedder()
+    memory = memory or make_memory(settings, embedder)
+    lifecycle = load_lifecycle()
+    classifier = IntentClassifier(embedder)
+    knowledge = KnowledgeBase(embedder)
+    rules = RulesBrain(knowledge)
+    brain = make_brain(settings, rules, knowledge, llm_http_client)
+    checkpointer, close_checkpointer = make_checkpointer(settings)
+    closers.append(close_checkpointer)
+    services = TurnServices(
+        store=store,
+        memory=memory,
+        classifier=classifier,
+        brain=brain,
+        rules_brain=rules,
+        lifecycle=lifecycle,
+        clock=clock,
+        ids=ids,
+        history_k=settings.history_k,
+    )
+    orchestrator = Orchestrator(services, build_graph(checkpointer))
+    return Container(
+        settings=settings,
+        engine=engine,
+        store=store,
+        memory=memory,
+        embedder=embedder,
+        lifecycle=lifecycle,
+        classifier=classifier,
+        knowledge=knowledge,
+        brain=brain,
+        rules_brain=rules,
+        orchestrator=orchestrator,
+        checkpointer=checkpointer,
+        _closers=closers,
+    )

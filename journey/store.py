@@ -1,0 +1,613 @@
+"""The relational store: profiles, conversations, messages, decisions, outbox, handoffs, CRM.
+
+One class over SQLAlchemy Core, the same code on SQLite and PostgreSQL. A turn's effects (the
+decision, outbound messages and their outbox rows, CRM changes, handoffs) are written by
+:meth:`Store.commit_turn` in one transaction, so a turn is recorded whole or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+from sqlalchemy import Connection, Engine, and_, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from journey import db
+from journey.clock import Clock, IdFactory, SystemClock, uuid_ids
+from journey.domain import (
+    Channel,
+    ConsentStatus,
+    Conversation,
+    CustomerProfile,
+    Decision,
+    Event,
+    Handoff,
+    Identity,
+    Message,
+    Purpose,
+)
+
+OPEN_HANDOFF = ("open", "claimed")
+
+
+class OutboundMessage(BaseModel):
+    """A message the turn sends: stored in the transcript and queued in the outbox."""
+
+    message_id: str
+    outbox_id: str
+    channel: Channel
+    address: str
+    text: str
+    purpose: Purpose
+    status: str = "pending"
+
+
+class CrmChange(BaseModel):
+    stage: str | None = None
+    fields: dict[str, Any] = Field(default_factory=dict)
+    consent: dict[Channel, ConsentStatus] = Field(default_factory=dict)
+
+
+class Activity(BaseModel):
+    id: str
+    kind: str  # note | task | stage_change | fields | consent
+    body: dict[str, Any]
+
+
+class TurnEffects(BaseModel):
+    """Everything a turn changes, applied atomically with its decision."""
+
+    outbound: list[OutboundMessage] = Field(default_factory=list)
+    crm: CrmChange = Field(default_factory=CrmChange)
+    activities: list[Activity] = Field(default_factory=list)
+    handoffs: list[Handoff] = Field(default_factory=list)
+
+
+class InboundAccepted(BaseModel):
+    message: Message
+    is_new: bool
+    turn_status: str | None
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _aware_dt(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class Store:
+    def __init__(
+        self, engine: Engine, clock: Clock | None = None, ids: IdFactory = uuid_ids
+    ) -> None:
+        self.engine = engine
+        self.clock = clock or SystemClock()
+        self.ids = ids
+
+    # --- customers ------------------------------------------------------------------------
+
+    def _profile(self, conn: Connection, customer_id: str) -> CustomerProfile | None:
+        row = conn.execute(
+            select(db.customers).where(db.customers.c.id == customer_id)
+        ).mappings().first()
+        if row is None:
+            return None
+        ids = conn.execute(
+            select(db.identities.c.kind, db.identities.c.value)
+            .where(db.identities.c.customer_id == customer_id)
+            .order_by(db.identities.c.id)
+        ).all()
+        return CustomerProfile(
+            id=row["id"],
+            name=row["name"],
+            identities=[Identity(kind=k, value=v) for k, v in ids],
+            attributes=row["attributes"] or {},
+            lifecycle_stage=row["lifecycle_stage"],
+            consent=row["consent"] or {},
+            timezone=row["timezone"],
+            created_at=_aware_dt(row["created_at"]),
+            updated_at=_aware_dt(row["updated_at"]),
+        )
+
+    def get_customer(self, customer_id: str) -> CustomerProfile | None:
+        with self.engine.connect() as conn:
+            return self._profile(conn, customer_id)
+
+    def find_customer(self, identity: Identity) -> CustomerProfile | None:
+        with self.engine.connect() as conn:
+            cid = conn.execute(
+                select(db.identities.c.customer_id).where(
+                    db.identities.c.kind == identity.kind, db.identities.c.value == identity.value
+                )
+            ).scalar()
+            return self._profile(conn, cid) if cid else None
+
+    def create_customer(
+        self,
+        identities: Sequence[Identity],
+        stage: str,
+        *,
+        name: str | None = None,
+        timezone: str = "UTC",
+        attributes: dict[str, Any] | None = None,
+        consent: dict[Channel, ConsentStatus] | None = None,
+        customer_id: str | None = None,
+    ) -> CustomerProfile:
+        now = self.clock.now()
+        cid = customer_id or self.ids("cus")
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(db.customers).values(
+                    id=cid,
+                    name=name,
+                    lifecycle_stage=stage,
+                    timezone=timezone,
+                    attributes=attributes or {},
+                    consent=consent or {},
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            for ident in identities:
+                conn.execute(
+                    insert(db.identities).values(
+                        customer_id=cid, kind=ident.kind, value=ident.value
+                    )
+                )
+        profile = self.get_customer(cid)
+        if profile is None:  # pragma: no cover - we just wrote it
+            raise RuntimeError("customer vanished")
+        return profile
+
+    def resolve_customer(
+        self, identities: Sequence[Identity], default_stage: str, timezone: str = "UTC"
+    ) -> tuple[CustomerProfile, bool]:
+        """The profile any of ``identities`` belongs to (new identities are linked to it),
+        or a new profile. Returns (profile, created)."""
+        for ident in identities:
+            found = self.find_customer(ident)
+            if found is None:
+                continue
+            known = {(i.kind, i.value) for i in found.identities}
+            new = [i for i in identities if (i.kind, i.value) not in known]
+            if new:
+                with self.engine.begin() as conn:
+                    for i in new:
+                        try:
+                            with conn.begin_nested():
+                                conn.execute(
+                                    insert(db.identities).values(
+                                        customer_id=found.id, kind=i.kind, value=i.value
+                                    )
+                                )
+                        except IntegrityError:
+                            pass  # owned by another profile: merging is a later feature
+                found = self.get_customer(found.id) or found
+            return found, False
+        try:
+            return self.create_customer(identities, default_stage, timezone=timezone), True
+        except IntegrityError:
+            # a concurrent request created it first
+            for ident in identities:
+                found = self.find_customer(ident)
+                if found is not None:
+                    return found, False
+            raise
+
+    def update_customer(
+        self,
+        customer_id: str,
+        *,
+        stage: str | None = None,
+        attributes: dict[str, Any] | None = None,
+        consent: dict[Channel, ConsentStatus] | None = None,
+        name: str | None = None,
+    ) -> None:
+        with self.engine.begin() as conn:
+            self._apply_crm(conn, customer_id, CrmChange(
+                stage=stage, fields=attributes or {}, consent=consent or {}
+            ))
+            if name is not None:
+                conn.execute(
+                    update(db.customers).where(db.customers.c.id == customer_id).values(name=name)
+                )
+
+    def _apply_crm(self, conn: Connection, customer_id: str, change: CrmChange) -> None:
+        row = conn.execute(
+            select(db.customers.c.attributes, db.customers.c.consent).where(
+                db.customers.c.id == customer_id
+            )
+        ).first()
+        if row is None:
+            raise KeyError(customer_id)
+        values: dict[str, Any] = {"updated_at": self.clock.now()}
+        if change.stage:
+            values["lifecycle_stage"] = change.stage
+        if change.fields:
+            values["attributes"] = {**(row.attributes or {}), **change.fields}
+        if change.consent:
+            values["consent"] = {**(row.consent or {}), **change.consent}
+        conn.execute(update(db.customers).where(db.customers.c.id == customer_id).values(**values))
+
+    def list_customers(self, limit: int = 100) -> list[CustomerProfile]:
+        with self.engine.connect() as conn:
+            ids = conn.execute(
+                select(db.customers.c.id).order_by(db.customers.c.created_at).limit(limit)
+            ).scalars()
+            return [p for cid in list(ids) if (p := self._profile(conn, cid))]
+
+    # --- events ---------------------------------------------------------------------------
+
+    def add_event(self, event: Event) -> bool:
+        """Store an event; False if its id was already stored."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(db.events).values(**event.model_dump()))
+            return True
+        except IntegrityError:
+            return False
+
+    def recent_events(self, customer_id: str, since: datetime, limit: int = 200) -> list[Event]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(db.events)
+                .where(db.events.c.customer_id == customer_id, db.events.c.occurred_at >= since)
+                .order_by(db.events.c.occurred_at.desc())
+                .limit(limit)
+            ).mappings()
+            return [
+                Event(**{**r, "occurred_at": _aware_dt(r["occurred_at"])}) for r in rows
+            ]
+
+    # --- conversations and messages -------------------------------------------------------
+
+    def _conversation(self, row: Any) -> Conversation:
+        return Conversation(
+            id=row.id,
+            customer_id=row.customer_id,
+            status=row.status,
+            owner=row.owner,
+            created_at=_aware_dt(row.created_at),
+            updated_at=_aware_dt(row.updated_at),
+        )
+
+    def get_conversation(self, conversation_id: str) -> Conversation | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(db.conversations).where(db.conversations.c.id == conversation_id)
+            ).first()
+            return self._conversation(row) if row else None
+
+    def open_conversation(self, customer_id: str) -> Conversation:
+        """The customer's open conversation (one across all channels), created if none."""
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                select(db.conversations)
+                .where(
+                    db.conversations.c.customer_id == customer_id,
+                    db.conversations.c.status == "open",
+                )
+                .order_by(db.conversations.c.created_at.desc())
+                .limit(1)
+            ).first()
+            if row is not None:
+                return self._conversation(row)
+            now = self.clock.now()
+            cid = self.ids("conv")
+            conn.execute(
+                insert(db.conversations).values(
+                    id=cid, customer_id=customer_id, status="open", owner="bot",
+                    created_at=now, updated_at=now,
+                )
+            )
+            return Conversation(
+                id=cid, customer_id=customer_id, status="open", owner="bot",
+                created_at=now, updated_at=now,
+            )
+
+    def list_conversations(self, customer_id: str) -> list[Conversation]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(db.conversations)
+                .where(db.conversations.c.customer_id == customer_id)
+                .order_by(db.conversations.c.created_at)
+            ).all()
+            return [self._conversation(r) for r in rows]
+
+    @staticmethod
+    def _message(row: Any) -> Message:
+        return Message(
+            id=row.id,
+            conversation_id=row.conversation_id,
+            customer_id=row.customer_id,
+            direction=row.direction,
+            channel=row.channel,
+            text=row.text,
+            external_id=row.external_id,
+            author=row.author,
+            created_at=_aware_dt(row.created_at),
+        )
+
+    def accept_inbound(
+        self,
+        conversation: Conversation,
+        channel: Channel,
+        text: str,
+        external_id: str | None,
+    ) -> InboundAccepted:
+        """Store an inbound message, once per (channel, external_id)."""
+        now = self.clock.now()
+        mid = self.ids("msg")
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    insert(db.messages).values(
+                        id=mid, conversation_id=conversation.id,
+                        customer_id=conversation.customer_id, direction="inbound",
+                        channel=channel, text=text, external_id=external_id, author="customer",
+                        turn_status="pending", turn_started_at=now, created_at=now,
+                    )
+                )
+                conn.execute(
+                    update(db.conversations)
+                    .where(db.conversations.c.id == conversation.id)
+                    .values(updated_at=now)
+                )
+        except IntegrityError:
+            if external_id is None:
+                raise
+            existing = self.find_inbound(channel, external_id)
+            if existing is None:
+                raise
+            return existing
+        message = Message(
+            id=mid, conversation_id=conversation.id, customer_id=conversation.customer_id,
+            direction="inbound", channel=channel, text=text, external_id=external_id,
+            created_at=now,
+        )
+        return InboundAccepted(message=message, is_new=True, turn_status="pending")
+
+    def find_inbound(self, channel: Channel, external_id: str) -> InboundAccepted | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(db.messages).where(
+                    db.messages.c.channel == channel, db.messages.c.external_id == external_id
+                )
+            ).first()
+        if row is None:
+            return None
+        return InboundAccepted(
+            message=self._message(row), is_new=False, turn_status=row.turn_status
+        )
+
+    def claim_stale_turn(self, message_id: str, stale_before: datetime) -> bool:
+        """Take over a pending turn whose worker died (started before ``stale_before``)."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(db.messages)
+                .where(
+                    db.messages.c.id == message_id,
+                    db.messages.c.turn_status == "pending",
+                    db.messages.c.turn_started_at < stale_before,
+                )
+                .values(turn_started_at=self.clock.now())
+            )
+            return result.rowcount == 1
+
+    def messages(
+        self,
+        *,
+        conversation_id: str | None = None,
+        customer_id: str | None = None,
+        limit: int | None = None,
+    ) -> list[Message]:
+        """Messages oldest first; with ``limit``, the newest ``limit`` of them."""
+        query = select(db.messages)
+        if conversation_id:
+            query = query.where(db.messages.c.conversation_id == conversation_id)
+        if customer_id:
+            query = query.where(db.messages.c.customer_id == customer_id)
+        query = query.order_by(db.messages.c.created_at.desc(), db.messages.c.id.desc())
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [self._message(r) for r in reversed(rows)]
+
+    # --- handoffs -------------------------------------------------------------------------
+
+    @staticmethod
+    def _handoff(row: Any) -> Handoff:
+        return Handoff(
+            id=row.id, conversation_id=row.conversation_id, customer_id=row.customer_id,
+            queue=row.queue, reason=row.reason, summary=row.summary, priority=row.priority,
+            status=row.status, decision_id=row.decision_id,
+            created_at=_aware_dt(row.created_at),
+        )
+
+    def active_handoff(self, conversation_id: str) -> Handoff | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(db.handoffs)
+                .where(
+                    db.handoffs.c.conversation_id == conversation_id,
+                    db.handoffs.c.status.in_(OPEN_HANDOFF),
+                )
+                .order_by(db.handoffs.c.created_at.desc())
+                .limit(1)
+            ).first()
+            return self._handoff(row) if row else None
+
+    def handoffs(self, customer_id: str | None = None) -> list[Handoff]:
+        query = select(db.handoffs).order_by(db.handoffs.c.created_at)
+        if customer_id:
+            query = query.where(db.handoffs.c.customer_id == customer_id)
+        with self.engine.connect() as conn:
+            return [self._handoff(r) for r in conn.execute(query).all()]
+
+    def set_handoff_status(self, handoff_id: str, status: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(db.handoffs)
+                .where(db.handoffs.c.id == handoff_id)
+                .values(status=status, updated_at=self.clock.now())
+            )
+
+    # --- decisions and the turn transaction ----------------------------------------------
+
+    @staticmethod
+    def _decision(row: Any) -> Decision:
+        return Decision.model_validate(
+            {
+                **row._mapping,
+                "created_at": _aware_dt(row.created_at),
+            }
+        )
+
+    def decision_for_inbound(self, message_id: str) -> Decision | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(db.decisions).where(db.decisions.c.inbound_message_id == message_id)
+            ).first()
+            return self._decision(row) if row else None
+
+    def decisions(
+        self,
+        *,
+        conversation_id: str | None = None,
+        customer_id: str | None = None,
+        limit: int = 200,
+    ) -> list[Decision]:
+        query = select(db.decisions).order_by(db.decisions.c.created_at).limit(limit)
+        if conversation_id:
+            query = query.where(db.decisions.c.conversation_id == conversation_id)
+        if customer_id:
+            query = query.where(db.decisions.c.customer_id == customer_id)
+        with self.engine.connect() as conn:
+            return [self._decision(r) for r in conn.execute(query).all()]
+
+    def commit_turn(self, decision: Decision, effects: TurnEffects) -> Decision:
+        """Record the decision and apply its effects in one transaction.
+
+        Idempotent per inbound message: if a decision for it exists, nothing is written and
+        the stored decision is returned.
+        """
+        now = decision.created_at
+        try:
+            with self.engine.begin() as conn:
+                exists = conn.execute(
+                    select(db.decisions.c.id).where(
+                        db.decisions.c.inbound_message_id == decision.inbound_message_id
+                    )
+                ).first()
+                if exists:
+                    raise _AlreadyRecorded
+                conn.execute(
+                    insert(db.decisions).values(
+                        **decision.model_dump(mode="json", exclude={"created_at"}),
+                        created_at=now,
+                    )
+                )
+                for i, out in enumerate(effects.outbound):
+                    conn.execute(
+                        insert(db.messages).values(
+                            id=out.message_id, conversation_id=decision.conversation_id,
+                            customer_id=decision.customer_id, direction="outbound",
+                            channel=out.channel, text=out.text, author="bot",
+                            created_at=now, turn_status=None,
+                        )
+                    )
+                    conn.execute(
+                        insert(db.outbox).values(
+                            id=out.outbox_id, decision_id=decision.id, message_id=out.message_id,
+                            customer_id=decision.customer_id, channel=out.channel,
+                            address=out.address, text=out.text, purpose=out.purpose,
+                            status=out.status, attempts=0, created_at=now,
+                            idempotency_key=f"{decision.inbound_message_id}:{i}",
+                            sent_at=now if out.status == "sent" else None,
+                        )
+                    )
+                crm = effects.crm
+                if crm.stage or crm.fields or crm.consent:
+                    self._apply_crm(conn, decision.customer_id, crm)
+                for act in effects.activities:
+                    conn.execute(
+                        insert(db.crm_activities).values(
+                            id=act.id, customer_id=decision.customer_id, decision_id=decision.id,
+                            kind=act.kind, body=act.body, done=False, created_at=now,
+                        )
+                    )
+                for h in effects.handoffs:
+                    conn.execute(
+                        insert(db.handoffs).values(
+                            **h.model_dump(exclude={"created_at"}), created_at=now, updated_at=now
+                        )
+                    )
+                if effects.handoffs:
+                    conn.execute(
+                        update(db.conversations)
+                        .where(db.conversations.c.id == decision.conversation_id)
+                        .values(owner="human", updated_at=now)
+                    )
+                conn.execute(
+                    update(db.messages)
+                    .where(db.messages.c.id == decision.inbound_message_id)
+                    .values(turn_status="done")
+                )
+        except (_AlreadyRecorded, IntegrityError):
+            stored = self.decision_for_inbound(decision.inbound_message_id)
+            if stored is None:
+                raise
+            return stored
+        return decision
+
+    # --- read models ------------------------------------------------------------------------
+
+    def outbox(self, customer_id: str | None = None) -> list[dict[str, Any]]:
+        query = select(db.outbox).order_by(db.outbox.c.created_at, db.outbox.c.idempotency_key)
+        if customer_id:
+            query = query.where(db.outbox.c.customer_id == customer_id)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query).all()]
+
+    def crm_activities(self, customer_id: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(db.crm_activities)
+                .where(db.crm_activities.c.customer_id == customer_id)
+                .order_by(db.crm_activities.c.created_at, db.crm_activities.c.id)
+            ).all()
+            return [dict(r._mapping) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        tables: Iterable[Any] = (
+            db.customers, db.messages, db.decisions, db.outbox, db.handoffs, db.events
+        )
+        with self.engine.connect() as conn:
+            return {
+                t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
+                for t in tables
+            }
+
+    def inbound_count(self, channel: Channel, external_id: str) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(func.count())
+                .select_from(db.messages)
+                .where(
+                    and_(
+                        db.messages.c.channel == channel,
+                        db.messages.c.external_id == external_id,
+                    )
+                )
+            ).scalar_one()
+
+
+class _AlreadyRecorded(Exception):
+    pass

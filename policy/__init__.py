@@ -1,0 +1,1 @@
+"""Policy: the gate every proposed action passes before a tool runs."""

@@ -1,0 +1,49 @@
+"""The tool contract: a typed argument model, a READ/WRITE tag, and a run function."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel
+
+from journey.clock import Clock, IdFactory
+from journey.domain import Channel, Conversation, CustomerProfile
+from journey.store import TurnEffects
+
+
+class ToolKind(StrEnum):
+    READ = "read"
+    WRITE = "write"
+
+
+class ToolError(Exception):
+    """A tool could not do what it was asked; the message says why."""
+
+
+@dataclass
+class ToolContext:
+    """What a tool may see: the current customer and turn, never another customer."""
+
+    profile: CustomerProfile
+    conversation: Conversation
+    inbound_channel: Channel
+    inbound_message_id: str
+    decision_id: str
+    clock: Clock
+    ids: IdFactory
+    effects: TurnEffects
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    name: str
+    kind: ToolKind
+    args: type[BaseModel]
+    run: Callable[[Any, ToolContext], dict[str, Any]]
+
+    @property
+    def description(self) -> str:
+        return (self.args.__doc__ or "").strip()
