@@ -1,1 +1,4 @@
-"""The LangGraph agent: load context → understand → decide → policy gate → act → respond → record."""
+"""The LangGraph agent.
+
+load context → understand → decide → policy gate → act → respond → record.
+"""

@@ -110,7 +110,8 @@ def make_brain(
     if settings.resolved_brain == "rules":
         return rules
     intents = {
-        name: spec.get("description", "") for name, spec in load_yaml("intents.yaml")["intents"].items()
+        name: spec.get("description", "")
+        for name, spec in load_yaml("intents.yaml")["intents"].items()
     }
     return LLMBrain(
         client=make_client(
@@ -138,6 +139,8 @@ def build_container(
     memory: VectorMemory | None = None,
     llm_http_client: httpx.Client | None = None,
     embedder: MiniLMEmbedder | None = None,
+    classifier: IntentClassifier | None = None,
+    knowledge: KnowledgeBase | None = None,
 ) -> Container:
     clock = clock or SystemClock()
     closers: list[Callable[[], None]] = []
@@ -148,8 +151,8 @@ def build_container(
     embedder = embedder or get_embedder()
     memory = memory or make_memory(settings, embedder)
     lifecycle = load_lifecycle()
-    classifier = IntentClassifier(embedder)
-    knowledge = KnowledgeBase(embedder)
+    classifier = classifier or IntentClassifier(embedder)
+    knowledge = knowledge or KnowledgeBase(embedder)
     rules = RulesBrain(knowledge)
     brain = make_brain(settings, rules, knowledge, llm_http_client)
     checkpointer, close_checkpointer = make_checkpointer(settings)

@@ -77,7 +77,11 @@ def evaluate(actions: Sequence[ProposedAction], facts: GateInput) -> GateResult:
     opted_out = facts.intent == "opt_out"
     if opted_out:
         result.consent_changes[facts.inbound_channel] = "revoked"
-    escalating = False
+    # a reply in the turn that escalates acknowledges the handoff
+    escalating = facts.active_handoff is None and any(
+        isinstance(a, EscalateToHuman) for a in actions
+    )
+    escalated = False
     seen_sends: set[Channel] = set()
     crm_done = False
 
@@ -94,12 +98,12 @@ def evaluate(actions: Sequence[ProposedAction], facts: GateInput) -> GateResult:
             if outcome != "deny":
                 seen_sends.add(action.channel)
         elif isinstance(action, EscalateToHuman):
-            if facts.active_handoff is not None or escalating:
+            if facts.active_handoff is not None or escalated:
                 codes, outcome = ["already_escalated"], "deny"
                 detail = "the conversation already has an open handoff"
             else:
                 codes = ["allowed"]
-                escalating = True
+                escalated = True
         elif isinstance(action, UpdateCrm):
             codes, outcome, detail, final = _check_crm(action, facts)
             if outcome != "deny" and crm_done:

@@ -29,9 +29,13 @@ def update_crm(args: UpdateCrm, ctx: ToolContext) -> dict[str, Any]:
         )
         done["fields"] = sorted(args.fields)
     if args.note:
-        effects.activities.append(Activity(id=ctx.ids("act"), kind="note", body={"text": args.note}))
+        effects.activities.append(
+            Activity(id=ctx.ids("act"), kind="note", body={"text": args.note})
+        )
         done["note"] = True
     if args.task:
-        effects.activities.append(Activity(id=ctx.ids("act"), kind="task", body={"text": args.task}))
+        effects.activities.append(
+            Activity(id=ctx.ids("act"), kind="task", body={"text": args.task})
+        )
         done["task"] = True
     return done

@@ -94,8 +94,9 @@ def _is_loopback(base_url: str) -> bool:
 
 
 def make_client(
-    base_url: str, api_key: str, timeout_s: float, http_client: httpx.Client | None = None
+    base_url: str, api_key: str, timeout_s: float, http_client: Any = None
 ) -> OpenAI:
+    """The OpenAI client; ``http_client`` injects a transport (tests, proxies)."""
     return OpenAI(
         base_url=base_url or None,
         api_key=api_key or "not-needed",

@@ -1,0 +1,1 @@
+"""Long-term memory: local sentence embeddings and the vector memory port."""
