@@ -146,8 +146,9 @@ def chat(
     also be piped in, one per line.
     """
     settings = get_settings()
-    if not (email or phone or web_chat_id):
-        web_chat_id = "cli_" + secrets.token_hex(4)
+    if not web_chat_id:
+        # the terminal is this customer's web chat; the same email or phone keeps one identity
+        web_chat_id = "cli_" + (email or phone or secrets.token_hex(4))
     send = _local_sender(settings, brain) if brain else _http_sender(settings, server)
     interactive = sys.stdin.isatty()
     console.print(f"Chatting on [bold]{channel}[/bold] as "
@@ -228,7 +229,10 @@ def _local_sender(settings: Settings, brain: str) -> Any:
         try:
             request = InboundRequest.model_validate(body)
         except ValidationError as exc:
-            raise ChatError(str(exc)) from exc
+            problems = "; ".join(
+                str(e["msg"]).removeprefix("Value error, ") for e in exc.errors()
+            )
+            raise ChatError(problems) from exc
         result = container.orchestrator.handle_message(request)
         return result.model_dump(mode="json")
 

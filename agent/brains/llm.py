@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import urlparse
 
@@ -62,6 +63,11 @@ class RecordDecision(BaseModel):
     sentiment: Sentiment
     confidence: float = Field(ge=0, le=1)
     reply: str | None = Field(description="Reply on the current channel, or null.")
+
+
+@lru_cache
+def decision_schema() -> dict[str, Any]:
+    return DecisionOutput.model_json_schema()
 
 
 def _tool_schema(name: str, model: type[BaseModel]) -> dict[str, Any]:
@@ -119,10 +125,18 @@ class LLMBrain:
     injected_transport: bool = False
     name: str = "openai"
     _tools: list[dict[str, Any]] = field(default_factory=tool_definitions)
+    _system: dict[tuple[str, ...], str] = field(default_factory=dict)
 
     # --- prompt -------------------------------------------------------------------------
 
     def system_prompt(self, data: BrainInput) -> str:
+        """The system prompt; it depends only on configuration, so it is rendered once."""
+        key = tuple(data.lifecycle.stages)
+        if key not in self._system:
+            self._system[key] = self._render_system(data)
+        return self._system[key]
+
+    def _render_system(self, data: BrainInput) -> str:
         intents = "\n".join(f"- {name}: {desc}" for name, desc in self.intents.items())
         prompt = render_file(
             "decision_system.md",
@@ -134,7 +148,7 @@ class LLMBrain:
             knowledge=self.knowledge.facts(),
         )
         if self.mode == "json_object":
-            schema = json.dumps(DecisionOutput.model_json_schema(), separators=(",", ":"))
+            schema = json.dumps(decision_schema(), separators=(",", ":"))
             prompt += f"\n\nReply with one JSON object only, matching this schema:\n{schema}"
         return prompt
 
@@ -204,7 +218,7 @@ class LLMBrain:
         elif self.mode == "json_schema":
             kwargs["response_format"] = {
                 "type": "json_schema",
-                "json_schema": {"name": "decision", "schema": DecisionOutput.model_json_schema()},
+                "json_schema": {"name": "decision", "schema": decision_schema()},
             }
         else:
             kwargs["response_format"] = {"type": "json_object"}

@@ -1,0 +1,1 @@
+"""Eval suites on conversation transcripts (datasets, scorers, runner). See evals/README.md."""

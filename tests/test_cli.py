@@ -1,0 +1,67 @@
+"""The `journey` command as a user runs it: a real subprocess, real stores, piped input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+JOURNEY = Path(sys.executable).with_name("journey")
+
+
+def run(args: list[str], tmp_path: Path, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "JOURNEY_DATA_DIR": str(tmp_path / "data"),
+        "JOURNEY_DATABASE_URL": "",
+        "JOURNEY_BRAIN": "rules",
+        "COLUMNS": "200",
+        "ORT_DISABLE_TELEMETRY": "1",
+    }
+    return subprocess.run(
+        [str(JOURNEY), *args], input=stdin, capture_output=True, text=True, env=env,
+        cwd=tmp_path, timeout=180,
+    )
+
+
+def test_help_explains_every_command(tmp_path: Path) -> None:
+    out = run(["--help"], tmp_path)
+    assert out.returncode == 0
+    for command in ("serve", "chat", "seed-demo", "init"):
+        assert command in out.stdout
+    chat_help = run(["chat", "--help"], tmp_path).stdout
+    assert "--brain" in chat_help and "/channel" in chat_help
+
+
+def test_chat_with_the_rules_brain_shows_replies_and_the_decision_trace(tmp_path: Path) -> None:
+    out = run(
+        ["chat", "--brain", "rules", "--email", "dana@example.com"],
+        tmp_path,
+        stdin="I want to talk to a person about my invoice\n",
+    )
+    assert out.returncode == 0, out.stderr
+    assert "connecting you with our support team" in out.stdout
+    assert "human_request" in out.stdout
+    assert "escalate_to_human" in out.stdout and '"queue": "support"' in out.stdout
+
+    sales = run(
+        ["chat", "--brain", "rules", "--email", "sam@example.com"],
+        tmp_path,
+        stdin="We're 500 seats and need SSO and a quote\nwhat does the Growth plan include?\n",
+    )
+    assert sales.returncode == 0, sales.stderr
+    assert "buying_signal" in sales.stdout
+    assert '"queue": "sales"' in sales.stdout and '"seats": 500' in sales.stdout
+    # the second message goes to the human who now owns the conversation: the bot is silent
+    assert "handoff_active" in sales.stdout
+
+
+def test_init_writes_a_key_and_seed_demo_is_idempotent(tmp_path: Path) -> None:
+    assert run(["init"], tmp_path).returncode == 0
+    env_file = (tmp_path / ".env").read_text()
+    assert "JOURNEY_API_KEYS=" in env_file and "JOURNEY_CLI_API_KEY=jo_" in env_file
+    first = run(["seed-demo"], tmp_path)
+    second = run(["seed-demo"], tmp_path)
+    assert first.returncode == second.returncode == 0, first.stderr
+    assert "4 customers, 5 events, 2 past messages" in second.stdout
