@@ -64,7 +64,7 @@ class InboundRequest(BaseModel):
             raise ValueError("text is empty")
         needed = CHANNEL_IDENTITY[self.channel]
         if not any(i.kind == needed for i in self.customer.identities()):
-            raise ValueError(f"a {self.channel} message needs customer.{needed}")
+            raise ValueError(f"{self.channel} messages need customer.{needed}")
         return self
 
 

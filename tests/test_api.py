@@ -71,7 +71,7 @@ def test_scopes_are_enforced(served: tuple[Container, str]) -> None:
     [
         ({"channel": "web_chat", "customer": {}, "text": "hi"}, "give at least one identity"),
         ({"channel": "email", "customer": {"web_chat_id": "w"}, "text": "hi"},
-         "needs customer.email"),
+         "messages need customer.email"),
         ({"channel": "fax", "customer": {"web_chat_id": "w"}, "text": "hi"}, "channel"),
         ({"channel": "web_chat", "customer": {"web_chat_id": "w"}, "text": "   "},
          "text is empty"),
