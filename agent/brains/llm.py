@@ -29,7 +29,7 @@ from agent.brains.base import Brain, BrainDecision, BrainInput, DecisionOutput
 from agent.understand import KnowledgeBase
 from journey.domain import BrainInfo, ProposedAction, Sentiment
 from policy.gate import WRITABLE_FIELDS
-from prompts import load_text, render, render_file
+from prompts import load_text, render_file
 
 Mode = Literal["tools", "json_schema", "json_object"]
 
@@ -334,5 +334,3 @@ def resolve_mode(mode: str, base_url: str) -> Mode:
     host = urlparse(base_url).hostname or "api.openai.com"
     return "tools" if host == "api.openai.com" else "json_schema"
 
-
-__all__ = ["ALLOW_MODEL_REQUESTS", "LLMBrain", "ModelRequestsBlocked", "render"]
