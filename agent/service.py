@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import defaultdict
+import zlib
 from datetime import timedelta
 from typing import Any
 
@@ -21,6 +21,7 @@ from journey.domain import CHANNEL_IDENTITY, Channel, Decision, Identity, Messag
 STALE_TURN = timedelta(seconds=120)
 #: How long a repeated delivery waits for the first one's turn to finish.
 WAIT_FOR_TURN_S = 15.0
+LOCK_STRIPES = 64
 
 
 class CustomerRef(BaseModel):
@@ -95,12 +96,11 @@ class Orchestrator:
     def __init__(self, services: TurnServices, graph: Any) -> None:
         self.services = services
         self.graph = graph
-        self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
-        self._locks_guard = threading.Lock()
+        # striped locks: one conversation's turns run one at a time, memory stays bounded
+        self._locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
 
     def _lock(self, conversation_id: str) -> threading.Lock:
-        with self._locks_guard:
-            return self._locks[conversation_id]
+        return self._locks[zlib.crc32(conversation_id.encode()) % LOCK_STRIPES]
 
     def handle_message(self, request: InboundRequest) -> TurnResult:
         svc = self.services
@@ -147,8 +147,7 @@ class Orchestrator:
                 config={"configurable": {"thread_id": message.conversation_id}},
                 context=self.services,
             )
-        decision = Decision.model_validate(state["decision"])
-        return self._result(message, decision, duplicate=decision.inbound_message_id != message.id)
+        return self._result(message, Decision.model_validate(state["decision"]), duplicate=False)
 
     @staticmethod
     def _result(message: Message, decision: Decision, *, duplicate: bool) -> TurnResult:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import tempfile
@@ -107,11 +108,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     results = [run("openai", args.turns, args.warmup), run("rules", args.turns, args.warmup)]
-    machine = f"{platform.machine()}, {platform.processor() or 'cpu'}, Python " \
-              f"{platform.python_version()}"
-    import os
-
-    machine += f", {os.cpu_count()} cores"
+    machine = (
+        f"{platform.machine()}, Python {platform.python_version()}, {os.cpu_count()} cores"
+    )
     table = Table(title=f"Turn overhead excluding the model ({machine})")
     for col in ("brain", "turns", "p50 ms", "p95 ms", "mean ms", "LLM calls/turn"):
         table.add_column(col)

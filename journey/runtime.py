@@ -28,7 +28,6 @@ from journey.settings import Settings
 from journey.store import Store
 from memory.embeddings import MiniLMEmbedder, get_embedder
 from memory.vector import ChromaVectorMemory, VectorMemory
-from prompts import load_yaml
 
 
 @dataclass
@@ -105,14 +104,11 @@ def make_brain(
     settings: Settings,
     rules: RulesBrain,
     knowledge: KnowledgeBase,
+    intents: dict[str, str],
     http_client: httpx.Client | None = None,
 ) -> Brain:
     if settings.resolved_brain == "rules":
         return rules
-    intents = {
-        name: spec.get("description", "")
-        for name, spec in load_yaml("intents.yaml")["intents"].items()
-    }
     return LLMBrain(
         client=make_client(
             settings.llm_base_url,
@@ -154,7 +150,7 @@ def build_container(
     classifier = classifier or IntentClassifier(embedder)
     knowledge = knowledge or KnowledgeBase(embedder)
     rules = RulesBrain(knowledge)
-    brain = make_brain(settings, rules, knowledge, llm_http_client)
+    brain = make_brain(settings, rules, knowledge, classifier.descriptions, llm_http_client)
     checkpointer, close_checkpointer = make_checkpointer(settings)
     closers.append(close_checkpointer)
     services = TurnServices(

@@ -72,12 +72,6 @@ class InboundAccepted(BaseModel):
     turn_status: str | None
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _aware_dt(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 

@@ -43,7 +43,3 @@ class ToolSpec:
     kind: ToolKind
     args: type[BaseModel]
     run: Callable[[Any, ToolContext], dict[str, Any]]
-
-    @property
-    def description(self) -> str:
-        return (self.args.__doc__ or "").strip()
