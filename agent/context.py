@@ -10,6 +10,7 @@ from journey.clock import Clock, IdFactory
 from journey.lifecycle import Lifecycle
 from journey.store import Store
 from memory.vector import VectorMemory
+from policy.loader import PolicyProvider
 
 
 @dataclass
@@ -22,5 +23,6 @@ class TurnServices:
     lifecycle: Lifecycle
     clock: Clock
     ids: IdFactory
+    policy: PolicyProvider
     history_k: int = 6
     recent_limit: int = 8

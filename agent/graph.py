@@ -1,12 +1,19 @@
 """The agent graph. ``builder`` is the uncompiled graph; :func:`build_graph` compiles it.
 
     load_context → understand → decide → policy_gate → act → respond → record
+                                                                         │ an action held
+                                                                         ▼ for approval
+                                                    await_approval (interrupt) → execute_approval
 
-Every WRITE tool runs in ``act``, which only sees what ``policy_gate`` approved.
+Every WRITE tool runs in ``act`` (only what ``policy_gate`` approved) or, for an action the
+policy holds for a person, in ``execute_approval`` after the turn is resumed with the answer.
+Each turn is its own thread (``turn:<inbound message id>``), so a waiting approval never blocks
+the conversation's next message.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -16,24 +23,41 @@ from agent import nodes
 from agent.context import TurnServices
 from agent.state import TurnState
 
-builder = StateGraph(TurnState, context_schema=TurnServices)
-builder.add_node("load_context", nodes.load_context)
-builder.add_node("understand", nodes.understand_message)
-builder.add_node("decide", nodes.decide)
-builder.add_node("policy_gate", nodes.policy_gate)
-builder.add_node("act", nodes.act)
-builder.add_node("respond", nodes.respond)
-builder.add_node("record", nodes.record)
-builder.add_edge(START, "load_context")
-builder.add_edge("load_context", "understand")
-builder.add_edge("understand", "decide")
-builder.add_edge("decide", "policy_gate")
-builder.add_edge("policy_gate", "act")
-builder.add_edge("act", "respond")
-builder.add_edge("respond", "record")
-builder.add_edge("record", END)
+
+def make_builder(
+    policy_gate: Callable[..., dict[str, Any]] = nodes.policy_gate,
+) -> StateGraph[TurnState, TurnServices, TurnState, TurnState]:
+    """The graph's builder. ``policy_gate`` is replaceable only for bench/ measurements."""
+    graph = StateGraph(TurnState, context_schema=TurnServices)
+    graph.add_node("load_context", nodes.load_context)
+    graph.add_node("understand", nodes.understand_message)
+    graph.add_node("decide", nodes.decide)
+    graph.add_node("policy_gate", policy_gate)
+    graph.add_node("act", nodes.act)
+    graph.add_node("respond", nodes.respond)
+    graph.add_node("record", nodes.record)
+    graph.add_node("await_approval", nodes.await_approval)
+    graph.add_node("execute_approval", nodes.execute_approval)
+    graph.add_edge(START, "load_context")
+    graph.add_edge("load_context", "understand")
+    graph.add_edge("understand", "decide")
+    graph.add_edge("decide", "policy_gate")
+    graph.add_edge("policy_gate", "act")
+    graph.add_edge("act", "respond")
+    graph.add_edge("respond", "record")
+    graph.add_conditional_edges("record", nodes.route_after_record)
+    graph.add_edge("await_approval", "execute_approval")
+    graph.add_edge("execute_approval", END)
+    return graph
+
+
+builder = make_builder()
 
 
 def build_graph(checkpointer: BaseCheckpointSaver[Any] | None = None) -> Any:
-    """Compile the agent graph; with a checkpointer, state is kept per conversation."""
+    """Compile the agent graph; the checkpointer keeps paused turns across restarts."""
     return builder.compile(checkpointer=checkpointer, name="journey-agent")
+
+
+def thread_config(inbound_message_id: str) -> dict[str, Any]:
+    return {"configurable": {"thread_id": f"turn:{inbound_message_id}"}}

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 from langgraph.runtime import Runtime
+from langgraph.types import interrupt
 from pydantic import TypeAdapter
 
 from agent.brains.base import BrainInput, DecisionOutput
+from agent.brains.rules import handoff_summary
 from agent.context import TurnServices
 from agent.state import TurnState
 from agent.understand import Signals, understand
 from journey.domain import (
+    Approval,
     BrainInfo,
     Conversation,
     CustomerProfile,
@@ -22,17 +26,23 @@ from journey.domain import (
     Handoff,
     Message,
     ProposedAction,
+    RejectedCall,
     SendMessage,
     Verdict,
 )
 from journey.store import Activity, TurnEffects
 from memory.vector import MemoryHit, MemoryRecord
-from policy import gate
+from policy.brief import policy_brief
+from policy.contact import SentRecord
+from policy.engine import Facts, PolicyEngine, is_opt_in, is_opt_out, ledger_horizon
+from policy.escalation import MessageFacts
 from tools import ToolContext, ToolError, run_tool
 
 _ACTIONS: TypeAdapter[list[ProposedAction]] = TypeAdapter(list[ProposedAction])
 _ACTION: TypeAdapter[ProposedAction] = TypeAdapter(ProposedAction)
 EVENT_WINDOW = timedelta(days=30)
+#: Earlier inbound messages this recent that resemble this one make it a repeat contact.
+REPEAT_WINDOW = timedelta(days=14)
 
 
 def _profile(state: TurnState) -> CustomerProfile:
@@ -88,6 +98,7 @@ def decide(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, Any]:
     svc = runtime.context
     inbound = _inbound(state)
     handoff = Handoff.model_validate(state["active_handoff"]) if state["active_handoff"] else None
+    policy = svc.policy.get()
     data = BrainInput(
         profile=_profile(state),
         channel=inbound.channel,
@@ -100,6 +111,8 @@ def decide(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, Any]:
         history=[MemoryHit.model_validate(h) for h in state["history"]],
         events=[Event.model_validate(e) for e in state["events"]],
         active_handoff=handoff,
+        writable_fields=tuple(policy.crm.writable_fields),
+        policy_brief=policy_brief(policy),
     )
     # while a human owns the conversation the bot only records: no model call is spent
     brain = svc.rules_brain if handoff is not None else svc.brain
@@ -113,65 +126,114 @@ def decide(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, Any]:
         "output": output.model_dump(mode="json"),
         "brain": decided.info.model_dump(mode="json"),
         "proposed": [a.model_dump(mode="json") for a in proposed],
+        "rejected": [r.model_dump(mode="json") for r in decided.rejected],
+        "summary": handoff_summary(data),
     }
 
 
 def policy_gate(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, Any]:
-    """Every proposed action gets a verdict with reason codes before anything runs."""
+    """The policy engine gives every candidate a verdict with reason codes; nothing has run."""
     svc = runtime.context
-    output = DecisionOutput.model_validate(state["output"])
+    policy = svc.policy.get()
+    now = svc.clock.now()
+    inbound = _inbound(state)
+    profile = _profile(state)
+    signals = Signals.model_validate(state["signals"])
+    esc = policy.escalation
+    repeat = 1 + sum(
+        1 for h in (MemoryHit.model_validate(x) for x in state["history"])
+        if h.direction == "inbound" and h.score >= esc.repeat_similarity
+        and h.created_at >= now - REPEAT_WINDOW
+    )
+    message = MessageFacts(
+        text=inbound.text,
+        intent=signals.intent,
+        confidence=signals.confidence,
+        sentiment=signals.sentiment,
+        topic=signals.best_other_than("human_request", "small_talk", "off_topic", "opt_out"),
+        seats=signals.seats,
+        requirements=tuple(signals.requirements),
+        repeat_contacts=repeat,
+        stalled_turns=svc.store.stalled_turns(state["conversation_id"]),
+        stage=profile.lifecycle_stage,
+        opt_out=False,
+        opt_in=is_opt_in(inbound.text, policy),
+    )
+    message = replace(message, opt_out=is_opt_out(inbound.text, message, policy))
     handoff = state["active_handoff"]
-    result = gate.evaluate(
+    ledger = [
+        SentRecord(e.channel, e.purpose, e.at, e.is_reply)
+        for e in svc.store.ledger(profile.id, since=now - ledger_horizon(policy))
+    ]
+    result = PolicyEngine(policy).arbitrate(
         _ACTIONS.validate_python(state["proposed"]),
-        gate.GateInput(
-            profile=_profile(state),
-            inbound_channel=_inbound(state).channel,
-            intent=output.intent,
+        Facts(
+            profile=profile,
+            message=message,
+            inbound_channel=inbound.channel,
+            now=now,
             stages=svc.lifecycle.stages,
             active_handoff=Handoff.model_validate(handoff) if handoff else None,
+            ledger=ledger,
+            summary=state.get("summary", ""),
         ),
     )
     return {
+        "proposed": [a.model_dump(mode="json") for a in result.actions],
         "verdicts": [v.model_dump(mode="json") for v in result.verdicts],
         "approved": {str(i): a.model_dump(mode="json") for i, a in result.approved.items()},
-        "consent_changes": dict(result.consent_changes),
+        "held": {str(i): a.model_dump(mode="json") for i, a in result.held.items()},
+        "consent_changes": result.consent_changes,
+        "policy_inputs": result.inputs,
+        "policy_version": policy.version,
     }
 
 
 def act(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, Any]:
-    """Run the approved WRITE tools. Their effects are committed with the decision."""
+    """Run the approved WRITE tools and hold the ones that wait for a person. Their effects
+    are committed with the decision."""
     svc = runtime.context
     effects = TurnEffects()
-    effects.crm.consent.update(state["consent_changes"])  # type: ignore[arg-type]
-    ctx = ToolContext(
-        profile=_profile(state),
-        conversation=_conversation_stub(state),
-        inbound_channel=_inbound(state).channel,
-        inbound_message_id=_inbound(state).id,
-        decision_id=state["decision_id"],
-        clock=svc.clock,
-        ids=svc.ids,
-        effects=effects,
-    )
+    inbound = _inbound(state)
+    consent = state["consent_changes"]
+    effects.crm.consent.update(consent)  # type: ignore[arg-type]
+    ctx = _tool_context(state, svc, effects)
     verdicts = [Verdict.model_validate(v) for v in state["verdicts"]]
+    approval_id = None
     for verdict in verdicts:
-        approved = state["approved"].get(str(verdict.action_index))
+        key = str(verdict.action_index)
+        held = state["held"].get(key)
+        if held is not None:
+            approval_id = svc.ids("apv")
+            verdict.approval_id = approval_id
+            effects.approvals.append(
+                Approval(
+                    id=approval_id, decision_id=state["decision_id"],
+                    conversation_id=state["conversation_id"], customer_id=state["customer_id"],
+                    inbound_message_id=inbound.id, action=held,
+                    reason_codes=verdict.reason_codes, created_at=svc.clock.now(),
+                )
+            )
+            continue
+        approved = state["approved"].get(key)
         if approved is None:
             continue
         try:
-            verdict.result = run_tool(_ACTION.validate_python(approved), ctx)
+            verdict.result = run_tool(
+                _ACTION.validate_python(approved), replace(ctx, deliver_at=verdict.deliver_at)
+            )
             verdict.executed = True
         except ToolError as exc:
             verdict.outcome = "deny"
+            verdict.step = "execution"
             verdict.reason_codes.append("tool_error")
             verdict.detail = str(exc)
-    if state["consent_changes"]:
-        effects.activities.append(
-            Activity(id=svc.ids("act"), kind="consent", body=dict(state["consent_changes"]))
-        )
+    if consent:
+        effects.activities.append(Activity(id=svc.ids("act"), kind="consent", body=consent))
     return {
         "verdicts": [v.model_dump(mode="json") for v in verdicts],
         "effects": effects.model_dump(mode="json"),
+        "approval_id": approval_id,
     }
 
 
@@ -199,6 +261,14 @@ def record(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, Any]:
         reasons.append("brain_fallback")
     if state["active_handoff"]:
         reasons.append("human_owns_conversation")
+    inputs = state.get("policy_inputs", {})
+    if inputs.get("stalled"):
+        reasons.append("no_progress")
+    if inputs.get("escalation_rule"):
+        reasons.append(f"escalation_rule:{inputs['escalation_rule']['name']}")
+    rejected = [RejectedCall.model_validate(r) for r in state.get("rejected", [])]
+    for r in rejected:
+        reasons.extend(f"{r.tool}:{code}" for code in r.reason_codes)
     for v in verdicts:
         reasons.extend(f"{v.tool}:{code}" for code in v.reason_codes)
     stage = effects.crm.stage or profile.lifecycle_stage
@@ -219,6 +289,9 @@ def record(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, Any]:
         brain=brain,
         latency_ms=round((time.perf_counter() - state["started"]) * 1000, 2),
         created_at=svc.clock.now(),
+        inputs=inputs,
+        policy_version=state.get("policy_version", ""),
+        rejected=rejected,
     )
     stored = svc.store.commit_turn(decision, effects)
     if stored.id == decision.id:
@@ -238,6 +311,82 @@ def record(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, Any]:
         ]
         svc.memory.add(records)
     return {"decision": stored.model_dump(mode="json")}
+
+
+def route_after_record(state: TurnState) -> Literal["await_approval", "__end__"]:
+    """A turn with an action held for approval waits for a person; the others are done."""
+    return "await_approval" if state.get("approval_id") else "__end__"
+
+
+def await_approval(state: TurnState) -> dict[str, Any]:
+    """Pause the turn until a person approves or rejects (``Command(resume=...)``).
+
+    The pause is a LangGraph interrupt saved by the checkpointer, so it survives a restart."""
+    answer = interrupt({"approval_id": state["approval_id"]})
+    return {"approval_answer": answer}
+
+
+def execute_approval(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, Any]:
+    """The held action's side effect: runs once, after approval, in its own node."""
+    approval_id = state.get("approval_id")
+    if not approval_id:  # pragma: no cover - the router only comes here with one
+        raise LookupError("no approval in this turn")
+    approval = run_approval(runtime.context, approval_id, state["approval_answer"])
+    return {"approval": approval.model_dump(mode="json")}
+
+
+def run_approval(svc: TurnServices, approval_id: str, answer: dict[str, Any]) -> Approval:
+    """Apply a person's answer to a held action, exactly once (the store guards the status)."""
+    approval = svc.store.get_approval(approval_id)
+    if approval is None:
+        raise LookupError(f"approval {approval_id} not found")
+    if approval.status != "pending":
+        return approval
+    by, note = str(answer.get("by") or "unknown"), answer.get("note")
+    effects = TurnEffects()
+    if not answer.get("approve"):
+        return svc.store.decide_approval(
+            approval, "rejected", by=by, note=note, result={}, effects=effects
+        )
+    profile = svc.store.get_customer(approval.customer_id)
+    if profile is None:
+        raise LookupError(f"customer {approval.customer_id} not found")
+    action = _ACTION.validate_python(approval.action)
+    problem = PolicyEngine(svc.policy.get()).recheck(action, profile, svc.clock.now())
+    if problem is not None:
+        code, detail = problem
+        return svc.store.decide_approval(
+            approval, "blocked", by=by, note=note,
+            result={"executed": False, "reason_codes": [code], "detail": detail},
+            effects=effects,
+        )
+    conversation = svc.store.get_conversation(approval.conversation_id)
+    if conversation is None:
+        raise LookupError(f"conversation {approval.conversation_id} not found")
+    ctx = ToolContext(
+        profile=profile, conversation=conversation, inbound_channel=None,
+        inbound_message_id=approval.inbound_message_id, decision_id=approval.decision_id,
+        clock=svc.clock, ids=svc.ids, effects=effects,
+    )
+    result = run_tool(action, ctx)
+    return svc.store.decide_approval(
+        approval, "approved", by=by, note=note, result={"executed": True, **result},
+        effects=effects,
+    )
+
+
+def _tool_context(state: TurnState, svc: TurnServices, effects: TurnEffects) -> ToolContext:
+    inbound = _inbound(state)
+    return ToolContext(
+        profile=_profile(state),
+        conversation=_conversation_stub(state),
+        inbound_channel=inbound.channel,
+        inbound_message_id=inbound.id,
+        decision_id=state["decision_id"],
+        clock=svc.clock,
+        ids=svc.ids,
+        effects=effects,
+    )
 
 
 def _conversation_stub(state: TurnState) -> Conversation:

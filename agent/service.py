@@ -12,10 +12,21 @@ import zlib
 from datetime import timedelta
 from typing import Any
 
+from langgraph.types import Command
 from pydantic import BaseModel, Field, model_validator
 
 from agent.context import TurnServices
-from journey.domain import CHANNEL_IDENTITY, Channel, Decision, Identity, Message, Verdict
+from agent.graph import thread_config
+from agent.nodes import run_approval
+from journey.domain import (
+    CHANNEL_IDENTITY,
+    Approval,
+    Channel,
+    Decision,
+    Identity,
+    Message,
+    Verdict,
+)
 
 #: A pending turn older than this is taken over by a repeated delivery (its worker died).
 STALE_TURN = timedelta(seconds=120)
@@ -92,6 +103,14 @@ class TurnInProgress(Exception):
     """The same message is being handled by another request right now."""
 
 
+class ApprovalNotFound(LookupError):
+    """No approval with that id."""
+
+
+class ApprovalConflict(Exception):
+    """The approval was already decided the other way."""
+
+
 class Orchestrator:
     def __init__(self, services: TurnServices, graph: Any) -> None:
         self.services = services
@@ -144,10 +163,50 @@ class Orchestrator:
                     "decision_id": "dec_" + message.id.split("_", 1)[-1],
                     "started": time.perf_counter(),
                 },
-                config={"configurable": {"thread_id": message.conversation_id}},
+                config=thread_config(message.id),
                 context=self.services,
             )
         return self._result(message, Decision.model_validate(state["decision"]), duplicate=False)
+
+    # --- approvals ---------------------------------------------------------------------------
+
+    def decide_approval(
+        self, approval_id: str, *, approve: bool, by: str, note: str | None = None
+    ) -> Approval:
+        """Approve or reject a held action. Idempotent: deciding again the same way returns the
+        first result; the other way raises :class:`ApprovalConflict`. The side effect runs
+        once, in the paused turn's ``execute_approval`` node."""
+        store = self.services.store
+        approval = store.get_approval(approval_id)
+        if approval is None:
+            raise ApprovalNotFound(approval_id)
+        if approval.status == "pending":
+            with self._lock("approval:" + approval.inbound_message_id):
+                approval = store.get_approval(approval_id) or approval
+                if approval.status == "pending":
+                    approval = self._resume(approval, approve=approve, by=by, note=note)
+        wanted_approve = approval.status in ("approved", "blocked")
+        if wanted_approve != approve:
+            raise ApprovalConflict(
+                f"approval {approval_id} was already {approval.status}"
+                + (f" by {approval.decided_by}" if approval.decided_by else "")
+            )
+        return approval
+
+    def _resume(self, approval: Approval, *, approve: bool, by: str, note: str | None) -> Approval:
+        answer = {"approve": approve, "by": by, "note": note}
+        config = thread_config(approval.inbound_message_id)
+        snapshot = self.graph.get_state(config)
+        if "await_approval" in (snapshot.next or ()):
+            self.graph.invoke(Command(resume=answer), config=config, context=self.services)
+        else:
+            # the turn was recorded but its pause was never checkpointed (the process died
+            # between the two): run the same node body directly; the store still guards it
+            run_approval(self.services, approval.id, answer)
+        stored = self.services.store.get_approval(approval.id)
+        if stored is None:  # pragma: no cover - it existed a moment ago
+            raise ApprovalNotFound(approval.id)
+        return stored
 
     @staticmethod
     def _result(message: Message, decision: Decision, *, duplicate: bool) -> TurnResult:

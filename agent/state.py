@@ -25,14 +25,23 @@ class TurnState(TypedDict, total=False):
     # decide
     output: dict[str, Any]  # DecisionOutput
     brain: dict[str, Any]  # BrainInfo
-    proposed: list[dict[str, Any]]  # ProposedAction
+    proposed: list[dict[str, Any]]  # ProposedAction; policy_gate appends what it adds
+    rejected: list[dict[str, Any]]  # RejectedCall: invalid tool calls of the model
+    summary: str  # handoff summary, for an escalation the policy adds
     # policy_gate
     verdicts: list[dict[str, Any]]  # Verdict
     approved: dict[str, dict[str, Any]]  # action index → action as it will run
-    consent_changes: dict[str, str]
+    held: dict[str, dict[str, Any]]  # action index → action waiting for approval
+    consent_changes: dict[str, dict[str, str]]  # channel → purpose → status
+    policy_inputs: dict[str, Any]  # the facts the engine decided on (audit)
+    policy_version: str
     # act
     effects: dict[str, Any]  # journey.store.TurnEffects
+    approval_id: str | None  # the held action's approval, if any
     # respond
     reply: str | None
     # record
     decision: dict[str, Any]  # Decision
+    # await_approval / execute_approval
+    approval_answer: dict[str, Any]  # {"approve": bool, "by": str, "note": str | None}
+    approval: dict[str, Any]  # Approval, as decided

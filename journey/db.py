@@ -125,7 +125,20 @@ decisions = Table(
     Column("brain", Json, nullable=False),
     Column("latency_ms", Float, nullable=False),
     _ts("created_at", nullable=False),
+    Column("inputs", Json),
+    Column("policy_version", String(40)),
+    Column("rejected", Json),
     Index("ix_decisions_conversation_created", "conversation_id", "created_at"),
+)
+
+#: Every reason code of a decision, for ``GET /v1/decisions?reason=``.
+decision_reasons = Table(
+    "decision_reasons",
+    metadata,
+    Column("decision_id", String(40), ForeignKey("decisions.id"), primary_key=True),
+    Column("code", String(160), primary_key=True),
+    Column("customer_id", String(40), ForeignKey("customers.id"), nullable=False),
+    Index("ix_decision_reasons_code", "code", "customer_id"),
 )
 
 outbox = Table(
@@ -144,7 +157,11 @@ outbox = Table(
     Column("attempts", Integer, nullable=False, default=0),
     _ts("created_at", nullable=False),
     _ts("sent_at"),
+    # deferred (quiet hours): not delivered before this time
+    _ts("not_before"),
+    Column("is_reply", Boolean),
     Index("ix_outbox_status_created", "status", "created_at"),
+    Index("ix_outbox_customer_created", "customer_id", "created_at"),
 )
 
 handoffs = Table(
@@ -174,6 +191,26 @@ crm_activities = Table(
     Column("body", Json, nullable=False),
     Column("done", Boolean, nullable=False, default=False),
     _ts("created_at", nullable=False),
+)
+
+
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("decision_id", String(40), ForeignKey("decisions.id"), nullable=False),
+    Column("conversation_id", String(40), ForeignKey("conversations.id"), nullable=False),
+    Column("customer_id", String(40), ForeignKey("customers.id"), nullable=False),
+    Column("inbound_message_id", String(40), nullable=False),
+    Column("action", Json, nullable=False),
+    Column("reason_codes", Json, nullable=False),
+    Column("status", String(20), nullable=False),  # pending | approved | rejected
+    Column("result", Json, nullable=False),
+    Column("decided_by", String(200)),
+    Column("note", Text),
+    _ts("created_at", nullable=False),
+    _ts("decided_at"),
+    Index("ix_approvals_status_created", "status", "created_at"),
 )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Channel = Literal["web_chat", "email", "sms", "whatsapp"]
 CHANNELS: tuple[Channel, ...] = ("web_chat", "email", "sms", "whatsapp")
@@ -35,6 +35,24 @@ class Identity(BaseModel):
     value: str
 
 
+class ChannelConsent(BaseModel):
+    """Consent on one channel, per purpose. Transactional messages follow ``service``."""
+
+    model_config = ConfigDict(extra="forbid")
+    service: ConsentStatus = "unknown"
+    marketing: ConsentStatus = "unknown"
+
+    def status(self, purpose: Purpose) -> ConsentStatus:
+        return self.marketing if purpose == "marketing" else self.service
+
+
+def _consent_value(value: Any) -> Any:
+    """A bare status (``sms: revoked``) means the channel as a whole; granted covers service."""
+    if isinstance(value, str):
+        return {"service": value, "marketing": "revoked" if value == "revoked" else "unknown"}
+    return value
+
+
 class CustomerProfile(BaseModel):
     """The unified profile: every identity, attribute and consent of one customer."""
 
@@ -43,7 +61,7 @@ class CustomerProfile(BaseModel):
     identities: list[Identity] = Field(default_factory=list)
     attributes: dict[str, Any] = Field(default_factory=dict)
     lifecycle_stage: str
-    consent: dict[Channel, ConsentStatus] = Field(default_factory=dict)
+    consent: dict[Channel, ChannelConsent] = Field(default_factory=dict)
     timezone: str = "UTC"
     created_at: datetime
     updated_at: datetime
@@ -55,8 +73,16 @@ class CustomerProfile(BaseModel):
         """The address a message on ``channel`` goes to, or None if the customer has none."""
         return self.identity(CHANNEL_IDENTITY[channel])
 
-    def consent_for(self, channel: Channel) -> ConsentStatus:
-        return self.consent.get(channel, "unknown")
+    @field_validator("consent", mode="before")
+    @classmethod
+    def _consent(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: _consent_value(v) for k, v in value.items()}
+        return value
+
+    def consent_for(self, channel: Channel, purpose: Purpose = "service") -> ConsentStatus:
+        found = self.consent.get(channel)
+        return found.status(purpose) if found else "unknown"
 
     @property
     def first_name(self) -> str | None:
@@ -133,9 +159,37 @@ class EscalateToHuman(BaseModel):
     priority: Priority = "normal"
 
 
+class IssueCredit(BaseModel):
+    """Credit the current customer's account, e.g. goodwill after a service failure.
+
+    A person approves every credit before it is applied; propose it, do not promise it."""
+
+    model_config = ConfigDict(extra="forbid")
+    tool: Literal["issue_credit"] = "issue_credit"
+    amount: float = Field(gt=0, le=1_000_000, description="Amount in the account's currency.")
+    reason: str = Field(min_length=1, max_length=500)
+
+
 ProposedAction = Annotated[
-    SendMessage | UpdateCrm | EscalateToHuman, Field(discriminator="tool")
+    SendMessage | UpdateCrm | EscalateToHuman | IssueCredit, Field(discriminator="tool")
 ]
+
+#: Where in the arbitration a verdict was decided.
+Step = Literal["eligibility", "applicability", "suitability", "priority", "approval", "execution"]
+#: How an allowed action was changed.
+Modification = Literal[
+    "defer", "switch_channel", "rewrite", "trim", "reformat", "reroute", "drop_fields", "confirm",
+    "repurpose",
+]
+
+
+class RejectedCall(BaseModel):
+    """A tool call the model made that is not a valid action; recorded, never run."""
+
+    tool: str
+    arguments: Any = None
+    reason_codes: list[str] = Field(default_factory=lambda: ["invalid_arguments"])
+    detail: str = ""
 
 
 class Verdict(BaseModel):
@@ -146,6 +200,14 @@ class Verdict(BaseModel):
     outcome: Outcome
     reason_codes: list[str] = Field(default_factory=list)
     detail: str = ""
+    step: Step | None = None
+    modifications: list[Modification] = Field(default_factory=list)
+    #: A deferred message goes out at this time (quiet hours).
+    deliver_at: datetime | None = None
+    #: Set when the action waits for a person's approval.
+    approval_id: str | None = None
+    #: The engine added this action (an escalation rule fired); the model did not propose it.
+    added_by_policy: bool = False
     executed: bool = False
     result: dict[str, Any] = Field(default_factory=dict)
 
@@ -181,6 +243,33 @@ class Decision(BaseModel):
     brain: BrainInfo
     latency_ms: float
     created_at: datetime
+    #: The facts the policy engine decided on (consent, local time, cap counts, signals...).
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    policy_version: str = ""
+    #: Tool calls the model made that were not valid actions.
+    rejected: list[RejectedCall] = Field(default_factory=list)
+
+
+#: ``blocked``: a person approved, but the policy no longer allowed it when it was to run.
+ApprovalStatus = Literal["pending", "approved", "rejected", "blocked"]
+
+
+class Approval(BaseModel):
+    """An action held for a person's approval; it runs once, after approval."""
+
+    id: str
+    decision_id: str
+    conversation_id: str
+    customer_id: str
+    inbound_message_id: str
+    action: dict[str, Any]
+    reason_codes: list[str] = Field(default_factory=list)
+    status: ApprovalStatus = "pending"
+    result: dict[str, Any] = Field(default_factory=dict)
+    decided_by: str | None = None
+    note: str | None = None
+    created_at: datetime
+    decided_at: datetime | None = None
 
 
 class Conversation(BaseModel):

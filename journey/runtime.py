@@ -28,6 +28,7 @@ from journey.settings import Settings
 from journey.store import Store
 from memory.embeddings import MiniLMEmbedder, get_embedder
 from memory.vector import ChromaVectorMemory, VectorMemory
+from policy.loader import PolicyProvider
 
 
 @dataclass
@@ -44,6 +45,7 @@ class Container:
     rules_brain: RulesBrain
     orchestrator: Orchestrator
     checkpointer: BaseCheckpointSaver[Any]
+    policy: PolicyProvider
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> None:
@@ -139,6 +141,7 @@ def build_container(
     knowledge: KnowledgeBase | None = None,
 ) -> Container:
     clock = clock or SystemClock()
+    policy = PolicyProvider(settings.policy_path)  # an invalid policy stops start-up here
     closers: list[Callable[[], None]] = []
     engine = make_engine(settings.resolved_database_url)
     closers.append(engine.dispose)
@@ -162,6 +165,7 @@ def build_container(
         lifecycle=lifecycle,
         clock=clock,
         ids=ids,
+        policy=policy,
         history_k=settings.history_k,
     )
     orchestrator = Orchestrator(services, build_graph(checkpointer))
@@ -178,5 +182,6 @@ def build_container(
         rules_brain=rules,
         orchestrator=orchestrator,
         checkpointer=checkpointer,
+        policy=policy,
         _closers=closers,
     )

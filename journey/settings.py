@@ -16,7 +16,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 BrainName = Literal["auto", "rules", "openai"]
 LLMMode = Literal["auto", "tools", "json_schema", "json_object"]
 
-ALL_SCOPES = ("messages:write", "customers:read", "conversations:read", "admin")
+ALL_SCOPES = (
+    "messages:write", "customers:read", "conversations:read", "approvals:write", "admin"
+)
 
 
 class Settings(BaseSettings):
@@ -66,6 +68,12 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     server_url: str = Field("", description="Where `journey chat` finds the server.")
     cli_api_key: SecretStr = Field(SecretStr(""), description="The key `journey chat` sends.")
+
+    policy_path: Path | None = Field(
+        None,
+        description="The policy YAML. Empty: the documented default, policy/default.yaml. "
+        "Changes are picked up without a restart.",
+    )
 
     embedding_threads: int = Field(1, ge=1, le=16)
     max_text_chars: int = Field(4000, ge=1, description="Longest inbound text accepted.")

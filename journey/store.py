@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from journey import db
 from journey.clock import Clock, IdFactory, SystemClock, uuid_ids
 from journey.domain import (
+    Approval,
     Channel,
     ConsentStatus,
     Conversation,
@@ -42,13 +43,25 @@ class OutboundMessage(BaseModel):
     address: str
     text: str
     purpose: Purpose
-    status: str = "pending"
+    status: str = "pending"  # sent (inline) | pending | scheduled (not before not_before)
+    not_before: datetime | None = None
+    is_reply: bool = False
 
 
 class CrmChange(BaseModel):
     stage: str | None = None
     fields: dict[str, Any] = Field(default_factory=dict)
-    consent: dict[Channel, ConsentStatus] = Field(default_factory=dict)
+    #: channel → purpose → status; merged into the stored consent purpose by purpose
+    consent: dict[Channel, dict[str, ConsentStatus]] = Field(default_factory=dict)
+
+
+class LedgerEntry(BaseModel):
+    """An outbound message as the frequency caps count it."""
+
+    channel: Channel
+    purpose: Purpose
+    at: datetime
+    is_reply: bool
 
 
 class Activity(BaseModel):
@@ -64,6 +77,7 @@ class TurnEffects(BaseModel):
     crm: CrmChange = Field(default_factory=CrmChange)
     activities: list[Activity] = Field(default_factory=list)
     handoffs: list[Handoff] = Field(default_factory=list)
+    approvals: list[Approval] = Field(default_factory=list)
 
 
 class InboundAccepted(BaseModel):
@@ -74,6 +88,21 @@ class InboundAccepted(BaseModel):
 
 def _aware_dt(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _merge_consent(
+    stored: dict[str, Any], change: dict[Channel, dict[str, ConsentStatus]]
+) -> dict[str, Any]:
+    merged = {k: _consent_dict(v) for k, v in stored.items()}
+    for channel, purposes in change.items():
+        merged[channel] = {**merged.get(channel, {}), **purposes}
+    return merged
+
+
+def _consent_dict(value: Any) -> dict[str, Any]:
+    if isinstance(value, str):  # a bare status: the channel as a whole
+        return {"service": value, "marketing": "revoked" if value == "revoked" else "unknown"}
+    return dict(value)
 
 
 class Store:
@@ -130,7 +159,7 @@ class Store:
         name: str | None = None,
         timezone: str = "UTC",
         attributes: dict[str, Any] | None = None,
-        consent: dict[Channel, ConsentStatus] | None = None,
+        consent: dict[Channel, Any] | None = None,
         customer_id: str | None = None,
     ) -> CustomerProfile:
         now = self.clock.now()
@@ -143,7 +172,7 @@ class Store:
                     lifecycle_stage=stage,
                     timezone=timezone,
                     attributes=attributes or {},
-                    consent=consent or {},
+                    consent={k: _consent_dict(v) for k, v in (consent or {}).items()},
                     created_at=now,
                     updated_at=now,
                 )
@@ -200,12 +229,13 @@ class Store:
         *,
         stage: str | None = None,
         attributes: dict[str, Any] | None = None,
-        consent: dict[Channel, ConsentStatus] | None = None,
+        consent: dict[Channel, Any] | None = None,
         name: str | None = None,
     ) -> None:
         with self.engine.begin() as conn:
             self._apply_crm(conn, customer_id, CrmChange(
-                stage=stage, fields=attributes or {}, consent=consent or {}
+                stage=stage, fields=attributes or {},
+                consent={k: _consent_dict(v) for k, v in (consent or {}).items()},
             ))
             if name is not None:
                 conn.execute(
@@ -226,7 +256,7 @@ class Store:
         if change.fields:
             values["attributes"] = {**(row.attributes or {}), **change.fields}
         if change.consent:
-            values["consent"] = {**(row.consent or {}), **change.consent}
+            values["consent"] = _merge_consent(row.consent or {}, change.consent)
         conn.execute(update(db.customers).where(db.customers.c.id == customer_id).values(**values))
 
     def list_customers(self, limit: int = 100) -> list[CustomerProfile]:
@@ -457,9 +487,13 @@ class Store:
 
     @staticmethod
     def _decision(row: Any) -> Decision:
+        data = dict(row._mapping)
         return Decision.model_validate(
             {
-                **row._mapping,
+                **data,
+                "inputs": data.get("inputs") or {},
+                "rejected": data.get("rejected") or [],
+                "policy_version": data.get("policy_version") or "",
                 "created_at": _aware_dt(row.created_at),
             }
         )
@@ -508,47 +542,22 @@ class Store:
                         created_at=now,
                     )
                 )
-                for i, out in enumerate(effects.outbound):
+                codes = sorted(set(decision.reasons) | {
+                    code for v in decision.verdicts for code in v.reason_codes
+                })
+                if codes:
                     conn.execute(
-                        insert(db.messages).values(
-                            id=out.message_id, conversation_id=decision.conversation_id,
-                            customer_id=decision.customer_id, direction="outbound",
-                            channel=out.channel, text=out.text, author="bot",
-                            created_at=now, turn_status=None,
-                        )
+                        insert(db.decision_reasons),
+                        [
+                            {"decision_id": decision.id, "code": code[:160],
+                             "customer_id": decision.customer_id}
+                            for code in codes
+                        ],
                     )
-                    conn.execute(
-                        insert(db.outbox).values(
-                            id=out.outbox_id, decision_id=decision.id, message_id=out.message_id,
-                            customer_id=decision.customer_id, channel=out.channel,
-                            address=out.address, text=out.text, purpose=out.purpose,
-                            status=out.status, attempts=0, created_at=now,
-                            idempotency_key=f"{decision.inbound_message_id}:{i}",
-                            sent_at=now if out.status == "sent" else None,
-                        )
-                    )
-                crm = effects.crm
-                if crm.stage or crm.fields or crm.consent:
-                    self._apply_crm(conn, decision.customer_id, crm)
-                for act in effects.activities:
-                    conn.execute(
-                        insert(db.crm_activities).values(
-                            id=act.id, customer_id=decision.customer_id, decision_id=decision.id,
-                            kind=act.kind, body=act.body, done=False, created_at=now,
-                        )
-                    )
-                for h in effects.handoffs:
-                    conn.execute(
-                        insert(db.handoffs).values(
-                            **h.model_dump(exclude={"created_at"}), created_at=now, updated_at=now
-                        )
-                    )
-                if effects.handoffs:
-                    conn.execute(
-                        update(db.conversations)
-                        .where(db.conversations.c.id == decision.conversation_id)
-                        .values(owner="human", updated_at=now)
-                    )
+                self._apply_effects(
+                    conn, decision.customer_id, decision.conversation_id, decision.id,
+                    effects, now, key=decision.inbound_message_id,
+                )
                 conn.execute(
                     update(db.messages)
                     .where(db.messages.c.id == decision.inbound_message_id)
@@ -560,6 +569,190 @@ class Store:
                 raise
             return stored
         return decision
+
+    def _apply_effects(
+        self,
+        conn: Connection,
+        customer_id: str,
+        conversation_id: str,
+        decision_id: str,
+        effects: TurnEffects,
+        now: datetime,
+        *,
+        key: str,
+    ) -> None:
+        for i, out in enumerate(effects.outbound):
+            conn.execute(
+                insert(db.messages).values(
+                    id=out.message_id, conversation_id=conversation_id,
+                    customer_id=customer_id, direction="outbound",
+                    channel=out.channel, text=out.text, author="bot",
+                    created_at=now, turn_status=None,
+                )
+            )
+            conn.execute(
+                insert(db.outbox).values(
+                    id=out.outbox_id, decision_id=decision_id, message_id=out.message_id,
+                    customer_id=customer_id, channel=out.channel,
+                    address=out.address, text=out.text, purpose=out.purpose,
+                    status=out.status, attempts=0, created_at=now,
+                    idempotency_key=f"{key}:{i}",
+                    sent_at=now if out.status == "sent" else None,
+                    not_before=out.not_before, is_reply=out.is_reply,
+                )
+            )
+        crm = effects.crm
+        if crm.stage or crm.fields or crm.consent:
+            self._apply_crm(conn, customer_id, crm)
+        for act in effects.activities:
+            conn.execute(
+                insert(db.crm_activities).values(
+                    id=act.id, customer_id=customer_id, decision_id=decision_id,
+                    kind=act.kind, body=act.body, done=False, created_at=now,
+                )
+            )
+        for h in effects.handoffs:
+            conn.execute(
+                insert(db.handoffs).values(
+                    **h.model_dump(exclude={"created_at"}), created_at=now, updated_at=now
+                )
+            )
+        for a in effects.approvals:
+            conn.execute(
+                insert(db.approvals).values(
+                    **a.model_dump(mode="json", exclude={"created_at", "decided_at"}),
+                    created_at=now, decided_at=None,
+                )
+            )
+        if effects.handoffs:
+            conn.execute(
+                update(db.conversations)
+                .where(db.conversations.c.id == conversation_id)
+                .values(owner="human", updated_at=now)
+            )
+
+    # --- policy facts and the audit trail ---------------------------------------------------
+
+    def ledger(self, customer_id: str, since: datetime) -> list[LedgerEntry]:
+        """Outbound messages delivered (or due) since ``since``, scheduled ones included."""
+        at = func.coalesce(db.outbox.c.not_before, db.outbox.c.created_at)
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(db.outbox.c.channel, db.outbox.c.purpose, at.label("at"),
+                       db.outbox.c.is_reply)
+                .where(db.outbox.c.customer_id == customer_id, at >= since,
+                       db.outbox.c.status != "cancelled")
+            ).all()
+        return [
+            LedgerEntry(channel=r.channel, purpose=r.purpose, at=_aware_dt(r.at),
+                        is_reply=bool(r.is_reply))
+            for r in rows
+        ]
+
+    def stalled_turns(self, conversation_id: str, limit: int = 10) -> int:
+        """How many of the conversation's latest decisions, in a row, made no progress."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(db.decisions.c.inputs)
+                .where(db.decisions.c.conversation_id == conversation_id)
+                .order_by(db.decisions.c.created_at.desc(), db.decisions.c.id.desc())
+                .limit(limit)
+            ).all()
+        count = 0
+        for (inputs,) in rows:
+            if not (inputs or {}).get("stalled"):
+                break
+            count += 1
+        return count
+
+    def search_decisions(
+        self,
+        *,
+        customer_id: str | None = None,
+        conversation_id: str | None = None,
+        reason: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[Decision]:
+        """Decisions newest first, filtered by customer, conversation and reason code."""
+        query = select(db.decisions)
+        if reason:
+            matching = select(db.decision_reasons.c.decision_id).where(
+                db.decision_reasons.c.code == reason
+            )
+            if customer_id:
+                matching = matching.where(db.decision_reasons.c.customer_id == customer_id)
+            query = query.where(db.decisions.c.id.in_(matching))
+        if customer_id:
+            query = query.where(db.decisions.c.customer_id == customer_id)
+        if conversation_id:
+            query = query.where(db.decisions.c.conversation_id == conversation_id)
+        query = query.order_by(
+            db.decisions.c.created_at.desc(), db.decisions.c.id.desc()
+        ).limit(limit).offset(offset)
+        with self.engine.connect() as conn:
+            return [self._decision(r) for r in conn.execute(query).all()]
+
+    # --- approvals ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _approval(row: Any) -> Approval:
+        data = dict(row._mapping)
+        data["created_at"] = _aware_dt(data["created_at"])
+        if data["decided_at"] is not None:
+            data["decided_at"] = _aware_dt(data["decided_at"])
+        return Approval.model_validate(data)
+
+    def get_approval(self, approval_id: str) -> Approval | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(db.approvals).where(db.approvals.c.id == approval_id)
+            ).first()
+            return self._approval(row) if row else None
+
+    def approvals(
+        self, *, status: str | None = None, customer_id: str | None = None, limit: int = 100
+    ) -> list[Approval]:
+        query = select(db.approvals).order_by(db.approvals.c.created_at, db.approvals.c.id)
+        if status:
+            query = query.where(db.approvals.c.status == status)
+        if customer_id:
+            query = query.where(db.approvals.c.customer_id == customer_id)
+        with self.engine.connect() as conn:
+            return [self._approval(r) for r in conn.execute(query.limit(limit)).all()]
+
+    def decide_approval(
+        self,
+        approval: Approval,
+        status: str,
+        *,
+        by: str,
+        note: str | None,
+        result: dict[str, Any],
+        effects: TurnEffects,
+    ) -> Approval:
+        """Close a pending approval and apply its effects in one transaction, exactly once.
+
+        If it was already decided (another request, a retried resume) nothing is written and
+        the stored approval is returned.
+        """
+        now = self.clock.now()
+        with self.engine.begin() as conn:
+            claimed = conn.execute(
+                update(db.approvals)
+                .where(db.approvals.c.id == approval.id, db.approvals.c.status == "pending")
+                .values(status=status, decided_by=by, note=note, result=result,
+                        decided_at=now)
+            ).rowcount
+            if claimed == 1 and status == "approved":
+                self._apply_effects(
+                    conn, approval.customer_id, approval.conversation_id,
+                    approval.decision_id, effects, now, key=f"approval:{approval.id}",
+                )
+        stored = self.get_approval(approval.id)
+        if stored is None:  # pragma: no cover - we just read it
+            raise KeyError(approval.id)
+        return stored
 
     # --- read models ------------------------------------------------------------------------
 

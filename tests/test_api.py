@@ -144,7 +144,7 @@ def test_conversation_shows_each_message_with_its_decision(
     [inbound, outbound] = data["transcript"]
     assert inbound["message"]["direction"] == "inbound"
     assert inbound["decision"]["intent"] == "buying_signal"
-    assert "escalate_to_human:allowed" in inbound["decision"]["reasons"]
+    assert "escalate_to_human:escalation_rule:high_value_seats" in inbound["decision"]["reasons"]
     assert [v["tool"] for v in inbound["decision"]["verdicts"]] == [
         "send_message", "update_crm", "escalate_to_human"
     ]

@@ -90,7 +90,7 @@ def test_native_tool_calls_become_proposed_actions(make_container: ContainerFact
     [request] = model.requests
     assert request["tool_choice"] == "required"
     assert [t["function"]["name"] for t in request["tools"]] == [
-        "record_decision", "send_message", "update_crm", "escalate_to_human"
+        "record_decision", "send_message", "update_crm", "escalate_to_human", "issue_credit"
     ]
     assert "customer_id" not in str(request["tools"])
     assert result.decision.intent == "human_request"

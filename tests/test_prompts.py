@@ -14,6 +14,8 @@ from agent.brains.rules import RulesBrain
 from agent.understand import IntentClassifier, KnowledgeBase, understand
 from journey.domain import CustomerProfile, Event, Identity
 from journey.lifecycle import load_lifecycle
+from policy.brief import policy_brief
+from policy.loader import load_policy
 from prompts import PromptError, load_yaml, render
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "decision_prompt.txt"
@@ -38,6 +40,7 @@ def test_every_reply_template_renders(knowledge: KnowledgeBase) -> None:
 def test_decision_prompt_snapshot(
     classifier: IntentClassifier, knowledge: KnowledgeBase
 ) -> None:
+    policy = load_policy()
     intents = {k: v["description"] for k, v in load_yaml("intents.yaml")["intents"].items()}
     brain = LLMBrain(
         client=make_client("http://127.0.0.1:9/v1", "", 1.0), model="m", mode="json_schema",
@@ -55,6 +58,8 @@ def test_decision_prompt_snapshot(
         lifecycle=load_lifecycle(), rule_stage="decision", rule_name="buying-signal",
         events=[Event(id="e", customer_id="cus_1", type="page_view",
                       properties={"page": "pricing"}, occurred_at=NOW)],
+        writable_fields=tuple(policy.crm.writable_fields),
+        policy_brief=policy_brief(policy),
     )
     rendered = brain.system_prompt(data) + "\n\n=== turn ===\n\n" + brain.turn_prompt(data)
     if os.environ.get("UPDATE_SNAPSHOTS") or not SNAPSHOT.exists():

@@ -3,6 +3,7 @@ real graph, store and Chroma, with the rules brain (no LLM), on SQLite and Postg
 
 from __future__ import annotations
 
+from agent.graph import thread_config
 from agent.service import InboundRequest
 from journey.domain import Identity
 from tests.conftest import ContainerFactory
@@ -117,9 +118,11 @@ def test_opt_out_revokes_consent_and_confirms_once(make_container: ContainerFact
 
     assert result.decision.intent == "opt_out"
     profile = c.store.get_customer(result.customer_id)
-    assert profile is not None and profile.consent == {"sms": "revoked"}
+    assert profile is not None
+    assert profile.consent["sms"].model_dump() == {"service": "revoked", "marketing": "revoked"}
     [out] = c.store.outbox(result.customer_id)
     assert (out["purpose"], out["channel"]) == ("transactional", "sms")
+    assert out["text"].startswith("You're unsubscribed")
     again = c.orchestrator.handle_message(
         msg("what does the growth plan include", channel="sms", phone="+15550001111")
     )
@@ -157,12 +160,10 @@ def test_every_message_is_remembered_for_this_customer_only(
     }
 
 
-def test_graph_state_is_checkpointed_per_conversation(make_container: ContainerFactory) -> None:
+def test_graph_state_is_checkpointed_per_turn(make_container: ContainerFactory) -> None:
     c = make_container()
     result = c.orchestrator.handle_message(msg("hi there"))
-    snapshot = c.orchestrator.graph.get_state(
-        {"configurable": {"thread_id": result.conversation_id}}
-    )
+    snapshot = c.orchestrator.graph.get_state(thread_config(result.message_id))
     assert snapshot.values["decision"]["id"] == result.decision.id
     assert snapshot.next == ()
 

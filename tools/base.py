@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -29,12 +30,15 @@ class ToolContext:
 
     profile: CustomerProfile
     conversation: Conversation
-    inbound_channel: Channel
+    #: None when the tool runs outside a customer's turn (an approved action).
+    inbound_channel: Channel | None
     inbound_message_id: str
     decision_id: str
     clock: Clock
     ids: IdFactory
     effects: TurnEffects
+    #: A message the policy deferred (quiet hours) is delivered at this time.
+    deliver_at: datetime | None = None
 
 
 @dataclass(frozen=True)

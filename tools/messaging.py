@@ -16,7 +16,9 @@ def send_message(args: SendMessage, ctx: ToolContext) -> dict[str, Any]:
     address = ctx.profile.address_for(args.channel)
     if address is None:
         raise ToolError(f"the customer has no address on {args.channel}")
-    inline = args.channel in INLINE_CHANNELS and args.channel == ctx.inbound_channel
+    is_reply = args.channel == ctx.inbound_channel
+    inline = args.channel in INLINE_CHANNELS and is_reply and ctx.deliver_at is None
+    status = "sent" if inline else "scheduled" if ctx.deliver_at else "pending"
     out = OutboundMessage(
         message_id=ctx.ids("msg"),
         outbox_id=ctx.ids("out"),
@@ -24,7 +26,12 @@ def send_message(args: SendMessage, ctx: ToolContext) -> dict[str, Any]:
         address=address,
         text=args.text,
         purpose=args.purpose,
-        status="sent" if inline else "pending",
+        status=status,
+        not_before=ctx.deliver_at,
+        is_reply=is_reply,
     )
     ctx.effects.outbound.append(out)
-    return {"message_id": out.message_id, "outbox_id": out.outbox_id, "status": out.status}
+    result = {"message_id": out.message_id, "outbox_id": out.outbox_id, "status": out.status}
+    if ctx.deliver_at:
+        result["not_before"] = ctx.deliver_at.isoformat()
+    return result

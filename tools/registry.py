@@ -6,8 +6,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from journey.domain import EscalateToHuman, SendMessage, UpdateCrm
+from journey.domain import EscalateToHuman, IssueCredit, SendMessage, UpdateCrm
 from tools.base import ToolContext, ToolKind, ToolSpec
+from tools.credit import issue_credit
 from tools.crm import update_crm
 from tools.handoff import escalate_to_human
 from tools.messaging import send_message
@@ -18,6 +19,7 @@ TOOLS: dict[str, ToolSpec] = {
         ToolSpec("send_message", ToolKind.WRITE, SendMessage, send_message),
         ToolSpec("update_crm", ToolKind.WRITE, UpdateCrm, update_crm),
         ToolSpec("escalate_to_human", ToolKind.WRITE, EscalateToHuman, escalate_to_human),
+        ToolSpec("issue_credit", ToolKind.WRITE, IssueCredit, issue_credit),
     )
 }
 

@@ -16,6 +16,7 @@ from journey.domain import (
     Handoff,
     Message,
     ProposedAction,
+    RejectedCall,
     Sentiment,
 )
 from journey.lifecycle import Lifecycle
@@ -41,6 +42,8 @@ class DecisionOutput(BaseModel):
 class BrainDecision(BaseModel):
     output: DecisionOutput
     info: BrainInfo
+    #: Tool calls that were not valid actions (recorded with a reason code, never run).
+    rejected: list[RejectedCall] = Field(default_factory=list)
 
 
 @dataclass
@@ -56,6 +59,9 @@ class BrainInput:
     history: list[MemoryHit] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     active_handoff: Handoff | None = None
+    #: CRM fields the policy lets the bot write, and the policy in brief for the prompt.
+    writable_fields: tuple[str, ...] = ()
+    policy_brief: str = ""
 
 
 class Brain(Protocol):

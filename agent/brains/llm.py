@@ -27,8 +27,7 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from agent.brains.base import Brain, BrainDecision, BrainInput, DecisionOutput
 from agent.understand import KnowledgeBase
-from journey.domain import BrainInfo, ProposedAction, Sentiment
-from policy.gate import WRITABLE_FIELDS
+from journey.domain import BrainInfo, ProposedAction, RejectedCall, Sentiment
 from prompts import load_text, render_file
 
 Mode = Literal["tools", "json_schema", "json_object"]
@@ -131,7 +130,7 @@ class LLMBrain:
 
     def system_prompt(self, data: BrainInput) -> str:
         """The system prompt; it depends only on configuration, so it is rendered once."""
-        key = tuple(data.lifecycle.stages)
+        key = (*data.lifecycle.stages, "|", *data.writable_fields, "|", data.policy_brief)
         if key not in self._system:
             self._system[key] = self._render_system(data)
         return self._system[key]
@@ -143,8 +142,10 @@ class LLMBrain:
             company=self.knowledge.company,
             intents=intents,
             stages=" → ".join(data.lifecycle.stages),
-            fields=", ".join(sorted(WRITABLE_FIELDS)),
-            policy=load_text("policy_facts.md").strip(),
+            fields=", ".join(sorted(data.writable_fields)) or "none",
+            policy="\n".join(
+                part for part in (load_text("policy_facts.md").strip(), data.policy_brief) if part
+            ),
             knowledge=self.knowledge.facts(),
         )
         if self.mode == "json_object":
@@ -155,7 +156,10 @@ class LLMBrain:
     def turn_prompt(self, data: BrainInput) -> str:
         p = data.profile
         attrs = ", ".join(f"{k}={v}" for k, v in sorted(p.attributes.items())) or "none"
-        consent = ", ".join(f"{k}={v}" for k, v in sorted(p.consent.items())) or "none recorded"
+        consent = "; ".join(
+            f"{k}: service {v.service}, marketing {v.marketing}"
+            for k, v in sorted(p.consent.items())
+        ) or "none recorded"
         channels = ", ".join(sorted({i.kind for i in p.identities}))
         profile = (
             f"name: {p.name or 'unknown'}; stage: {p.lifecycle_stage}; timezone: {p.timezone}\n"
@@ -231,7 +235,10 @@ class LLMBrain:
             raise InvalidDecision("the response has no choices", "")
         return response.choices[0].message
 
-    def _parse(self, message: Any, data: BrainInput) -> DecisionOutput:
+    def _parse(
+        self, message: Any, data: BrainInput
+    ) -> tuple[DecisionOutput, list[RejectedCall]]:
+        """The decision, and the action calls that were not valid (kept out of it)."""
         tool_calls = getattr(message, "tool_calls", None) or []
         content = message.content or ""
         raw = content
@@ -241,9 +248,9 @@ class LLMBrain:
                     [{"name": c.function.name, "arguments": c.function.arguments}
                      for c in tool_calls]
                 )
-                output = self._from_tool_calls(tool_calls)
+                output, rejected = self._from_tool_calls(tool_calls)
             else:
-                output = DecisionOutput.model_validate(_json_from_text(content))
+                output, rejected = _from_json(_json_from_text(content))
         except (ValidationError, ValueError) as exc:
             raise InvalidDecision(_short_error(exc), raw) from exc
         problems = []
@@ -253,21 +260,26 @@ class LLMBrain:
             problems.append(f"stage {output.stage!r} is not one of {data.lifecycle.stages}")
         if problems:
             raise InvalidDecision("; ".join(problems), raw)
-        return output
+        return output, rejected
 
     @staticmethod
-    def _from_tool_calls(tool_calls: list[Any]) -> DecisionOutput:
+    def _from_tool_calls(tool_calls: list[Any]) -> tuple[DecisionOutput, list[RejectedCall]]:
         record: dict[str, Any] | None = None
-        actions: list[ProposedAction] = []
+        calls: list[Any] = []
         for call in tool_calls:
-            args = json.loads(call.function.arguments or "{}")
-            if call.function.name == "record_decision":
+            name = call.function.name
+            try:
+                args = json.loads(call.function.arguments or "{}")
+            except json.JSONDecodeError:
+                args = call.function.arguments
+            if name == "record_decision":
                 record = RecordDecision.model_validate(args).model_dump()
             else:
-                actions.append(_ACTIONS.validate_python({**args, "tool": call.function.name}))
+                calls.append({**args, "tool": name} if isinstance(args, dict) else args)
         if record is None:
             raise ValueError("record_decision was not called")
-        return DecisionOutput(**record, actions=actions)
+        actions, rejected = _split_actions(calls)
+        return DecisionOutput(**record, actions=actions), rejected
 
     def decide(self, data: BrainInput) -> BrainDecision:
         info = BrainInfo(name="openai", model=self.model)
@@ -277,19 +289,19 @@ class LLMBrain:
         ]
         try:
             try:
-                output = self._parse(self._request(messages, info), data)
+                output, rejected = self._parse(self._request(messages, info), data)
             except InvalidDecision as first:
                 info.repaired = True
                 messages += [
                     {"role": "assistant", "content": first.raw or "(empty)"},
                     {"role": "user", "content": render_file("repair.md", error=str(first))},
                 ]
-                output = self._parse(self._request(messages, info), data)
+                output, rejected = self._parse(self._request(messages, info), data)
         except InvalidDecision as exc:
             return self._fall_back(data, info, f"invalid output after repair: {exc}")
         except (openai.APIError, httpx.HTTPError, ModelRequestsBlocked) as exc:
             return self._fall_back(data, info, f"{type(exc).__name__}: {exc}")
-        return BrainDecision(output=output, info=info)
+        return BrainDecision(output=output, info=info, rejected=rejected)
 
     def _fall_back(self, data: BrainInput, info: BrainInfo, reason: str) -> BrainDecision:
         decided = self.fallback.decide(data)
@@ -304,6 +316,45 @@ class LLMBrain:
             }
         )
         return decided
+
+
+def _from_json(data: Any) -> tuple[DecisionOutput, list[RejectedCall]]:
+    if not isinstance(data, dict):
+        raise ValueError("the answer must be a JSON object")
+    calls = data.get("actions") or []
+    if not isinstance(calls, list):
+        raise ValueError("actions must be a list")
+    output = DecisionOutput.model_validate({**data, "actions": []})
+    actions, rejected = _split_actions(calls)
+    return output.model_copy(update={"actions": actions}), rejected
+
+
+def _split_actions(calls: list[Any]) -> tuple[list[ProposedAction], list[RejectedCall]]:
+    """Valid actions, and the calls that are not (unknown tool, wrong or extra arguments)."""
+    from tools import TOOLS
+
+    actions: list[ProposedAction] = []
+    rejected: list[RejectedCall] = []
+    for call in calls:
+        name = call.get("tool") if isinstance(call, dict) else None
+        arguments = (
+            {k: v for k, v in call.items() if k != "tool"} if isinstance(call, dict) else call
+        )
+        if not isinstance(name, str) or name not in TOOLS:
+            rejected.append(
+                RejectedCall(
+                    tool=str(name), arguments=arguments, reason_codes=["unknown_tool"],
+                    detail=f"{name!r} is not a tool",
+                )
+            )
+            continue
+        try:
+            actions.append(_ACTIONS.validate_python(call))
+        except ValidationError as exc:
+            rejected.append(
+                RejectedCall(tool=name, arguments=arguments, detail=_short_error(exc)[:500])
+            )
+    return actions, rejected
 
 
 def _json_from_text(content: str) -> Any:

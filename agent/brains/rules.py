@@ -50,7 +50,7 @@ class RulesBrain:
         task: str | None = None
         reply: str | None
         profile = data.profile
-        summary = _summary(data)
+        summary = handoff_summary(data)
 
         def escalate(queue: Queue, reason: str, priority: str = "normal") -> None:
             actions.append(
@@ -182,7 +182,7 @@ def _repeat_contacts(data: BrainInput, intents: set[str]) -> int:
     return similar if data.signals.intent in intents else 0
 
 
-def _summary(data: BrainInput) -> str:
+def handoff_summary(data: BrainInput) -> str:
     profile = data.profile
     who = profile.name or profile.id
     lines = [

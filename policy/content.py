@@ -1,0 +1,181 @@
+"""Content rules on outbound text: offers beyond the limits, forbidden claims, other people's
+personal data, card numbers, and the channel's format and length.
+
+:func:`violations` finds what is wrong; :func:`fit_to_channel` makes allowed text fit.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+
+from policy.model import ChannelPolicy, ContentPolicy
+
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_PHONE = re.compile(r"(?<![\w+])(\+\d[\d\s().-]{6,}\d|\(?\d{3}\)?[\s.-]\d{3}[\s.-]\d{4})(?!\w)")
+_CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
+_PERCENT = re.compile(r"(\d{1,3}(?:\.\d+)?)\s?(?:%|percent\b)", re.IGNORECASE)
+_OFFER_WORDS = re.compile(
+    r"\b(off|discount(?:ed|s)?|coupon|promo(?:tion)?|code|reduction|reduced|cheaper|save|"
+    r"savings?|markdown|deal)\b",
+    re.IGNORECASE,
+)
+_MONEY = re.compile(
+    r"(?:[$€£]\s?|\b(?:USD|EUR|GBP)\s?)(\d[\d,]*(?:\.\d+)?)(\s?[kK]\b)?"
+    r"|(\d[\d,]*(?:\.\d+)?)\s?(?:dollars|euros|pounds|USD|EUR|GBP)\b",
+)
+_CREDIT_WORDS = re.compile(
+    r"\b(credit(?:ed|s)?|refund(?:ed|s)?|compensat\w*|reimburs\w*|voucher|goodwill|"
+    r"money\s+back|off\s+your\s+(?:next\s+)?(?:bill|invoice))\b",
+    re.IGNORECASE,
+)
+_NEAR = 40  # characters around a number in which an offer word makes it an offer
+
+_MD_LINK = re.compile(r"\[([^\]]+)\]\((\S+?)\)")
+_MD_EMPHASIS = re.compile(r"(\*\*|__|\*|_|`)(?=\S)(.+?)(?<=\S)\1")
+_MD_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+", re.MULTILINE)
+_MD_BULLET = re.compile(r"^\s*[-*+]\s+", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Violation:
+    code: str
+    detail: str
+    #: ``rewrite``: a reply is replaced by a safe template; ``block``: it is not sent at all.
+    #: A proactive message with any violation is blocked.
+    on_violation: str = "rewrite"
+
+
+def _digits(value: str) -> str:
+    return re.sub(r"\D", "", value)
+
+
+def _luhn(number: str) -> bool:
+    total, parity = 0, len(number) % 2
+    for i, ch in enumerate(number):
+        d = int(ch)
+        if i % 2 == parity:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+@lru_cache(maxsize=64)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern, re.IGNORECASE)
+
+
+def _near(text: str, start: int, end: int, words: re.Pattern[str]) -> bool:
+    return bool(words.search(text[max(0, start - _NEAR) : end + _NEAR]))
+
+
+def _amount(raw: str, thousands: str | None) -> float:
+    value = float(raw.replace(",", ""))
+    return value * 1000 if thousands else value
+
+
+def violations(text: str, policy: ContentPolicy, own_contacts: Iterable[str]) -> list[Violation]:
+    """Everything in ``text`` the content policy forbids (empty: the text may go out)."""
+    found: list[Violation] = []
+    allowed_emails = {c.lower() for c in [*own_contacts, *policy.allowed_contacts] if "@" in c}
+    allowed_phones = {
+        _digits(c) for c in [*own_contacts, *policy.allowed_contacts] if "@" not in c
+    }
+    allowed_phones.discard("")
+
+    for m in _CARD.finditer(text):
+        digits = _digits(m.group(0))
+        if 13 <= len(digits) <= 19 and _luhn(digits):
+            found.append(Violation("payment_card_number", "a payment card number"))
+            break
+    for m in _EMAIL.finditer(text):
+        if m.group(0).lower().rstrip(".") not in allowed_emails:
+            found.append(Violation("foreign_personal_data", f"email {m.group(0)}"))
+            break
+    for m in _PHONE.finditer(text):
+        digits = _digits(m.group(0))
+        if len(digits) >= 7 and not any(
+            digits.endswith(p[-9:]) or p.endswith(digits[-9:]) for p in allowed_phones
+        ):
+            found.append(Violation("foreign_personal_data", f"phone number {m.group(0)}"))
+            break
+
+    for m in _PERCENT.finditer(text):
+        pct = float(m.group(1))
+        if pct > policy.max_discount_percent and _near(text, m.start(), m.end(), _OFFER_WORDS):
+            found.append(
+                Violation(
+                    "discount_over_limit",
+                    f"{pct:g}% > the {policy.max_discount_percent:g}% the bot may offer",
+                )
+            )
+            break
+    for m in _MONEY.finditer(text):
+        raw = m.group(1) or m.group(3)
+        amount = _amount(raw, m.group(2))
+        if amount > policy.max_credit and _near(text, m.start(), m.end(), _CREDIT_WORDS):
+            found.append(
+                Violation(
+                    "credit_over_limit",
+                    f"{amount:g} > the {policy.max_credit:g} credit the bot may offer",
+                )
+            )
+            break
+    for rule in policy.forbidden:
+        hit = _compiled(rule.pattern).search(text)
+        if hit:
+            found.append(
+                Violation(f"forbidden_claim:{rule.name}", f"{hit.group(0)!r}", rule.on_violation)
+            )
+    return found
+
+
+def safe_text(policy: ContentPolicy, found: list[Violation]) -> str:
+    """The safe template for the first violation that has one, else the default."""
+    for v in found:
+        key = v.code.split(":", 1)[0]
+        if v.code in policy.templates:
+            return policy.templates[v.code]
+        if key in policy.templates:
+            return policy.templates[key]
+    return policy.templates["default"]
+
+
+def strip_markdown(text: str) -> str:
+    text = _MD_LINK.sub(lambda m: f"{m.group(1)} ({m.group(2)})", text)
+    text = _MD_HEADING.sub("", text)
+    text = _MD_BULLET.sub("- ", text)
+    previous = None
+    while previous != text:
+        previous, text = text, _MD_EMPHASIS.sub(r"\2", text)
+    return text
+
+
+def trim(text: str, limit: int) -> str:
+    """Cut ``text`` to ``limit`` characters, at a sentence end when one is near."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    for sep in (". ", "! ", "? ", "\n"):
+        pos = cut.rfind(sep)
+        if pos > limit // 2:
+            return cut[: pos + 1].rstrip()
+    return cut.rstrip() + "…"
+
+
+def fit_to_channel(text: str, channel: ChannelPolicy) -> tuple[str, list[str]]:
+    """The text as the channel can show it, and what was changed (``reformat``, ``trim``)."""
+    changes: list[str] = []
+    if not channel.markdown:
+        plain = strip_markdown(text)
+        if plain != text:
+            text = plain
+            changes.append("reformat")
+    if len(text) > channel.max_chars:
+        text = trim(text, channel.max_chars)
+        changes.append("trim")
+    return text, changes

@@ -1,0 +1,601 @@
+"""The policy engine: every candidate action gets a verdict before any tool runs.
+
+The model proposes; this code disposes. The engine sees the turn's facts (profile, consent,
+local time, what was already sent, what code read off the message) and never the model's
+reasoning, so a customer who talks the model into proposing something cannot talk the engine
+into allowing it.
+
+Arbitration, per candidate, in priority order (escalations, credits, CRM, then messages:
+transactional, service, marketing; the reply before other channels):
+
+1. **eligibility**: may this happen at all? (identity, consent per purpose, opt-out, channel
+   availability, an open handoff). A proactive message may switch to another channel.
+2. **applicability**: is now the time? (quiet hours defer; frequency caps suppress)
+3. **suitability**: is the content acceptable? (offers beyond limits, forbidden claims, other
+   people's data: a reply is rewritten from a safe template, a proactive message blocked;
+   Markdown and length fitted to the channel; CRM fields and stages checked)
+4. **priority**: one message per channel, one CRM update, one escalation per turn.
+5. **approval**: actions the policy lists wait for a person.
+
+Each verdict is ``allow``, ``modify`` (defer, switch channel, rewrite, trim, ...) or ``deny``,
+with stable reason codes (listed in README.md, section Policy).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel
+
+from journey.domain import (
+    CHANNELS,
+    Channel,
+    ConsentStatus,
+    CustomerProfile,
+    EscalateToHuman,
+    Handoff,
+    IssueCredit,
+    Modification,
+    Priority,
+    ProposedAction,
+    Purpose,
+    SendMessage,
+    Step,
+    UpdateCrm,
+    Verdict,
+)
+from policy import content
+from policy.contact import SentRecord, cap_exceeded, consent_problem, next_allowed, zone_for
+from policy.escalation import Escalation, MessageFacts, required_escalation, stalled
+from policy.model import Policy
+
+PRIORITIES: tuple[Priority, ...] = ("low", "normal", "high", "urgent")
+_PURPOSE_RANK: dict[Purpose, int] = {"transactional": 0, "service": 1, "marketing": 2}
+_TOOL_RANK = {"escalate_to_human": 0, "issue_credit": 1, "update_crm": 2, "send_message": 3}
+MAX_HANDOFF_TEXT = 4000
+#: Words that make a proactive "service" message promotional, hence marketing.
+_PROMO = re.compile(
+    r"\b(\d+\s?%\s?off|discount(?:ed)?|coupon|promo(?:tion)?(?:\s+code)?|limited[- ]time|"
+    r"special\s+offer|upgrade\s+now|sale|deal)\b",
+    re.IGNORECASE,
+)
+
+
+@dataclass
+class Facts:
+    """What the engine decides on. Built by the graph from the store and code signals."""
+
+    profile: CustomerProfile
+    message: MessageFacts
+    #: The channel the customer wrote on; None for a proactive (journey) decision.
+    inbound_channel: Channel | None
+    now: datetime
+    stages: Sequence[str]
+    active_handoff: Handoff | None = None
+    #: Messages already sent or scheduled for this customer (for the caps).
+    ledger: Sequence[SentRecord] = ()
+    #: A handoff summary for an escalation the engine adds itself.
+    summary: str = ""
+    #: ``model``: candidates came from the brain (it may not claim transactional purpose);
+    #: ``system``: from a journey definition.
+    origin: str = "model"
+
+
+@dataclass
+class Arbitration:
+    #: Every candidate: the proposed ones, then any the engine added.
+    actions: list[ProposedAction]
+    verdicts: list[Verdict]
+    #: Candidates that run now, as they will run (modified where the verdict says so).
+    approved: dict[int, ProposedAction] = field(default_factory=dict)
+    #: Candidates that wait for a person's approval.
+    held: dict[int, ProposedAction] = field(default_factory=dict)
+    consent_changes: dict[Channel, dict[str, ConsentStatus]] = field(default_factory=dict)
+    escalation: Escalation | None = None
+    stalled: bool = False
+    inputs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Judgement:
+    outcome: str = "allow"
+    codes: list[str] = field(default_factory=list)
+    detail: str = ""
+    step: Step | None = None
+    mods: list[Modification] = field(default_factory=list)
+    final: BaseModel | None = None
+    deliver_at: datetime | None = None
+
+    def deny(self, step: Step, code: str, detail: str) -> _Judgement:
+        self.outcome, self.step, self.final = "deny", step, None
+        self.codes.append(code)
+        self.detail = detail
+        return self
+
+    def modify(self, step: Step, mod: Modification, code: str, detail: str = "") -> None:
+        self.outcome = "modify"
+        self.step = step
+        if mod not in self.mods:
+            self.mods.append(mod)
+        self.codes.append(code)
+        if detail:
+            self.detail = f"{self.detail}; {detail}" if self.detail else detail
+
+
+def is_opt_out(text: str, message: MessageFacts, policy: Policy) -> bool:
+    consent = policy.contact.consent
+    word = text.strip().strip(".!").upper()
+    if word in consent.opt_out_keywords:
+        return True
+    return message.intent == "opt_out" and message.confidence >= consent.opt_out_intent_confidence
+
+
+def is_opt_in(text: str, policy: Policy) -> bool:
+    return text.strip().strip(".!").upper() in policy.contact.consent.opt_in_keywords
+
+
+class PolicyEngine:
+    """Arbitrates one turn's candidates under one policy. Cheap to build; holds no state."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+
+    # --- the whole turn ------------------------------------------------------------------
+
+    def arbitrate(self, proposed: Sequence[ProposedAction], facts: Facts) -> Arbitration:
+        policy = self.policy
+        msg = facts.message
+        inbound = facts.inbound_channel
+        profile = facts.profile
+        zone = zone_for(profile.timezone, _default_tz(policy))
+        actions: list[ProposedAction] = list(proposed)
+        added: set[int] = set()
+
+        opt_out = inbound is not None and msg.opt_out
+        opt_in = inbound is not None and msg.opt_in and not opt_out
+        already_out = inbound is not None and profile.consent_for(inbound) == "revoked"
+        result = Arbitration(actions=actions, verdicts=[], stalled=stalled(msg, policy.escalation))
+        if opt_out and inbound is not None:
+            result.consent_changes[inbound] = {"service": "revoked", "marketing": "revoked"}
+        if opt_in and inbound is not None and already_out:
+            result.consent_changes[inbound] = {"service": "granted"}
+        # after an opt-in the customer is reachable on that channel again
+        consent_now = profile
+        if opt_in and already_out and inbound is not None:
+            consent_now = profile.model_copy(
+                update={"consent": {**profile.consent, inbound: profile.consent[inbound]
+                                    .model_copy(update={"service": "granted"})}}
+            )
+
+        # escalation rules: code decides whether this turn goes to a human
+        escalation = None if facts.active_handoff else required_escalation(msg, policy.escalation)
+        result.escalation = escalation
+        if escalation and not any(isinstance(a, EscalateToHuman) for a in actions):
+            actions.append(
+                EscalateToHuman(
+                    queue=escalation.queue, priority=escalation.priority,
+                    reason=escalation.reason,
+                    summary=facts.summary or msg.text,
+                )
+            )
+            added.add(len(actions) - 1)
+        if escalation and inbound is not None and not any(
+            isinstance(a, SendMessage) and a.channel == inbound for a in actions
+        ):
+            actions.append(
+                SendMessage(
+                    channel=inbound, text=policy.escalation.acknowledgement[escalation.queue]
+                )
+            )
+            added.add(len(actions) - 1)
+
+        state = _TurnState(
+            ledger=list(facts.ledger),
+            escalating=False,
+        )
+        order = sorted(range(len(actions)), key=lambda i: self._rank(actions[i], inbound))
+        verdicts: dict[int, Verdict] = {}
+        for i in order:
+            action = actions[i]
+            if isinstance(action, EscalateToHuman):
+                j = self._escalate(action, facts, escalation, state)
+            elif isinstance(action, IssueCredit):
+                j = self._credit(action, facts, state)
+            elif isinstance(action, UpdateCrm):
+                j = self._crm(action, facts, state)
+            else:
+                j = self._send(
+                    action, facts, consent_now, zone, state,
+                    opt_out=opt_out, already_out=already_out, added=i in added,
+                )
+            if j.outcome != "deny" and j.final is not None:
+                self._approval(j, state)
+            verdict = Verdict(
+                action_index=i,
+                tool=action.tool,
+                outcome=j.outcome,  # type: ignore[arg-type]
+                reason_codes=j.codes or ["allowed"],
+                detail=j.detail,
+                step=j.step,
+                modifications=j.mods,
+                deliver_at=j.deliver_at,
+                added_by_policy=i in added,
+            )
+            verdicts[i] = verdict
+            if j.outcome != "deny" and j.final is not None:
+                final = j.final  # type: ignore[assignment]
+                if "approval_required" in j.codes:
+                    result.held[i] = final  # type: ignore[assignment]
+                else:
+                    result.approved[i] = final  # type: ignore[assignment]
+        result.verdicts = [verdicts[i] for i in range(len(actions))]
+        result.inputs = self._inputs(facts, zone, escalation, opt_out, opt_in, result.stalled)
+        return result
+
+    @staticmethod
+    def _rank(action: ProposedAction, inbound: Channel | None) -> tuple[int, int, int]:
+        if isinstance(action, SendMessage):
+            return (
+                _TOOL_RANK["send_message"],
+                _PURPOSE_RANK[action.purpose],
+                0 if action.channel == inbound else 1,
+            )
+        return (_TOOL_RANK[action.tool], 0, 0)
+
+    # --- messages --------------------------------------------------------------------------
+
+    def _send(
+        self,
+        action: SendMessage,
+        facts: Facts,
+        profile: CustomerProfile,
+        zone: Any,
+        state: _TurnState,
+        *,
+        opt_out: bool,
+        already_out: bool,
+        added: bool,
+    ) -> _Judgement:
+        policy = self.policy
+        contact = policy.contact
+        j = _Judgement(final=action)
+        inbound = facts.inbound_channel
+        is_reply = inbound is not None and action.channel == inbound
+
+        # eligibility
+        if facts.active_handoff is not None:
+            h = facts.active_handoff
+            return j.deny("eligibility", "handoff_active", f"handoff {h.id} to {h.queue} is open")
+        if opt_out:
+            if is_reply and not already_out and not state.confirmed_opt_out:
+                state.confirmed_opt_out = True
+                state.used_channels.add(action.channel)
+                confirmation = contact.consent.opt_out_confirmation
+                j.final = action.model_copy(
+                    update={"purpose": "transactional", "text": confirmation}
+                )
+                j.modify("eligibility", "confirm", "opt_out_confirmation",
+                         "the one confirmation after an opt-out")
+                return j
+            return j.deny("eligibility", "consent_revoked", "the customer just opted out")
+        purpose: Purpose = action.purpose
+        if facts.origin == "model" and purpose == "transactional":
+            purpose = "service"
+            j.modify("eligibility", "repurpose", "purpose_downgraded",
+                     "only the system sends transactional messages")
+        if purpose == "service" and _PROMO.search(action.text) and not is_reply:
+            purpose = "marketing"
+            j.modify("eligibility", "repurpose", "promotional_content",
+                     "a proactive promotional message is marketing")
+        channel = action.channel
+        problem = self._channel_problem(profile, channel, purpose, is_reply=is_reply)
+        if problem is not None:
+            code, detail = problem
+            alternative = None
+            if not is_reply and contact.switch_channels:
+                alternative = self._switch(profile, purpose, state, exclude=channel)
+            if alternative is None:
+                return j.deny("eligibility", code, detail)
+            j.modify("eligibility", "switch_channel", code, f"{detail}; sent on {alternative}")
+            j.codes.append("switched_channel")
+            channel = alternative
+            is_reply = inbound is not None and channel == inbound
+
+        # applicability
+        at = facts.now
+        deliver_at = None
+        quiet = contact.quiet_hours
+        if quiet is not None and purpose in quiet.purposes and not is_reply:
+            allowed_at = next_allowed(facts.now, zone, quiet)
+            if allowed_at > facts.now:
+                deliver_at = at = allowed_at
+                j.modify("applicability", "defer", "quiet_hours_deferred",
+                         f"quiet hours in {zone.key}; deferred to {allowed_at.isoformat()}")
+        if purpose != "transactional":
+            for cap in contact.caps:
+                if is_reply and not cap.include_replies:
+                    continue
+                if cap_exceeded(
+                    cap, channel, purpose, at, state.ledger, zone,
+                    count_replies=cap.include_replies,
+                ):
+                    return j.deny(
+                        "applicability", "frequency_capped",
+                        f"cap {cap.name}: {cap.max} per "
+                        f"{'day' if cap.per else _fmt(cap.window)}",
+                    )
+
+        # suitability
+        text = action.text
+        own = [i.value for i in profile.identities if i.kind in ("email", "phone")]
+        found = content.violations(text, policy.content, own)
+        if found and not added:
+            codes = [v.code for v in found]
+            detail = "; ".join(v.detail for v in found)
+            if not is_reply:
+                j.deny("suitability", codes[0], detail)
+                j.codes.extend(codes[1:])
+                return j
+            if any(v.on_violation == "block" for v in found):
+                j.deny("suitability", codes[0], detail)
+                j.codes.extend(codes[1:])
+                return j
+            text = content.safe_text(policy.content, found)
+            for code in codes:
+                j.modify("suitability", "rewrite", code, detail)
+        fitted, changes = content.fit_to_channel(text, contact.channels[channel])
+        if "reformat" in changes:
+            j.modify("suitability", "reformat", "reformatted_for_channel")
+        if "trim" in changes:
+            j.modify("suitability", "trim", "trimmed_to_channel_limit",
+                     f"{len(text)} > {contact.channels[channel].max_chars} characters")
+
+        # priority
+        if channel in state.used_channels:
+            return j.deny(
+                "priority", "duplicate_action", f"one message per channel per turn ({channel})"
+            )
+        state.used_channels.add(channel)
+        state.ledger.append(SentRecord(channel, purpose, at, reply=is_reply))
+        j.final = action.model_copy(update={"channel": channel, "text": fitted, "purpose": purpose})
+        j.deliver_at = deliver_at
+        if is_reply and state.escalating:
+            j.codes.append("handoff_acknowledgement")
+        return j
+
+    def _channel_problem(
+        self, profile: CustomerProfile, channel: Channel, purpose: Purpose, *, is_reply: bool
+    ) -> tuple[str, str] | None:
+        contact = self.policy.contact
+        if not contact.channels[channel].available:
+            return "channel_unavailable", f"{channel} is marked down"
+        if profile.address_for(channel) is None:
+            return "no_identity", f"no address for the customer on {channel}"
+        code = consent_problem(
+            profile, channel, purpose, contact.consent.purposes[purpose], is_reply=is_reply
+        )
+        if code == "consent_revoked":
+            return code, f"the customer opted out of {purpose} on {channel}"
+        if code:
+            return code, f"no {purpose} consent on {channel}"
+        return None
+
+    def _switch(
+        self, profile: CustomerProfile, purpose: Purpose, state: _TurnState, exclude: Channel
+    ) -> Channel | None:
+        order = _preference(profile) + [c for c in self.policy.contact.preference]
+        order += [c for c in CHANNELS if c not in order]
+        for channel in dict.fromkeys(order):
+            if channel == exclude or channel in state.used_channels:
+                continue
+            if self._channel_problem(profile, channel, purpose, is_reply=False) is None:
+                return channel
+        return None
+
+    # --- escalations, credits, CRM -------------------------------------------------------
+
+    def _escalate(
+        self,
+        action: EscalateToHuman,
+        facts: Facts,
+        rule: Escalation | None,
+        state: _TurnState,
+    ) -> _Judgement:
+        j = _Judgement(final=action)
+        if facts.active_handoff is not None:
+            return j.deny("eligibility", "already_escalated",
+                          "the conversation already has an open handoff")
+        if state.escalating:
+            return j.deny("priority", "duplicate_action", "one escalation per turn")
+        if rule is not None:
+            priority = max(action.priority, rule.priority, key=PRIORITIES.index)
+            final = action.model_copy(update={
+                "queue": rule.queue, "priority": priority,
+                "reason": action.reason if action.reason == rule.reason
+                else f"{rule.reason} ({action.reason})"[:MAX_HANDOFF_TEXT],
+                "summary": action.summary[:MAX_HANDOFF_TEXT],
+            })
+            j.codes.append(f"escalation_rule:{rule.rule}")
+            if (final.queue, final.priority) != (action.queue, action.priority):
+                j.modify("eligibility", "reroute", "rerouted_by_rule",
+                         f"{action.queue}/{action.priority} → {final.queue}/{final.priority}")
+            j.final = final
+        elif not self.policy.escalation.allow_model_escalation:
+            return j.deny("eligibility", "no_escalation_rule", "no escalation rule matched")
+        else:
+            j.codes.append("model_escalation")
+            j.final = action.model_copy(update={
+                "reason": action.reason[:MAX_HANDOFF_TEXT],
+                "summary": action.summary[:MAX_HANDOFF_TEXT],
+            })
+        state.escalating = True
+        return j
+
+    def _credit(self, action: IssueCredit, facts: Facts, state: _TurnState) -> _Judgement:
+        j = _Judgement(final=action)
+        limit = self.policy.content.max_credit
+        if facts.active_handoff is not None:
+            return j.deny("eligibility", "handoff_active", "a human owns the conversation")
+        if action.amount > limit:
+            return j.deny("suitability", "credit_over_limit",
+                          f"{action.amount:g} > the {limit:g} the bot may issue")
+        if state.credited:
+            return j.deny("priority", "duplicate_action", "one credit per turn")
+        state.credited = True
+        return j
+
+    def _crm(self, action: UpdateCrm, facts: Facts, state: _TurnState) -> _Judgement:
+        crm = self.policy.crm
+        j = _Judgement(final=action)
+        if action.stage is not None and action.stage not in facts.stages:
+            return j.deny("suitability", "unknown_stage",
+                          f"{action.stage!r} is not a lifecycle stage")
+        protected = sorted(set(action.fields) & set(crm.protected_fields))
+        if protected:
+            return j.deny("suitability", "protected_field", f"the bot may not write {protected}")
+        for text in (action.note, action.task):
+            if text and len(text) > crm.max_note_chars:
+                return j.deny("suitability", "too_long",
+                              f"note/task over {crm.max_note_chars} characters")
+        final = action
+        current = facts.profile.lifecycle_stage
+        if (
+            action.stage is not None and current in facts.stages
+            and list(facts.stages).index(action.stage) < list(facts.stages).index(current)
+        ):
+            final = final.model_copy(update={"stage": None})
+            j.modify("suitability", "drop_fields", "stage_regression",
+                     f"{current} → {action.stage} goes backwards")
+        unknown = sorted(set(action.fields) - set(crm.writable_fields))
+        if unknown:
+            kept = {k: v for k, v in action.fields.items() if k in crm.writable_fields}
+            final = final.model_copy(update={"fields": kept})
+            j.modify("suitability", "drop_fields", "field_not_writable", f"dropped {unknown}")
+        if not (final.stage or final.fields or final.note or final.task):
+            return j.deny("suitability", j.codes[-1] if j.codes else "empty_update",
+                          j.detail or "nothing to write")
+        if state.crm_done:
+            return j.deny("priority", "duplicate_action", "one CRM update per turn")
+        state.crm_done = True
+        j.final = final
+        return j
+
+    # --- approval ---------------------------------------------------------------------------
+
+    def _approval(self, j: _Judgement, state: _TurnState) -> None:
+        action = j.final
+        for rule in self.policy.approvals:
+            if getattr(action, "tool", None) != rule.tool:
+                continue
+            if rule.min_amount is not None and getattr(action, "amount", 0) < rule.min_amount:
+                continue
+            if rule.purposes and getattr(action, "purpose", None) not in rule.purposes:
+                continue
+            if rule.priorities and getattr(action, "priority", None) not in rule.priorities:
+                continue
+            if state.held:
+                j.deny("approval", "one_approval_per_turn",
+                       "another action of this turn already waits for approval")
+                return
+            state.held = True
+            j.step = "approval"
+            j.codes.append("approval_required")
+            j.detail = j.detail or f"policy: {rule.tool} needs a person's approval"
+            return
+
+    def recheck(
+        self, action: ProposedAction, profile: CustomerProfile, now: datetime
+    ) -> tuple[str, str] | None:
+        """Is a held action still allowed when a person approves it? (code, detail) if not."""
+        if isinstance(action, IssueCredit) and action.amount > self.policy.content.max_credit:
+            return "credit_over_limit", f"{action.amount:g} > {self.policy.content.max_credit:g}"
+        if isinstance(action, SendMessage):
+            return self._channel_problem(profile, action.channel, action.purpose, is_reply=False)
+        return None
+
+    # --- audit ------------------------------------------------------------------------------
+
+    def _inputs(
+        self,
+        facts: Facts,
+        zone: Any,
+        escalation: Escalation | None,
+        opt_out: bool,
+        opt_in: bool,
+        is_stalled: bool,
+    ) -> dict[str, Any]:
+        msg = facts.message
+        now = facts.now
+        day_ago, week_ago = now - timedelta(days=1), now - timedelta(days=7)
+        ledger = facts.ledger
+        return {
+            "now": now.isoformat(),
+            "timezone": zone.key,
+            "local_time": now.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z"),
+            "inbound_channel": facts.inbound_channel,
+            "origin": facts.origin,
+            "consent": {k: v.model_dump() for k, v in facts.profile.consent.items()},
+            "identities": sorted({i.kind for i in facts.profile.identities}),
+            "channels_down": [
+                c for c, p in self.policy.contact.channels.items() if not p.available
+            ],
+            "signals": {
+                "intent": msg.intent, "confidence": round(msg.confidence, 3),
+                "sentiment": msg.sentiment, "topic": msg.topic, "seats": msg.seats,
+                "requirements": list(msg.requirements),
+                "repeat_contacts": msg.repeat_contacts, "stalled_turns": msg.stalled_turns,
+            },
+            "opt_out": opt_out,
+            "opt_in": opt_in,
+            "stalled": is_stalled,
+            "escalation_rule": None if escalation is None else {
+                "name": escalation.rule, "queue": escalation.queue,
+                "priority": escalation.priority, "matched": escalation.matched,
+            },
+            "active_handoff": facts.active_handoff.id if facts.active_handoff else None,
+            "sent": {
+                "last_24h": sum(1 for r in ledger if day_ago <= r.at <= now),
+                "last_7d": sum(1 for r in ledger if week_ago <= r.at <= now),
+                "scheduled": sum(1 for r in ledger if r.at > now),
+            },
+            "policy_version": self.policy.version,
+        }
+
+
+@dataclass
+class _TurnState:
+    ledger: list[SentRecord]
+    escalating: bool = False
+    used_channels: set[Channel] = field(default_factory=set)
+    crm_done: bool = False
+    credited: bool = False
+    held: bool = False
+    confirmed_opt_out: bool = False
+
+
+def ledger_horizon(policy: Policy) -> timedelta:
+    """How far back the caps look: the longest rolling window, and at least two days."""
+    windows = [c.window for c in policy.contact.caps if c.window is not None]
+    return max([timedelta(days=2), *windows])
+
+
+def _default_tz(policy: Policy) -> str:
+    quiet = policy.contact.quiet_hours
+    return quiet.default_timezone if quiet is not None else "UTC"
+
+
+def _preference(profile: CustomerProfile) -> list[Channel]:
+    raw = profile.attributes.get("channel_preference")
+    values = raw if isinstance(raw, list) else [raw] if isinstance(raw, str) else []
+    return [c for c in values if c in CHANNELS]
+
+
+def _fmt(window: timedelta | None) -> str:
+    if window is None:
+        return "?"
+    hours = window.total_seconds() / 3600
+    return f"{hours / 24:g}d" if hours >= 24 and hours % 24 == 0 else f"{hours:g}h"

@@ -1,0 +1,308 @@
+"""The policy as data: pydantic models for ``policy.yaml``.
+
+Every field has a default, so an empty file is a valid (strict) policy; ``policy/default.yaml``
+is the documented default. ``journey policy explain`` prints the effective policy.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import time, timedelta
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from journey.domain import CHANNELS, Channel, Priority, Purpose, Queue
+
+ConsentRule = Literal["explicit", "implied", "reply"]
+Tool = Literal["send_message", "update_crm", "escalate_to_human", "issue_credit"]
+_DURATION = re.compile(r"^\s*(\d+)\s*(m|h|d)\s*$")
+
+
+_CONSENT_RULES: dict[Purpose, ConsentRule] = {
+    "marketing": "explicit", "service": "reply", "transactional": "implied"
+}
+_MARKETING: tuple[Purpose, ...] = ("marketing",)
+_ACKNOWLEDGEMENTS: dict[Queue, str] = {
+    "sales": "I'm connecting you with our sales team now. They'll have the full context, so "
+    "you won't need to repeat yourself.",
+    "support": "I'm connecting you with our support team now. They'll see everything we've "
+    "discussed, so you won't need to repeat yourself.",
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def parse_duration(value: str | int | timedelta) -> timedelta:
+    """``"90m"``, ``"24h"``, ``"7d"`` (or seconds as an int) as a timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int):
+        return timedelta(seconds=value)
+    match = _DURATION.match(value)
+    if not match:
+        raise ValueError(f"{value!r} is not a duration like '90m', '24h' or '7d'")
+    n, unit = int(match.group(1)), match.group(2)
+    return {"m": timedelta(minutes=n), "h": timedelta(hours=n), "d": timedelta(days=n)}[unit]
+
+
+class ConsentPolicy(_Strict):
+    """What consent each purpose needs on a channel.
+
+    ``explicit``: the customer granted it; ``implied``: allowed unless revoked; ``reply``: implied
+    on the channel the customer just wrote on, explicit on any other.
+    """
+
+    purposes: dict[Purpose, ConsentRule] = Field(default_factory=lambda: dict(_CONSENT_RULES))
+    opt_out_keywords: list[str] = Field(
+        default_factory=lambda: ["STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"]
+    )
+    opt_in_keywords: list[str] = Field(default_factory=lambda: ["START", "UNSTOP", "YES"])
+    #: An opt-out also counts when the intent classifier reads one with at least this confidence.
+    opt_out_intent_confidence: float = Field(0.6, ge=0, le=1)
+    #: The one message sent after an opt-out, whatever the model proposed.
+    opt_out_confirmation: str = (
+        "You're unsubscribed and won't receive further messages on this channel. "
+        "Reply START to opt back in."
+    )
+
+    @field_validator("purposes")
+    @classmethod
+    def _every_purpose(cls, value: dict[Purpose, ConsentRule]) -> dict[Purpose, ConsentRule]:
+        missing = {"marketing", "service", "transactional"} - set(value)
+        if missing:
+            raise ValueError(f"consent rule missing for purposes {sorted(missing)}")
+        return value
+
+    @field_validator("opt_out_keywords", "opt_in_keywords")
+    @classmethod
+    def _upper(cls, value: list[str]) -> list[str]:
+        return [v.strip().upper() for v in value if v.strip()]
+
+
+class FrequencyCap(_Strict):
+    """At most ``max`` messages of ``purposes`` on ``channels`` per ``window`` (rolling) or per
+    calendar ``day`` in the customer's timezone. Replies to the customer's own message are not
+    counted or capped unless ``include_replies``."""
+
+    name: str = Field(pattern=r"^[a-z0-9_]+$")
+    max: int = Field(ge=0)
+    purposes: list[Purpose] = Field(default_factory=lambda: list(_MARKETING))
+    #: Empty: across all channels together.
+    channels: list[Channel] = Field(default_factory=list)
+    window: timedelta | None = None
+    per: Literal["day"] | None = None
+    include_replies: bool = False
+
+    @field_validator("window", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        return None if value is None else parse_duration(value)  # type: ignore[arg-type]
+
+    @model_validator(mode="after")
+    def _one_window(self) -> FrequencyCap:
+        if (self.window is None) == (self.per is None):
+            raise ValueError(f"cap {self.name!r}: give exactly one of 'window' or 'per: day'")
+        if "transactional" in self.purposes:
+            raise ValueError(f"cap {self.name!r}: transactional messages are exempt from caps")
+        return self
+
+
+class QuietHours(_Strict):
+    """No ``purposes`` messages between ``start`` and ``end`` in the customer's local time."""
+
+    start: time = time(21, 0)
+    end: time = time(8, 0)
+    purposes: list[Purpose] = Field(default_factory=lambda: list(_MARKETING))
+    default_timezone: str = "UTC"
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown timezone {value!r}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> QuietHours:
+        if self.start == self.end:
+            raise ValueError("quiet hours start and end are equal")
+        if "transactional" in self.purposes:
+            raise ValueError("transactional messages are exempt from quiet hours")
+        return self
+
+
+class ChannelPolicy(_Strict):
+    available: bool = True
+    max_chars: int = Field(gt=0)
+    #: Markdown is turned into plain text on channels that do not render it.
+    markdown: bool = False
+
+
+def _default_channels() -> dict[Channel, ChannelPolicy]:
+    return {
+        "web_chat": ChannelPolicy(max_chars=2000, markdown=True),
+        "email": ChannelPolicy(max_chars=10000, markdown=True),
+        "sms": ChannelPolicy(max_chars=459),
+        "whatsapp": ChannelPolicy(max_chars=4096),
+    }
+
+
+class ContactPolicy(_Strict):
+    consent: ConsentPolicy = Field(default_factory=ConsentPolicy)
+    caps: list[FrequencyCap] = Field(default_factory=list)
+    quiet_hours: QuietHours | None = Field(default_factory=QuietHours)
+    channels: dict[Channel, ChannelPolicy] = Field(default_factory=_default_channels)
+    #: Order in which the engine tries channels when it may switch one (the customer's own
+    #: ``channel_preference`` attribute comes first).
+    preference: list[Channel] = Field(default_factory=lambda: list(CHANNELS))
+    #: Switch a proactive message to the next allowed channel instead of denying it.
+    switch_channels: bool = True
+
+    @field_validator("channels")
+    @classmethod
+    def _every_channel(cls, value: dict[Channel, ChannelPolicy]) -> dict[Channel, ChannelPolicy]:
+        missing = set(CHANNELS) - set(value)
+        if missing:
+            raise ValueError(f"channel settings missing for {sorted(missing)}")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_caps(self) -> ContactPolicy:
+        names = [c.name for c in self.caps]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate cap names {dupes}")
+        return self
+
+
+class EscalationWhen(_Strict):
+    """Conditions of an escalation rule; all that are given must hold."""
+
+    intents: list[str] = Field(default_factory=list)
+    sentiment: Literal["negative", "neutral", "positive"] | None = None
+    min_repeat_contacts: int | None = Field(None, ge=1)
+    min_seats: int | None = Field(None, ge=1)
+    requirements_any: list[str] = Field(default_factory=list)
+    terms_any: list[str] = Field(default_factory=list)
+    confidence_below: float | None = Field(None, ge=0, le=1)
+    min_stalled_turns: int | None = Field(None, ge=1)
+    #: Only when the customer is in one of these lifecycle stages.
+    stages: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _something(self) -> EscalationWhen:
+        if not self.model_dump(exclude_defaults=True):
+            raise ValueError("an escalation rule needs at least one condition")
+        return self
+
+
+class EscalationRule(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9_]+$")
+    when: EscalationWhen
+    #: ``auto``: sales when the message's best other intent is a sales topic, else support.
+    queue: Queue | Literal["auto"]
+    priority: Priority = "normal"
+    reason: str
+
+
+class EscalationPolicy(_Strict):
+    rules: list[EscalationRule] = Field(default_factory=list)
+    #: The model may escalate on its own judgement when no rule fires.
+    allow_model_escalation: bool = True
+    sales_topics: list[str] = Field(
+        default_factory=lambda: ["pricing", "buying_signal", "demo_request"]
+    )
+    #: An inbound message at least this similar to an earlier one counts as a repeat contact.
+    repeat_similarity: float = Field(0.55, ge=0, le=1)
+    #: A turn stalls when the intent confidence is below this (the bot did not understand).
+    stall_confidence: float = Field(0.35, ge=0, le=1)
+    #: The reply sent when the engine escalates and the model proposed no reply.
+    acknowledgement: dict[Queue, str] = Field(default_factory=lambda: dict(_ACKNOWLEDGEMENTS))
+
+    @model_validator(mode="after")
+    def _unique(self) -> EscalationPolicy:
+        names = [r.name for r in self.rules]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate escalation rule names {dupes}")
+        return self
+
+
+class ForbiddenClaim(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9_]+$")
+    pattern: str
+    on_violation: Literal["rewrite", "block"] = "rewrite"
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"pattern {value!r} is not a valid regular expression: {exc}") from exc
+        return value
+
+
+class ContentPolicy(_Strict):
+    #: Largest discount, in percent, the bot may mention.
+    max_discount_percent: float = Field(0, ge=0, le=100)
+    #: Largest credit or refund, in the account currency, the bot may mention or issue.
+    max_credit: float = Field(0, ge=0)
+    forbidden: list[ForbiddenClaim] = Field(default_factory=list)
+    #: Contact details the bot may give out besides the customer's own (the company's).
+    allowed_contacts: list[str] = Field(default_factory=list)
+    #: Safe replies used when a reply is rewritten; key = reason code, ``default`` required.
+    templates: dict[str, str] = Field(
+        default_factory=lambda: {
+            "default": "I can't help with that here, but I can connect you with our team."
+        }
+    )
+
+    @field_validator("templates")
+    @classmethod
+    def _default_template(cls, value: dict[str, str]) -> dict[str, str]:
+        if "default" not in value:
+            raise ValueError("content templates need a 'default' entry")
+        return value
+
+
+class ApprovalRule(_Strict):
+    """Actions of ``tool`` need a human's approval (when the optional conditions hold)."""
+
+    tool: Tool
+    min_amount: float | None = None
+    purposes: list[Purpose] = Field(default_factory=list)
+    priorities: list[Priority] = Field(default_factory=list)
+
+
+class CrmPolicy(_Strict):
+    writable_fields: list[str] = Field(default_factory=list)
+    protected_fields: list[str] = Field(
+        default_factory=lambda: ["email", "phone", "consent", "customer_id", "id", "plan"]
+    )
+    max_note_chars: int = Field(2000, gt=0)
+
+
+class Policy(_Strict):
+    """The whole policy. ``version`` is set by the loader to the file's content hash."""
+
+    name: str = "policy"
+    contact: ContactPolicy = Field(default_factory=ContactPolicy)
+    escalation: EscalationPolicy = Field(default_factory=EscalationPolicy)
+    content: ContentPolicy = Field(default_factory=ContentPolicy)
+    approvals: list[ApprovalRule] = Field(default_factory=list)
+    crm: CrmPolicy = Field(default_factory=CrmPolicy)
+    version: str = ""
+
+    @model_validator(mode="after")
+    def _crm_fields_disjoint(self) -> Policy:
+        both = sorted(set(self.crm.writable_fields) & set(self.crm.protected_fields))
+        if both:
+            raise ValueError(f"crm fields both writable and protected: {both}")
+        return self
