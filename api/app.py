@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 
 import journey
 from agent.service import TurnInProgress
-from api.routes import conversations, customers, health, messages
+from api.routes import approvals, conversations, customers, decisions, health, messages, policy
 from journey.runtime import Container, build_container
 from journey.settings import Settings, get_settings
 
@@ -71,6 +71,6 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             content={"detail": f"message {exc} is being handled right now; retry shortly"},
         )
 
-    for module in (messages, customers, conversations, health):
+    for module in (messages, customers, conversations, decisions, approvals, policy, health):
         app.include_router(module.router)
     return app

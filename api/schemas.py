@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from journey.domain import Conversation, CustomerProfile, Decision, Handoff, Message
+from journey.domain import Approval, Conversation, CustomerProfile, Decision, Handoff, Message
 
 
 class TranscriptEntry(BaseModel):
@@ -18,6 +18,25 @@ class ConversationView(BaseModel):
     conversation: Conversation
     active_handoff: Handoff | None
     transcript: list[TranscriptEntry]
+    approvals: list[Approval] = []
+
+
+class DecisionList(BaseModel):
+    decisions: list[Decision]
+    limit: int
+    offset: int
+
+
+class ApprovalAnswer(BaseModel):
+    by: str = Field(min_length=1, max_length=200, description="Who decides (shown in the audit).")
+    note: str | None = Field(None, max_length=2000)
+
+
+class PolicyView(BaseModel):
+    source: str
+    version: str
+    last_reload_error: list[str] | None = None
+    policy: dict[str, Any]
 
 
 class CustomerView(BaseModel):

@@ -51,7 +51,7 @@ from journey.domain import (
 from policy import content
 from policy.contact import SentRecord, cap_exceeded, consent_problem, next_allowed, zone_for
 from policy.escalation import Escalation, MessageFacts, required_escalation, stalled
-from policy.model import Policy
+from policy.model import Policy, fmt_duration
 
 PRIORITIES: tuple[Priority, ...] = ("low", "normal", "high", "urgent")
 _PURPOSE_RANK: dict[Purpose, int] = {"transactional": 0, "service": 1, "marketing": 2}
@@ -326,7 +326,7 @@ class PolicyEngine:
                     return j.deny(
                         "applicability", "frequency_capped",
                         f"cap {cap.name}: {cap.max} per "
-                        f"{'day' if cap.per else _fmt(cap.window)}",
+                        f"{'day' if cap.per else fmt_duration(cap.window)}",
                     )
 
         # suitability
@@ -593,9 +593,3 @@ def _preference(profile: CustomerProfile) -> list[Channel]:
     values = raw if isinstance(raw, list) else [raw] if isinstance(raw, str) else []
     return [c for c in values if c in CHANNELS]
 
-
-def _fmt(window: timedelta | None) -> str:
-    if window is None:
-        return "?"
-    hours = window.total_seconds() / 3600
-    return f"{hours / 24:g}d" if hours >= 24 and hours % 24 == 0 else f"{hours:g}h"

@@ -49,6 +49,18 @@ def parse_duration(value: str | int | timedelta) -> timedelta:
     return {"m": timedelta(minutes=n), "h": timedelta(hours=n), "d": timedelta(days=n)}[unit]
 
 
+def fmt_duration(window: timedelta | None) -> str:
+    """A duration as the policy file writes it: ``90m``, ``24h``, ``7d``."""
+    if window is None:
+        return "-"
+    minutes = int(window.total_seconds() // 60)
+    if minutes % 1440 == 0:
+        return f"{minutes // 1440}d"
+    if minutes % 60 == 0:
+        return f"{minutes // 60}h"
+    return f"{minutes}m"
+
+
 class ConsentPolicy(_Strict):
     """What consent each purpose needs on a channel.
 

@@ -30,4 +30,8 @@ def get_conversation(
             TranscriptEntry(message=m, decision=decisions.get(m.id))
             for m in store.messages(conversation_id=conversation_id)
         ],
+        approvals=[
+            a for a in store.approvals(customer_id=conversation.customer_id, limit=500)
+            if a.conversation_id == conversation_id
+        ],
     )

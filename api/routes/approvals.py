@@ -1,0 +1,75 @@
+"""Approvals: actions the policy holds for a person. Approve or reject; both are idempotent."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+
+from agent.service import ApprovalConflict, ApprovalNotFound
+from api.deps import ContainerDep, require
+from api.schemas import ApprovalAnswer
+from journey.domain import Approval
+
+router = APIRouter(prefix="/v1", tags=["approvals"])
+
+
+@router.get("/approvals", response_model=list[Approval])
+def list_approvals(
+    container: ContainerDep,
+    _key: Annotated[str, Depends(require("conversations:read"))],
+    status: Annotated[
+        Literal["pending", "approved", "rejected", "blocked"] | None, Query()
+    ] = "pending",
+    customer_id: Annotated[str | None, Query(max_length=40)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[Approval]:
+    """Held actions, oldest first (pending ones by default)."""
+    return container.store.approvals(status=status, customer_id=customer_id, limit=limit)
+
+
+@router.get("/approvals/{approval_id}", response_model=Approval)
+def get_approval(
+    approval_id: str,
+    container: ContainerDep,
+    _key: Annotated[str, Depends(require("conversations:read"))],
+) -> Approval:
+    approval = container.store.get_approval(approval_id)
+    if approval is None:
+        raise HTTPException(404, f"no approval {approval_id!r}")
+    return approval
+
+
+def _decide(container: ContainerDep, approval_id: str, answer: ApprovalAnswer,
+            approve: bool) -> Approval:
+    try:
+        return container.orchestrator.decide_approval(
+            approval_id, approve=approve, by=answer.by, note=answer.note
+        )
+    except ApprovalNotFound:
+        raise HTTPException(404, f"no approval {approval_id!r}") from None
+    except ApprovalConflict as exc:
+        raise HTTPException(409, str(exc)) from None
+
+
+@router.post("/approvals/{approval_id}/approve", response_model=Approval)
+def approve(
+    approval_id: str,
+    answer: ApprovalAnswer,
+    container: ContainerDep,
+    _key: Annotated[str, Depends(require("approvals:write"))],
+) -> Approval:
+    """Run the held action (once). Approving again returns the first result; approving a
+    rejected action is a 409. If the policy no longer allows it, the status is `blocked`."""
+    return _decide(container, approval_id, answer, approve=True)
+
+
+@router.post("/approvals/{approval_id}/reject", response_model=Approval)
+def reject(
+    approval_id: str,
+    answer: ApprovalAnswer,
+    container: ContainerDep,
+    _key: Annotated[str, Depends(require("approvals:write"))],
+) -> Approval:
+    """Drop the held action; nothing runs. Rejecting again returns the same answer."""
+    return _decide(container, approval_id, answer, approve=False)
