@@ -110,7 +110,7 @@ def make_container(
     def make(brain: str = "rules", llm_http_client: Any = None, **overrides: Any) -> Container:
         settings = Settings(
             _env_file=None,  # type: ignore[call-arg]
-            data_dir=tmp_path / f"data{len(built)}",
+            data_dir=overrides.pop("data_dir", tmp_path / f"data{len(built)}"),
             database_url=database_url,
             brain=brain,
             llm_base_url=overrides.pop("llm_base_url", "https://llm.example.test/v1"),

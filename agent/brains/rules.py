@@ -12,7 +12,14 @@ from typing import Any
 
 from agent.brains.base import BrainDecision, BrainInput, DecisionOutput
 from agent.understand import KnowledgeBase
-from journey.domain import BrainInfo, EscalateToHuman, ProposedAction, Queue, UpdateCrm
+from journey.domain import (
+    BrainInfo,
+    EscalateToHuman,
+    IssueCredit,
+    ProposedAction,
+    Queue,
+    UpdateCrm,
+)
 from prompts import load_yaml, render
 
 #: Below this intent confidence the brain asks a clarifying question instead of acting.
@@ -20,6 +27,9 @@ LOW_CONFIDENCE = 0.35
 #: Seats from which a buying signal goes to sales as high value.
 HIGH_VALUE_SEATS = 50
 SALES_TOPICS = {"pricing", "buying_signal", "demo_request"}
+#: A paying customer who complains is offered this goodwill credit (a person approves it).
+GOODWILL_CREDIT = 20.0
+PAYING_STAGES = {"retention", "advocacy"}
 ENTERPRISE_REQUIREMENTS = {"SSO", "SAML", "SCIM", "SOC 2", "quote", "contract", "data residency"}
 
 
@@ -123,7 +133,14 @@ class RulesBrain:
                 reply = self._say("support_generic", data)
         elif intent_used == "complaint":
             escalate("support", "complaint", "high")
-            reply = self._say("complaint", data)
+            if profile.lifecycle_stage in PAYING_STAGES:
+                # a goodwill gesture for a paying customer; the policy holds it for a person
+                actions.append(
+                    IssueCredit(amount=GOODWILL_CREDIT, reason=f"goodwill: {data.text[:200]}")
+                )
+                reply = self._say("complaint_credit", data)
+            else:
+                reply = self._say("complaint", data)
         elif intent_used == "billing":
             answer = self._answer(data, 0.4)
             reply = (
