@@ -79,6 +79,11 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(4000, ge=1, description="Longest inbound text accepted.")
     default_timezone: str = "UTC"
 
+    @field_validator("policy_path", mode="before")
+    @classmethod
+    def _empty_path_is_default(cls, value: object) -> object:
+        return None if value in ("", None) else value
+
     @field_validator("database_url")
     @classmethod
     def _normalise_pg_url(cls, value: str) -> str:

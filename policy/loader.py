@@ -85,12 +85,17 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
     try:
         return Policy.model_validate({**data, "version": version})
     except ValidationError as exc:
-        problems = []
+        found: dict[tuple[int | None, str], list[str]] = {}
         for err in exc.errors():
+            # a union reports once per member (loc ends in e.g. "literal['auto']"): merge them
             loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
             line = _node_at(root, loc).start_mark.line + 1 if root is not None else None
             where = ".".join(str(p) for p in loc) or "policy"
-            problems.append(Problem(line, f"{where}: {err['msg']}"))
+            found.setdefault((line, where), []).append(err["msg"])
+        problems = [
+            Problem(line, f"{where}: {' or '.join(dict.fromkeys(msgs))}")
+            for (line, where), msgs in found.items()
+        ]
         raise PolicyError(source, problems) from exc
 
 
