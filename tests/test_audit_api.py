@@ -37,7 +37,9 @@ def test_decisions_are_queryable_by_customer_and_reason(make_container: Containe
                                                         "marketing": "revoked"}
         assert decision["policy_version"] == c.policy.get().version
 
-        qualified = http.get("/v1/decisions", params={"reason": "send_message:opt_out_confirmation"})
+        qualified = http.get(
+            "/v1/decisions", params={"reason": "send_message:opt_out_confirmation"}
+        )
         assert [d["id"] for d in qualified.json()["decisions"]] == [
             other["decision"]["id"], stop["decision"]["id"]
         ]  # newest first, across customers
