@@ -34,6 +34,7 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/turn_overhead.py
+	$(BIN)/python bench/gate_overhead.py
 
 clean:
 	rm -rf $(VENV) data .mypy_cache .ruff_cache .pytest_cache

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 import zlib
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from langgraph.types import Command
@@ -87,6 +87,10 @@ class ActionSummary(BaseModel):
     reason_codes: list[str]
     arguments: dict[str, Any]
     result: dict[str, Any]
+    modifications: list[str] = []
+    deliver_at: datetime | None = None
+    approval_id: str | None = None
+    added_by_policy: bool = False
 
 
 class TurnResult(BaseModel):
@@ -230,4 +234,8 @@ def _summary(verdict: Verdict, decision: Decision) -> ActionSummary:
         reason_codes=verdict.reason_codes,
         arguments=action.model_dump(exclude={"tool"}),
         result=verdict.result,
+        modifications=list(verdict.modifications),
+        deliver_at=verdict.deliver_at,
+        approval_id=verdict.approval_id,
+        added_by_policy=verdict.added_by_policy,
     )

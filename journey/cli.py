@@ -114,9 +114,14 @@ def _trace(result: dict[str, Any]) -> None:
         if action["tool"] == "send_message":
             args.pop("text", None)
         colour = {"allow": "green", "modify": "yellow", "deny": "red"}[action["outcome"]]
+        outcome = f"[{colour}]{action['outcome']}[/{colour}]"
+        if action.get("approval_id"):
+            outcome += f" [yellow](awaits approval {action['approval_id']})[/yellow]"
+        if action.get("deliver_at"):
+            outcome += f" [yellow](at {action['deliver_at']})[/yellow]"
         table.add_row(
-            action["tool"],
-            f"[{colour}]{action['outcome']}[/{colour}]",
+            action["tool"] + (" [dim](policy)[/dim]" if action.get("added_by_policy") else ""),
+            outcome,
             ", ".join(action["reason_codes"]),
             json.dumps(args, ensure_ascii=False)[:160],
         )
