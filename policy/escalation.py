@@ -92,6 +92,10 @@ def _matches(rule: EscalationRule, facts: MessageFacts, policy: EscalationPolicy
         if facts.confidence >= w.confidence_below:
             return []
         matched.append(f"confidence={facts.confidence:.2f}")
+    if w.min_confidence is not None:
+        if facts.confidence < w.min_confidence:
+            return []
+        matched.append(f"confidence={facts.confidence:.2f}")
     if w.min_stalled_turns is not None:
         total = facts.stalled_turns + (1 if stalled(facts, policy) else 0)
         if total < w.min_stalled_turns:

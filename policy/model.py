@@ -203,6 +203,8 @@ class EscalationWhen(_Strict):
     requirements_any: list[str] = Field(default_factory=list)
     terms_any: list[str] = Field(default_factory=list)
     confidence_below: float | None = Field(None, ge=0, le=1)
+    #: With ``intents``: only when the classifier is at least this sure of the intent.
+    min_confidence: float | None = Field(None, ge=0, le=1)
     min_stalled_turns: int | None = Field(None, ge=1)
     #: Only when the customer is in one of these lifecycle stages.
     stages: list[str] = Field(default_factory=list)

@@ -336,6 +336,8 @@ def escalate(queue: str = "support", priority: str = "normal") -> EscalateToHuma
          "enterprise_requirements", "sales", "high"),
         (message("hmm", intent="off_topic", confidence=0.2, stalled_turns=2),
          "no_progress", "support", "normal"),
+        (message("ugh this thing, awful", intent="off_topic", confidence=0.15,
+                 sentiment="negative"), "low_confidence_frustration", "support", "normal"),
     ],
 )
 def test_escalation_rules_add_the_escalation_the_model_forgot(
@@ -349,6 +351,13 @@ def test_escalation_rules_add_the_escalation_the_model_forgot(
     assert isinstance(handoff, EscalateToHuman)
     assert (handoff.queue, handoff.priority) == (queue, priority)
     assert reply.reason_codes == ["handoff_acknowledgement"]
+
+
+def test_an_unsure_intent_does_not_fire_an_intent_rule() -> None:
+    unsure = message("why is it doing that again", intent="human_request", confidence=0.26)
+    result = arbitrate([send()], msg=unsure)
+    assert result.escalation is None
+    assert outcomes(result) == [("allow", ["allowed"])]
 
 
 def test_the_rule_reroutes_the_models_escalation() -> None:

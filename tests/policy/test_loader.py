@@ -96,7 +96,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_cli_check_and_explain(tmp_path: Path) -> None:
     ok = run_cli("policy", "check", str(default_policy_path()))
     assert ok.returncode == 0, ok.stderr
-    assert "is valid (4 caps, 8 escalation rules" in ok.stdout
+    assert "is valid (4 caps, 9 escalation rules" in ok.stdout
     assert "warning" not in ok.stdout
 
     bad = tmp_path / "bad.yaml"
