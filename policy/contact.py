@@ -75,51 +75,60 @@ def _quiet_at(instant: datetime, zone: ZoneInfo, quiet: QuietHours) -> bool:
 
 
 def next_allowed(now: datetime, zone: ZoneInfo, quiet: QuietHours) -> datetime:
-    """The earliest minute at or after ``now`` that is outside quiet hours in ``zone``.
+    """The earliest instant at or after ``now`` that is outside quiet hours in ``zone``.
 
-    The window's end is a wall-clock time: on a day when it does not exist (a spring-forward
-    gap) the first minute after the gap is used; when it exists twice, the first one.
+    Local time leaves the window only when the wall clock reaches its end, or when a
+    daylight-saving change jumps out of it. So the answer is the first of those instants (each
+    occurrence of the end time, both when it happens twice, and each clock change) that is not
+    quiet. An end time that does not exist that day (a spring-forward gap) is covered by the
+    clock change itself: the first minute after the gap.
     """
     now = now.astimezone(UTC)
     if not _quiet_at(now, zone, quiet):
         return now
-    local = now.astimezone(zone)
-    day = local.date() if local.time().replace(tzinfo=None) < quiet.end else (
-        local.date() + timedelta(days=1)
-    )
-    for _ in range(3):  # the end time exists on one of the next days whatever the tz rules
-        wall = datetime.combine(day, quiet.end)
-        earliest = min(
-            wall.replace(tzinfo=zone, fold=0).astimezone(UTC),
-            wall.replace(tzinfo=zone, fold=1).astimezone(UTC),
-        )
-        latest = max(
-            wall.replace(tzinfo=zone, fold=0).astimezone(UTC),
-            wall.replace(tzinfo=zone, fold=1).astimezone(UTC),
-        )
-        if earliest < now:
-            earliest = now
-        if latest >= now and not _quiet_at(latest, zone, quiet):
-            # binary search the first non-quiet minute in [earliest, latest]
-            lo, hi = earliest, latest
-            while hi - lo > MINUTE:
+    candidates = list(_transitions(zone, now, now + HORIZON))
+    first_day = now.astimezone(zone).date() - timedelta(days=1)
+    for d in range(HORIZON.days + 2):
+        wall = datetime.combine(first_day + timedelta(days=d), quiet.end)
+        for fold in (0, 1):
+            instant = wall.replace(tzinfo=zone, fold=fold).astimezone(UTC)
+            if instant.astimezone(zone).replace(tzinfo=None) == wall:  # it exists
+                candidates.append(instant)
+    for instant in sorted(candidates):
+        if instant >= now and not _quiet_at(instant, zone, quiet):
+            return instant
+    # unreachable with real tz data; stay safe rather than send at night
+    probe = now
+    while _quiet_at(probe, zone, quiet):  # pragma: no cover
+        probe += MINUTE
+    return probe
+
+
+#: How far ahead the end of quiet hours is looked for (a window is shorter than a day).
+HORIZON = timedelta(days=3)
+
+
+def _transitions(zone: ZoneInfo, start: datetime, end: datetime) -> list[datetime]:
+    """The instants in [start, end] at which ``zone``'s UTC offset changes (to the second)."""
+    found = []
+    step = timedelta(minutes=30)
+    t = start
+    offset = t.astimezone(zone).utcoffset()
+    while t < end:
+        nxt = t + step
+        new = nxt.astimezone(zone).utcoffset()
+        if new != offset:
+            lo, hi = t, nxt  # offset(lo) == old, offset(hi) == new
+            while hi - lo > timedelta(seconds=1):
                 mid = lo + (hi - lo) / 2
-                mid = mid.replace(second=0, microsecond=0)
-                if mid <= lo:
-                    break
-                if _quiet_at(mid, zone, quiet):
+                if mid.astimezone(zone).utcoffset() == offset:
                     lo = mid
                 else:
                     hi = mid
-            if lo >= now and not _quiet_at(lo, zone, quiet):
-                return lo
-            return hi
-        day += timedelta(days=1)
-    # unreachable with real tz data; stay safe rather than send at night
-    probe = now
-    while _quiet_at(probe, zone, quiet):
-        probe += MINUTE
-    return probe
+            found.append(hi.replace(microsecond=0))
+            offset = new
+        t = nxt
+    return found
 
 
 # --- frequency caps --------------------------------------------------------------------------
