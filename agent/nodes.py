@@ -218,9 +218,14 @@ def act(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, Any]:
         approved = state["approved"].get(key)
         if approved is None:
             continue
+        action = _ACTION.validate_python(approved)
+        is_reply = (
+            isinstance(action, SendMessage) and action.channel == inbound.channel
+            and action.purpose != "marketing" and "switch_channel" not in verdict.modifications
+        )
         try:
             verdict.result = run_tool(
-                _ACTION.validate_python(approved), replace(ctx, deliver_at=verdict.deliver_at)
+                action, replace(ctx, deliver_at=verdict.deliver_at, is_reply=is_reply)
             )
             verdict.executed = True
         except ToolError as exc:

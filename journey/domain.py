@@ -179,7 +179,7 @@ Step = Literal["eligibility", "applicability", "suitability", "priority", "appro
 #: How an allowed action was changed.
 Modification = Literal[
     "defer", "switch_channel", "rewrite", "trim", "reformat", "reroute", "drop_fields", "confirm",
-    "repurpose",
+    "repurpose", "redact",
 ]
 
 

@@ -7,6 +7,7 @@ personal data, card numbers, and the channel's format and length.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -16,21 +17,42 @@ from policy.model import ChannelPolicy, ContentPolicy
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _PHONE = re.compile(r"(?<![\w+])(\+\d[\d\s().-]{6,}\d|\(?\d{3}\)?[\s.-]\d{3}[\s.-]\d{4})(?!\w)")
 _CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
-_PERCENT = re.compile(r"(\d{1,3}(?:\.\d+)?)\s?(?:%|percent\b)", re.IGNORECASE)
+_UNITS = {
+    w: i for i, w in enumerate([
+        "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+        "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen",
+        "eighteen", "nineteen",
+    ])
+}
+_TENS = {w: 10 * (i + 2) for i, w in enumerate(
+    ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+)}
+_WORD_NUMBER = (
+    r"(?:(?:one\s+)?hundred|(?:" + "|".join(_TENS) + r")(?:[\s-](?:" + "|".join(_UNITS)
+    + r"))?|" + "|".join(sorted(_UNITS, key=len, reverse=True)) + r")"
+)
+_PERCENT = re.compile(
+    r"(\d{1,3}(?:\.\d+)?|\b" + _WORD_NUMBER + r")\s?(?:%|percent\b|per\s?cent\b)",
+    re.IGNORECASE,
+)
 _OFFER_WORDS = re.compile(
     r"\b(off|discount(?:ed|s)?|coupon|promo(?:tion)?|code|reduction|reduced|cheaper|save|"
     r"savings?|markdown|deal)\b",
     re.IGNORECASE,
 )
-_MONEY = re.compile(
-    r"(?:[$€£]\s?|\b(?:USD|EUR|GBP)\s?)(\d[\d,]*(?:\.\d+)?)(\s?[kK]\b)?"
-    r"|(\d[\d,]*(?:\.\d+)?)\s?(?:dollars|euros|pounds|USD|EUR|GBP)\b",
-)
-_CREDIT_WORDS = re.compile(
-    r"\b(credit(?:ed|s)?|refund(?:ed|s)?|compensat\w*|reimburs\w*|voucher|goodwill|"
-    r"money\s+back|off\s+your\s+(?:next\s+)?(?:bill|invoice))\b",
+#: A number, optionally with a currency before or after it; not a duration, count or percent.
+_AMOUNT = re.compile(
+    r"(?<![\w.,])(?:[$€£]\s?|\b(?:USD|EUR|GBP)\s?)?(\d[\d,]*(?:\.\d+)?)(\s?[kK]\b)?"
+    r"(?!\s?(?:%|per\s?cent|percent|days?|weeks?|months?|years?|hours?|minutes?|seats?|"
+    r"users?|journeys?|GB|MB|x\b|[-/]\d|\.\d))",
     re.IGNORECASE,
 )
+_CREDIT_WORDS = re.compile(
+    r"\b(credit\w*(?!\s+card)|refund(?:ed|s)?|compensat\w*|reimburs\w*|voucher|"
+    r"goodwill|money\s+back|bucks|quid|off\s+your\s+(?:next\s+)?(?:bill|invoice))\b",
+    re.IGNORECASE,
+)
+_BARE_PHONE = re.compile(r"(?<![\w+.,$€£])\d{10,15}(?![\w,]|\.\d)")
 _NEAR = 40  # characters around a number in which an offer word makes it an offer
 
 _MD_LINK = re.compile(r"\[([^\]]+)\]\((\S+?)\)")
@@ -78,8 +100,25 @@ def _amount(raw: str, thousands: str | None) -> float:
     return value * 1000 if thousands else value
 
 
+def _number(raw: str) -> float:
+    """``"90"``, ``"12.5"``, ``"ninety"``, ``"twenty-five"`` as a number."""
+    token = raw.lower().strip()
+    if token[0].isdigit():
+        return float(token.replace(",", ""))
+    words = re.split(r"[\s-]+", token)
+    if words[-1] == "hundred":
+        return 100.0
+    return float(sum(_TENS.get(w, 0) + _UNITS.get(w, 0) for w in words))
+
+
+def normalise(text: str) -> str:
+    """Compatibility forms folded (full-width digits, ligatures), so look-alikes are caught."""
+    return unicodedata.normalize("NFKC", text)
+
+
 def violations(text: str, policy: ContentPolicy, own_contacts: Iterable[str]) -> list[Violation]:
     """Everything in ``text`` the content policy forbids (empty: the text may go out)."""
+    text = normalise(text)
     found: list[Violation] = []
     allowed_emails = {c.lower() for c in [*own_contacts, *policy.allowed_contacts] if "@" in c}
     allowed_phones = {
@@ -96,16 +135,17 @@ def violations(text: str, policy: ContentPolicy, own_contacts: Iterable[str]) ->
         if m.group(0).lower().rstrip(".") not in allowed_emails:
             found.append(Violation("foreign_personal_data", f"email {m.group(0)}"))
             break
-    for m in _PHONE.finditer(text):
+    phones = [*_PHONE.finditer(text), *_BARE_PHONE.finditer(text)]
+    for m in phones:
         digits = _digits(m.group(0))
         if len(digits) >= 7 and not any(
             digits.endswith(p[-9:]) or p.endswith(digits[-9:]) for p in allowed_phones
-        ):
+        ) and not (13 <= len(digits) <= 19 and _luhn(digits)):
             found.append(Violation("foreign_personal_data", f"phone number {m.group(0)}"))
             break
 
     for m in _PERCENT.finditer(text):
-        pct = float(m.group(1))
+        pct = _number(m.group(1))
         if pct > policy.max_discount_percent and _near(text, m.start(), m.end(), _OFFER_WORDS):
             found.append(
                 Violation(
@@ -114,9 +154,8 @@ def violations(text: str, policy: ContentPolicy, own_contacts: Iterable[str]) ->
                 )
             )
             break
-    for m in _MONEY.finditer(text):
-        raw = m.group(1) or m.group(3)
-        amount = _amount(raw, m.group(2))
+    for m in _AMOUNT.finditer(text):
+        amount = _amount(m.group(1), m.group(2))
         if amount > policy.max_credit and _near(text, m.start(), m.end(), _CREDIT_WORDS):
             found.append(
                 Violation(
@@ -132,6 +171,18 @@ def violations(text: str, policy: ContentPolicy, own_contacts: Iterable[str]) ->
                 Violation(f"forbidden_claim:{rule.name}", f"{hit.group(0)!r}", rule.on_violation)
             )
     return found
+
+
+def redact_cards(text: str) -> str:
+    """``text`` with payment card numbers masked (for CRM notes written by the bot)."""
+
+    def mask(m: re.Match[str]) -> str:
+        digits = _digits(m.group(0))
+        return f"[card ending {digits[-4:]}]" if 13 <= len(digits) <= 19 and _luhn(digits) else (
+            m.group(0)
+        )
+
+    return _CARD.sub(mask, normalise(text))
 
 
 def safe_text(policy: ContentPolicy, found: list[Violation]) -> str:

@@ -27,6 +27,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from pydantic import BaseModel
@@ -127,11 +128,24 @@ class _Judgement:
 
 
 def is_opt_out(text: str, message: MessageFacts, policy: Policy) -> bool:
+    """An opt-out keyword alone, or the classifier's opt-out with a cue word in the text."""
     consent = policy.contact.consent
     word = text.strip().strip(".!").upper()
     if word in consent.opt_out_keywords:
         return True
-    return message.intent == "opt_out" and message.confidence >= consent.opt_out_intent_confidence
+    return (
+        message.intent == "opt_out"
+        and message.confidence >= consent.opt_out_intent_confidence
+        and _cues(tuple(consent.opt_out_cues)).search(text) is not None
+    )
+
+
+@lru_cache(maxsize=16)
+def _cues(words: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile(
+        r"(?<!\w)(" + "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in words) + r")(?!\w)",
+        re.IGNORECASE,
+    )
 
 
 def is_opt_in(text: str, policy: Policy) -> bool:
@@ -197,7 +211,9 @@ class PolicyEngine:
             ledger=list(facts.ledger),
             escalating=False,
         )
-        order = sorted(range(len(actions)), key=lambda i: self._rank(actions[i], inbound))
+        order = sorted(
+            range(len(actions)), key=lambda i: self._rank(actions[i], inbound, facts.origin)
+        )
         verdicts: dict[int, Verdict] = {}
         for i in order:
             action = actions[i]
@@ -237,13 +253,15 @@ class PolicyEngine:
         return result
 
     @staticmethod
-    def _rank(action: ProposedAction, inbound: Channel | None) -> tuple[int, int, int]:
+    def _rank(action: ProposedAction, inbound: Channel | None, origin: str) -> tuple[int, int, int]:
+        """Escalations, credits, CRM, then messages: the reply first, then by purpose (a
+        transactional claim by the model ranks as service)."""
         if isinstance(action, SendMessage):
-            return (
-                _TOOL_RANK["send_message"],
-                _PURPOSE_RANK[action.purpose],
-                0 if action.channel == inbound else 1,
-            )
+            purpose = action.purpose
+            if origin == "model" and purpose == "transactional":
+                purpose = "service"
+            reply = action.channel == inbound and purpose == "service"
+            return (_TOOL_RANK["send_message"], 0 if reply else 1, _PURPOSE_RANK[purpose])
         return (_TOOL_RANK[action.tool], 0, 0)
 
     # --- messages --------------------------------------------------------------------------
@@ -264,14 +282,14 @@ class PolicyEngine:
         contact = policy.contact
         j = _Judgement(final=action)
         inbound = facts.inbound_channel
-        is_reply = inbound is not None and action.channel == inbound
+        on_inbound = inbound is not None and action.channel == inbound
 
         # eligibility
         if facts.active_handoff is not None:
             h = facts.active_handoff
             return j.deny("eligibility", "handoff_active", f"handoff {h.id} to {h.queue} is open")
         if opt_out:
-            if is_reply and not already_out and not state.confirmed_opt_out:
+            if on_inbound and not already_out and not state.confirmed_opt_out:
                 state.confirmed_opt_out = True
                 state.used_channels.add(action.channel)
                 confirmation = contact.consent.opt_out_confirmation
@@ -287,10 +305,13 @@ class PolicyEngine:
             purpose = "service"
             j.modify("eligibility", "repurpose", "purpose_downgraded",
                      "only the system sends transactional messages")
-        if purpose == "service" and _PROMO.search(action.text) and not is_reply:
+        if purpose == "service" and _PROMO.search(action.text) and not on_inbound:
             purpose = "marketing"
             j.modify("eligibility", "repurpose", "promotional_content",
                      "a proactive promotional message is marketing")
+        # a reply answers the customer on their channel; marketing is never a reply, and a
+        # message switched onto the customer's channel stays proactive
+        is_reply = on_inbound and purpose != "marketing"
         channel = action.channel
         problem = self._channel_problem(profile, channel, purpose, is_reply=is_reply)
         if problem is not None:
@@ -303,7 +324,6 @@ class PolicyEngine:
             j.modify("eligibility", "switch_channel", code, f"{detail}; sent on {alternative}")
             j.codes.append("switched_channel")
             channel = alternative
-            is_reply = inbound is not None and channel == inbound
 
         # applicability
         at = facts.now
@@ -462,6 +482,14 @@ class PolicyEngine:
                 return j.deny("suitability", "too_long",
                               f"note/task over {crm.max_note_chars} characters")
         final = action
+        redacted = {
+            k: content.redact_cards(v) for k, v in (("note", action.note), ("task", action.task))
+            if v and content.redact_cards(v) != v
+        }
+        if redacted:
+            final = final.model_copy(update=redacted)
+            j.modify("suitability", "redact", "payment_card_number",
+                     "card numbers masked in " + ", ".join(sorted(redacted)))
         current = facts.profile.lifecycle_stage
         if (
             action.stage is not None and current in facts.stages

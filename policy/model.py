@@ -73,8 +73,17 @@ class ConsentPolicy(_Strict):
         default_factory=lambda: ["STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"]
     )
     opt_in_keywords: list[str] = Field(default_factory=lambda: ["START", "UNSTOP", "YES"])
-    #: An opt-out also counts when the intent classifier reads one with at least this confidence.
+    #: An opt-out also counts when the intent classifier reads one with at least this confidence
+    #: *and* the message has one of ``opt_out_cues`` ("text me a code" reads like "don't text
+    #: me" to an embedding; a cue word tells them apart).
     opt_out_intent_confidence: float = Field(0.6, ge=0, le=1)
+    opt_out_cues: list[str] = Field(
+        default_factory=lambda: [
+            "stop", "don't", "dont", "do not", "no more", "unsubscribe", "unsub", "remove",
+            "opt out", "opt-out", "take me off", "off your list", "off the list", "never",
+            "quit", "cancel", "not interested", "leave me alone",
+        ]
+    )
     #: The one message sent after an opt-out, whatever the model proposed.
     opt_out_confirmation: str = (
         "You're unsubscribed and won't receive further messages on this channel. "

@@ -39,6 +39,8 @@ class ToolContext:
     effects: TurnEffects
     #: A message the policy deferred (quiet hours) is delivered at this time.
     deliver_at: datetime | None = None
+    #: The policy engine's reading: this message answers the customer on their channel.
+    is_reply: bool = False
 
 
 @dataclass(frozen=True)

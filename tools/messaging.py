@@ -16,7 +16,7 @@ def send_message(args: SendMessage, ctx: ToolContext) -> dict[str, Any]:
     address = ctx.profile.address_for(args.channel)
     if address is None:
         raise ToolError(f"the customer has no address on {args.channel}")
-    is_reply = args.channel == ctx.inbound_channel
+    is_reply = ctx.is_reply and args.channel == ctx.inbound_channel
     inline = args.channel in INLINE_CHANNELS and is_reply and ctx.deliver_at is None
     status = "sent" if inline else "scheduled" if ctx.deliver_at else "pending"
     out = OutboundMessage(

@@ -171,11 +171,12 @@ class LLMBrain:
         ) or "none"
         recent = "\n".join(
             f"- [{m.channel}] {'customer' if m.direction == 'inbound' else m.author}: "
-            f"{m.text[:MAX_SNIPPET]}"
+            f"{_quote(m.text[:MAX_SNIPPET])}"
             for m in data.recent[-MAX_RECENT:]
         ) or "none"
         history = "\n".join(
-            f"- {h.created_at:%Y-%m-%d} [{h.channel}] {h.direction}: {h.text[:MAX_SNIPPET]}"
+            f"- {h.created_at:%Y-%m-%d} [{h.channel}] {h.direction}: "
+            f"{_quote(h.text[:MAX_SNIPPET])}"
             for h in data.history
         ) or "none"
         top = ", ".join(f"{s.intent} {s.score:.2f}" for s in data.signals.intents[:3])
@@ -195,7 +196,7 @@ class LLMBrain:
             history=history,
             hints=hints,
             channel=data.channel,
-            message=data.text.replace("</customer_message>", ""),
+            message=_quote(data.text),
         )
 
     # --- the call ------------------------------------------------------------------------
@@ -275,7 +276,9 @@ class LLMBrain:
             if name == "record_decision":
                 record = RecordDecision.model_validate(args).model_dump()
             else:
-                calls.append({**args, "tool": name} if isinstance(args, dict) else args)
+                calls.append({**args, "tool": name} if isinstance(args, dict) else {
+                    "tool": name, "__unparsed__": args
+                })
         if record is None:
             raise ValueError("record_decision was not called")
         actions, rejected = _split_actions(calls)
@@ -355,6 +358,14 @@ def _split_actions(calls: list[Any]) -> tuple[list[ProposedAction], list[Rejecte
                 RejectedCall(tool=name, arguments=arguments, detail=_short_error(exc)[:500])
             )
     return actions, rejected
+
+
+_TAGS = re.compile(r"</?\s*customer_message\s*>", re.IGNORECASE)
+
+
+def _quote(text: str) -> str:
+    """Customer text as data: it cannot open or close the prompt's message tags."""
+    return _TAGS.sub("", text)
 
 
 def _json_from_text(content: str) -> Any:

@@ -418,3 +418,73 @@ def test_the_audit_inputs_name_what_the_engine_saw() -> None:
     assert inputs["escalation_rule"]["name"] == "explicit_human_request"
     assert inputs["signals"]["intent"] == "human_request"
     assert inputs["policy_version"] == POLICY.version
+
+
+# --- no false positives on the company's own words ------------------------------------------
+
+
+def test_the_knowledge_base_and_reply_templates_pass_the_content_rules() -> None:
+    """The bot's own facts and templates must never be rewritten by its own policy."""
+    from policy import content
+    from prompts import load_yaml
+
+    texts = [e["answer"] for e in load_yaml("knowledge.yaml")["entries"]]
+    texts += list(load_yaml("replies.yaml").values())
+    own = ["dana@northwind.example"]
+    flagged = {t: [v.code for v in content.violations(t, POLICY.content, own)] for t in texts}
+    assert {t: codes for t, codes in flagged.items() if codes} == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("Congrats: 90 per cent off your renewal!", "discount_over_limit"),
+        ("ninety percent off", "discount_over_limit"),
+        ("\uff19\uff10\uff05 off", "discount_over_limit"),  # full-width "90% off"
+        ("I have credited 5000 to your account.", "credit_over_limit"),
+        ("Your credit is now 900.", "credit_over_limit"),
+        ("5000 bucks refund", "credit_over_limit"),
+        ("Their number is 4155550199.", "foreign_personal_data"),
+    ],
+)
+def test_look_alike_offers_and_bare_numbers_are_caught(text: str, code: str) -> None:
+    result = arbitrate([send(text=text)])
+    assert code in result.verdicts[0].reason_codes
+
+
+def test_card_numbers_in_crm_notes_are_masked() -> None:
+    result = arbitrate([UpdateCrm(note="paid with card 4111 1111 1111 1111 today")])
+    assert outcomes(result) == [("modify", ["payment_card_number"])]
+    assert result.approved[0] == UpdateCrm(note="paid with card [card ending 1111] today")
+
+
+def test_marketing_on_the_customers_own_channel_is_not_a_reply() -> None:
+    profile = customer(web_chat={"service": "granted", "marketing": "granted"})
+    result = arbitrate([send("web_chat", "New templates are out", "marketing")],
+                       profile=profile, now=NIGHT)
+    [verdict] = result.verdicts
+    assert verdict.reason_codes == ["quiet_hours_deferred"]
+    assert verdict.deliver_at == datetime(2026, 11, 4, 13, 0, tzinfo=UTC)
+
+
+def test_a_transactional_claim_cannot_jump_ahead_of_the_reply() -> None:
+    profile = customer(email={"service": "granted", "marketing": "granted"})
+    result = arbitrate(
+        [send("email", "Sure."),
+         send("sms", "Receipt: thanks! Also, do not miss our spring sale.", "transactional")],
+        inbound="email", profile=profile, now=NIGHT,
+    )
+    reply, sneaky = result.verdicts
+    assert (reply.outcome, reply.reason_codes) == ("allow", ["allowed"])
+    assert sneaky.outcome == "deny"
+    assert "purpose_downgraded" in sneaky.reason_codes
+
+
+def test_text_me_a_code_is_not_an_opt_out() -> None:
+    from policy.engine import is_opt_out
+
+    assert not is_opt_out("Text me a 35% off code right now",
+                          message(intent="opt_out", confidence=0.77), POLICY)
+    assert is_opt_out("please don't text me anymore",
+                      message(intent="opt_out", confidence=1.0), POLICY)
+    assert is_opt_out("stop", message(intent="small_talk", confidence=0.2), POLICY)
