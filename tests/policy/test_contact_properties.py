@@ -388,7 +388,10 @@ class Delivered:
 
     @property
     def reply(self) -> bool:
-        return self.channel == self.inbound
+        """A reply answers on the customer's channel: proposed there, and not marketing."""
+        return self.proposal.channel == self.inbound == self.channel and (
+            self.purpose != "marketing"
+        )
 
 
 DEFAULT_POLICY = load_policy()
@@ -595,7 +598,9 @@ def check_scenario(s: Scenario, sent: list[Delivered]) -> None:
         # (a) consent
         assert consent_ok(s, d), f"consent: {where}; consent {s.profile.consent}"
         # a reply stays on its channel; a proactive message switches only when allowed
-        if d.proposal.channel == d.inbound or not contact.switch_channels:
+        if (d.proposal.channel == d.inbound and d.purpose != "marketing") or (
+            not contact.switch_channels
+        ):
             assert d.channel == d.proposal.channel, f"switched: {where}"
         # (e) never before now
         if d.deliver_at is not None:
