@@ -284,10 +284,7 @@ class PolicyEngine:
         inbound = facts.inbound_channel
         on_inbound = inbound is not None and action.channel == inbound
 
-        # eligibility
-        if facts.active_handoff is not None:
-            h = facts.active_handoff
-            return j.deny("eligibility", "handoff_active", f"handoff {h.id} to {h.queue} is open")
+        # eligibility (an opt-out is confirmed even while a human owns the conversation)
         if opt_out:
             if on_inbound and not already_out and not state.confirmed_opt_out:
                 state.confirmed_opt_out = True
@@ -300,6 +297,9 @@ class PolicyEngine:
                          "the one confirmation after an opt-out")
                 return j
             return j.deny("eligibility", "consent_revoked", "the customer just opted out")
+        if facts.active_handoff is not None:
+            h = facts.active_handoff
+            return j.deny("eligibility", "handoff_active", f"handoff {h.id} to {h.queue} is open")
         purpose: Purpose = action.purpose
         if facts.origin == "model" and purpose == "transactional":
             purpose = "service"

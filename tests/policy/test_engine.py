@@ -137,6 +137,15 @@ def test_opt_out_revokes_at_once_and_confirms_once() -> None:
     assert outcomes(again) == [("deny", ["consent_revoked"])]
 
 
+def test_an_opt_out_is_confirmed_even_while_a_human_owns_the_conversation() -> None:
+    handoff = Handoff(id="hof_1", conversation_id="c", customer_id="cus_1", queue="support",
+                      reason="r", summary="s", priority="high", created_at=NOON)
+    result = arbitrate([send("sms", "ok")], inbound="sms", active_handoff=handoff,
+                       msg=message("STOP", intent="opt_out", opt_out=True))
+    assert outcomes(result) == [("modify", ["opt_out_confirmation"])]
+    assert result.consent_changes == {"sms": {"service": "revoked", "marketing": "revoked"}}
+
+
 def test_start_opts_back_in() -> None:
     result = arbitrate([send("sms", "Welcome back!")], inbound="sms",
                        msg=message("START", intent="small_talk", opt_in=True),
