@@ -159,7 +159,9 @@ def policy_gate(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, A
         opt_out=False,
         opt_in=is_opt_in(inbound.text, policy),
     )
-    message = replace(message, opt_out=is_opt_out(inbound.text, message, policy))
+    message = replace(
+        message, opt_out=is_opt_out(inbound.text, message, policy, inbound.channel)
+    )
     handoff = state["active_handoff"]
     ledger = [
         SentRecord(e.channel, e.purpose, e.at, e.is_reply)

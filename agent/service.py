@@ -88,6 +88,8 @@ class ActionSummary(BaseModel):
     arguments: dict[str, Any]
     result: dict[str, Any]
     modifications: list[str] = []
+    #: For a modified action: what actually runs.
+    final: dict[str, Any] | None = None
     deliver_at: datetime | None = None
     approval_id: str | None = None
     added_by_policy: bool = False
@@ -235,6 +237,7 @@ def _summary(verdict: Verdict, decision: Decision) -> ActionSummary:
         arguments=action.model_dump(exclude={"tool"}),
         result=verdict.result,
         modifications=list(verdict.modifications),
+        final={k: v for k, v in verdict.final.items() if k != "tool"} if verdict.final else None,
         deliver_at=verdict.deliver_at,
         approval_id=verdict.approval_id,
         added_by_policy=verdict.added_by_policy,

@@ -110,7 +110,8 @@ def _trace(result: dict[str, Any]) -> None:
     for col in ("action", "verdict", "reasons", "arguments"):
         table.add_column(col)
     for action in result["actions"]:
-        args = {k: v for k, v in action["arguments"].items() if v not in (None, {}, [], "")}
+        shown = action.get("final") or action["arguments"]  # what runs, after the policy
+        args = {k: v for k, v in shown.items() if v not in (None, {}, [], "")}
         if action["tool"] == "send_message":
             args.pop("text", None)
         colour = {"allow": "green", "modify": "yellow", "deny": "red"}[action["outcome"]]

@@ -202,6 +202,8 @@ class Verdict(BaseModel):
     detail: str = ""
     step: Step | None = None
     modifications: list[Modification] = Field(default_factory=list)
+    #: For ``modify``: the action as it runs (rewritten text, switched channel, rerouted queue).
+    final: dict[str, Any] | None = None
     #: A deferred message goes out at this time (quiet hours).
     deliver_at: datetime | None = None
     #: Set when the action waits for a person's approval.

@@ -127,11 +127,16 @@ class _Judgement:
             self.detail = f"{self.detail}; {detail}" if self.detail else detail
 
 
-def is_opt_out(text: str, message: MessageFacts, policy: Policy) -> bool:
-    """An opt-out keyword alone, or the classifier's opt-out with a cue word in the text."""
+def is_opt_out(
+    text: str, message: MessageFacts, policy: Policy, channel: Channel | None = None
+) -> bool:
+    """A carrier keyword alone (on the keyword channels), or the classifier's opt-out with a
+    cue word in the text."""
     consent = policy.contact.consent
     word = text.strip().strip(".!").upper()
-    if word in consent.opt_out_keywords:
+    if word in consent.opt_out_keywords and (
+        channel is None or channel in consent.keyword_channels
+    ):
         return True
     return (
         message.intent == "opt_out"
@@ -240,6 +245,8 @@ class PolicyEngine:
                 modifications=j.mods,
                 deliver_at=j.deliver_at,
                 added_by_policy=i in added,
+                final=j.final.model_dump(mode="json")
+                if j.outcome == "modify" and j.final is not None else None,
             )
             verdicts[i] = verdict
             if j.outcome != "deny" and j.final is not None:

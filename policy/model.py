@@ -24,6 +24,7 @@ _CONSENT_RULES: dict[Purpose, ConsentRule] = {
     "marketing": "explicit", "service": "reply", "transactional": "implied"
 }
 _MARKETING: tuple[Purpose, ...] = ("marketing",)
+_KEYWORD_CHANNELS: tuple[Channel, ...] = ("sms", "whatsapp")
 _ACKNOWLEDGEMENTS: dict[Queue, str] = {
     "sales": "I'm connecting you with our sales team now. They'll have the full context, so "
     "you won't need to repeat yourself.",
@@ -73,6 +74,9 @@ class ConsentPolicy(_Strict):
         default_factory=lambda: ["STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"]
     )
     opt_in_keywords: list[str] = Field(default_factory=lambda: ["START", "UNSTOP", "YES"])
+    #: Where a bare keyword is an opt-out (carrier keywords). On other channels "cancel" or
+    #: "end" alone usually means something else; there the classifier and a cue decide.
+    keyword_channels: list[Channel] = Field(default_factory=lambda: list(_KEYWORD_CHANNELS))
     #: An opt-out also counts when the intent classifier reads one with at least this confidence
     #: *and* the message has one of ``opt_out_cues`` ("text me a code" reads like "don't text
     #: me" to an embedding; a cue word tells them apart).
@@ -81,7 +85,7 @@ class ConsentPolicy(_Strict):
         default_factory=lambda: [
             "stop", "don't", "dont", "do not", "no more", "unsubscribe", "unsub", "remove",
             "opt out", "opt-out", "take me off", "off your list", "off the list", "never",
-            "quit", "cancel", "not interested", "leave me alone",
+            "not interested", "leave me alone",
         ]
     )
     #: The one message sent after an opt-out, whatever the model proposed.

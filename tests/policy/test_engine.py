@@ -497,3 +497,23 @@ def test_text_me_a_code_is_not_an_opt_out() -> None:
     assert is_opt_out("please don't text me anymore",
                       message(intent="opt_out", confidence=1.0), POLICY)
     assert is_opt_out("stop", message(intent="small_talk", confidence=0.2), POLICY)
+
+
+def test_a_bare_carrier_keyword_opts_out_only_on_sms_and_whatsapp() -> None:
+    from policy.engine import is_opt_out
+
+    quit_msg = message("quit", intent="opt_out", confidence=1.0)
+    assert is_opt_out("quit", quit_msg, POLICY, "sms")
+    assert not is_opt_out("quit", quit_msg, POLICY, "web_chat")
+    assert not is_opt_out("cancel", message("cancel", intent="opt_out", confidence=1.0),
+                          POLICY, "email")
+    assert is_opt_out("STOP", message("STOP", intent="opt_out", confidence=1.0), POLICY,
+                      "web_chat")  # the cue word still counts everywhere
+
+
+def test_a_modified_verdict_records_what_actually_runs() -> None:
+    result = arbitrate([send(text="We guarantee zero downtime.")])
+    [verdict] = result.verdicts
+    assert verdict.final == {"tool": "send_message", "channel": "web_chat", "purpose": "service",
+                             "text": POLICY.content.templates["default"]}
+    assert arbitrate([send()]).verdicts[0].final is None
