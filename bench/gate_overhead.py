@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -22,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from common import machine as machine_name  # bench/common.py
+from common import percentile
 from rich.console import Console
 from rich.progress import track
 from rich.table import Table
@@ -71,10 +71,6 @@ def timed(fn: Callable[..., dict[str, Any]], sink: list[float]) -> Callable[...,
     node.__name__ = fn.__name__
     return node
 
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def summary(name: str, turn: list[float], node: list[float]) -> dict[str, Any]:
@@ -138,7 +134,7 @@ def main() -> None:
     ]
     added_p50 = round(results[0]["turn_p50_ms"] - results[1]["turn_p50_ms"], 2)
     node_added = round(results[0]["node_p50_ms"] - results[1]["node_p50_ms"], 3)
-    machine = f"{platform.machine()}, Python {platform.python_version()}, {os.cpu_count()} cores"
+    machine = machine_name()
     table = Table(title=f"Policy gate overhead per turn ({machine}, rules brain, SQLite)")
     for col in ("variant", "turns", "turn p50 ms", "turn p95 ms", "gate node p50 ms",
                 "gate node p95 ms"):

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -21,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from common import machine as machine_name  # bench/common.py
+from common import percentile
 from rich.console import Console
 from rich.progress import track
 from rich.table import Table
@@ -58,10 +58,6 @@ def instant_model() -> httpx.Client:
     }
     return httpx.Client(transport=httpx.MockTransport(lambda _req: httpx.Response(200, json=body)))
 
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def run(brain: str, turns: int, warmup: int) -> dict[str, Any]:
@@ -108,9 +104,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     results = [run("openai", args.turns, args.warmup), run("rules", args.turns, args.warmup)]
-    machine = (
-        f"{platform.machine()}, Python {platform.python_version()}, {os.cpu_count()} cores"
-    )
+    machine = machine_name()
     table = Table(title=f"Turn overhead excluding the model ({machine})")
     for col in ("brain", "turns", "p50 ms", "p95 ms", "mean ms", "LLM calls/turn"):
         table.add_column(col)

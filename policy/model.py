@@ -50,6 +50,12 @@ def parse_duration(value: str | int | timedelta) -> timedelta:
     return {"m": timedelta(minutes=n), "h": timedelta(hours=n), "d": timedelta(days=n)}[unit]
 
 
+def _unique_names(kind: str, names: list[str]) -> None:
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"duplicate {kind} names {dupes}")
+
+
 def fmt_duration(window: timedelta | None) -> str:
     """A duration as the policy file writes it: ``90m``, ``24h``, ``7d``."""
     if window is None:
@@ -199,10 +205,7 @@ class ContactPolicy(_Strict):
 
     @model_validator(mode="after")
     def _unique_caps(self) -> ContactPolicy:
-        names = [c.name for c in self.caps]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"duplicate cap names {dupes}")
+        _unique_names("cap", [c.name for c in self.caps])
         return self
 
 
@@ -254,10 +257,7 @@ class EscalationPolicy(_Strict):
 
     @model_validator(mode="after")
     def _unique(self) -> EscalationPolicy:
-        names = [r.name for r in self.rules]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"duplicate escalation rule names {dupes}")
+        _unique_names("escalation rule", [r.name for r in self.rules])
         return self
 
 
