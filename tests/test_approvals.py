@@ -155,3 +155,20 @@ def test_approvals_over_http(make_container: ContainerFactory) -> None:
         view = reader.get(f"/v1/conversations/{turn.conversation_id}").json()
         assert [a["status"] for a in view["approvals"]] == ["approved"]
     assert len(credits(c, turn.customer_id)) == 1
+
+
+def test_an_approval_whose_pause_was_lost_still_runs_once(
+    make_container: ContainerFactory,
+) -> None:
+    """The turn was recorded but its checkpoint is gone (say the process died in between):
+    approving runs the same node body directly, once."""
+    c = make_container()
+    turn = complain(c)
+    [pending] = c.store.approvals(status="pending")
+    c.checkpointer.delete_thread(f"turn:{turn.message_id}")
+    assert c.orchestrator.graph.get_state(thread_config(turn.message_id)).next == ()
+
+    approved = c.orchestrator.decide_approval(pending.id, approve=True, by="ana")
+    assert approved.status == "approved" and approved.result["credited"] == 20.0
+    assert c.orchestrator.decide_approval(pending.id, approve=True, by="ana") == approved
+    assert len(credits(c, turn.customer_id)) == 1
