@@ -10,15 +10,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import ValidationError
-
+from journey.yamlcheck import Problem, YamlInvalid, validate_yaml
 from policy.model import Policy
+
+__all__ = ["PolicyError", "PolicyProvider", "Problem", "load_policy", "parse_policy"]
 
 log = logging.getLogger(__name__)
 
@@ -27,76 +26,16 @@ def default_policy_path() -> Path:
     return Path(str(resources.files("policy").joinpath("default.yaml")))
 
 
-@dataclass(frozen=True)
-class Problem:
-    line: int | None
-    message: str
-
-    def __str__(self) -> str:
-        return f"line {self.line}: {self.message}" if self.line else self.message
-
-
-class PolicyError(ValueError):
+class PolicyError(YamlInvalid):
     """The policy file is not valid; every problem names its line where it has one."""
 
-    def __init__(self, source: str, problems: list[Problem]) -> None:
-        self.source = source
-        self.problems = problems
-        super().__init__(
-            f"{source}: invalid policy\n" + "\n".join(f"  {p}" for p in problems)
-        )
-
-
-def _node_at(node: yaml.Node, loc: tuple[int | str, ...]) -> yaml.Node:
-    """The YAML node a pydantic error location points at (as deep as the file goes)."""
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            found = next(
-                (v for k, v in node.value if getattr(k, "value", None) == part),
-                None,
-            )
-            if found is None:
-                return node
-            node = found
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            if part >= len(node.value):
-                return node
-            node = node.value[part]
-        else:
-            return node
-    return node
+    kind = "policy"
 
 
 def parse_policy(text: str, source: str = "<policy>") -> Policy:
     """Validate policy YAML text; raises :class:`PolicyError` naming lines."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data: Any = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise PolicyError(source, [Problem(line, f"not valid YAML: {problem}")]) from exc
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise PolicyError(source, [Problem(1, "the policy must be a mapping of sections")])
     version = hashlib.sha256(text.encode()).hexdigest()[:12]
-    try:
-        return Policy.model_validate({**data, "version": version})
-    except ValidationError as exc:
-        found: dict[tuple[int | None, str], list[str]] = {}
-        for err in exc.errors():
-            # a union reports once per member (loc ends in e.g. "literal['auto']"): merge them
-            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
-            line = _node_at(root, loc).start_mark.line + 1 if root is not None else None
-            where = ".".join(str(p) for p in loc) or "policy"
-            found.setdefault((line, where), []).append(err["msg"])
-        problems = [
-            Problem(line, f"{where}: {' or '.join(dict.fromkeys(msgs))}")
-            for (line, where), msgs in found.items()
-        ]
-        raise PolicyError(source, problems) from exc
+    return validate_yaml(text, Policy, source, error=PolicyError, extra={"version": version})
 
 
 def load_policy(path: Path | None = None) -> Policy:
