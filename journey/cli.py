@@ -310,6 +310,15 @@ def policy_explain(
         console.print(table)
 
 
+def _add_eval() -> None:
+    from evals.cli import app as eval_app
+
+    app.add_typer(eval_app, name="eval")
+
+
+_add_eval()
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,154 @@
+"""``journey eval``: run suites, gate on thresholds, write reports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from evals.runner import CaseRun
+    from evals.schema import Suite
+    from evals.scorers import CaseScore
+
+THRESHOLDS = Path(__file__).with_name("thresholds.yaml")
+app = typer.Typer(
+    help="Eval suites on conversation transcripts: run them against the agent, score them, "
+    "gate on thresholds (exit code 1 when missed), write JSON and Markdown reports.",
+    no_args_is_help=True,
+)
+console = Console()
+err = Console(stderr=True)
+
+
+def thresholds_for(brain: str, path: Path = THRESHOLDS) -> dict[str, float]:
+    data: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return {**data.get("default", {}), **data.get(brain, {})}
+
+
+def gate(report: dict[str, Any], limits: dict[str, float]) -> list[str]:
+    """The thresholds the report misses, in words."""
+    missed = []
+    totals, metrics = report["totals"], report["metrics"]
+    for key, limit in limits.items():
+        if key == "policy_violations":
+            if totals["policy_violations"] > limit:
+                missed.append(f"policy violations {totals['policy_violations']} > {limit:g}")
+            continue
+        value = totals.get(key, metrics.get(key))
+        if value is not None and value < limit:
+            missed.append(f"{key.replace('_', ' ')} {value:.3f} < {limit:g}")
+    return missed
+
+
+@app.command("run")
+def run(
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Suite files or folders (default: evals/suites).")
+    ] = None,
+    brain: Annotated[str, typer.Option(help="rules (offline), openai (JOURNEY_LLM_*).")] = "rules",
+    repeat: Annotated[int, typer.Option(min=1, help="Run each case K times; pass^k.")] = 1,
+    tag: Annotated[list[str] | None, typer.Option(help="Only cases with this tag.")] = None,
+    case: Annotated[list[str] | None, typer.Option(help="Only these case ids.")] = None,
+    fail_under: Annotated[
+        float | None, typer.Option(min=0, max=1, help="Minimum pass rate (overrides the file).")
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option(help="Write report.json and report.md in this folder.")
+    ] = None,
+) -> None:
+    """Run eval cases and gate on the thresholds in evals/thresholds.yaml."""
+    from evals.report import build_report, markdown
+    from evals.runner import SUITES_DIR, SuiteError, load_suites
+    if brain not in ("rules", "openai"):
+        err.print(f"[red]unknown brain {brain!r}: use rules or openai[/red]")
+        raise typer.Exit(2)
+    try:
+        suites = load_suites(paths or [SUITES_DIR])
+    except (SuiteError, FileNotFoundError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    selected = [
+        (s, c) for s in suites for c in s.cases
+        if (not tag or set(tag) & set(c.tags + s.tags)) and (not case or c.id in case)
+    ]
+    if not selected:
+        err.print("[red]no case matches the filters[/red]")
+        raise typer.Exit(2)
+    runs, scores = execute(selected, brain=brain, repeat=repeat)
+    result = build_report(runs, scores, brain=brain, suites=[s.name for s in suites])
+    limits = thresholds_for(brain)
+    if fail_under is not None:
+        limits["pass_rate"] = fail_under
+    missed = gate(result, limits)
+    result["gate"] = {"thresholds": limits, "missed": missed, "passed": not missed}
+    show(result)
+    if report:
+        report.mkdir(parents=True, exist_ok=True)
+        (report / "report.json").write_text(json.dumps(result, indent=2, default=str))
+        (report / "report.md").write_text(markdown(result))
+        console.print(f"Reports: {report / 'report.json'}, {report / 'report.md'}")
+    if missed:
+        err.print("[red]eval gate failed:[/red] " + "; ".join(missed))
+        raise typer.Exit(1)
+    console.print("[green]eval gate passed[/green]")
+
+
+def execute(
+    selected: list[tuple[Suite, Any]], *, brain: str, repeat: int, **kw: Any
+) -> tuple[list[list[CaseRun]], list[list[CaseScore]]]:
+    from evals.runner import EvalEnv, run_case
+    from evals.scorers import score_case
+
+    with console.status("Loading the embedding model…"):
+        env = EvalEnv.load()
+    runs: list[list[CaseRun]] = []
+    scores: list[list[CaseScore]] = []
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("cases", total=len(selected) * repeat)
+        for suite, c in selected:
+            c = c.model_copy(update={"tags": sorted(set(c.tags) | set(suite.tags))})
+            repeats = []
+            for _ in range(repeat):
+                repeats.append(run_case(c, env, suite=suite.name, brain=brain, **kw))  # type: ignore[arg-type]
+                progress.advance(task)
+            runs.append(repeats)
+            scores.append([score_case(r) for r in repeats])
+    return runs, scores
+
+
+def show(result: dict[str, Any]) -> None:
+    t, m = result["totals"], result["metrics"]
+    table = Table(title=f"{t['passed']}/{t['cases']} cases passed ({t['pass_rate']:.1%}), "
+                        f"{t['policy_violations']} policy violations, brain {result['brain']}")
+    for col in ("tag", "cases", "passed", "pass rate"):
+        table.add_column(col)
+    for tag, row in result["by_tag"].items():
+        colour = "green" if row["passed"] == row["cases"] else "red"
+        table.add_row(tag, str(row["cases"]), str(row["passed"]),
+                      f"[{colour}]{row['pass_rate']:.0%}[/{colour}]")
+    console.print(table)
+    console.print(
+        f"intent accuracy {m['intent_accuracy']}  stage accuracy {m['stage_accuracy']}  "
+        f"handoff precision {m['handoff_precision']} recall {m['handoff_recall']}  "
+        f"latency p50 {m['latency_p50_ms']} ms p95 {m['latency_p95_ms']} ms"
+    )
+    for c in result["cases"]:
+        if not c["passed"]:
+            console.print(f"[red]✗ {c['id']}[/red] ({c['suite']})")
+            for failure in dict.fromkeys(c["failures"]):
+                console.print(f"    {failure}")
+
+
+@app.command("schema")
+def schema() -> None:
+    """Print the JSON schema of a suite file (for editors and CI validation)."""
+    from evals.schema import Suite
+
+    console.print_json(json.dumps(Suite.model_json_schema()))
