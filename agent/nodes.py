@@ -157,7 +157,7 @@ def policy_gate(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, A
         stalled_turns=svc.store.stalled_turns(state["conversation_id"]),
         stage=profile.lifecycle_stage,
         opt_out=False,
-        opt_in=is_opt_in(inbound.text, policy),
+        opt_in=is_opt_in(inbound.text, policy, inbound.channel),
     )
     message = replace(
         message, opt_out=is_opt_out(inbound.text, message, policy, inbound.channel)
@@ -214,6 +214,8 @@ def act(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, Any]:
                     conversation_id=state["conversation_id"], customer_id=state["customer_id"],
                     inbound_message_id=inbound.id, action=held,
                     reason_codes=verdict.reason_codes, created_at=svc.clock.now(),
+                    deliver_at=verdict.deliver_at,
+                    is_reply=_is_reply(held, inbound.channel, verdict),
                 )
             )
             continue
@@ -221,10 +223,7 @@ def act(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, Any]:
         if approved is None:
             continue
         action = _ACTION.validate_python(approved)
-        is_reply = (
-            isinstance(action, SendMessage) and action.channel == inbound.channel
-            and action.purpose != "marketing" and "switch_channel" not in verdict.modifications
-        )
+        is_reply = _is_reply(approved, inbound.channel, verdict)
         try:
             verdict.result = run_tool(
                 action, replace(ctx, deliver_at=verdict.deliver_at, is_reply=is_reply)
@@ -242,6 +241,15 @@ def act(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, Any]:
         "effects": effects.model_dump(mode="json"),
         "approval_id": approval_id,
     }
+
+
+def _is_reply(action: dict[str, Any], inbound: str, verdict: Verdict) -> bool:
+    """The engine's reading: a message on the customer's channel, not marketing, not switched."""
+    return (
+        action.get("tool") == "send_message" and action.get("channel") == inbound
+        and action.get("purpose") != "marketing"
+        and "switch_channel" not in verdict.modifications
+    )
 
 
 def respond(state: TurnState) -> dict[str, Any]:
@@ -359,9 +367,20 @@ def run_approval(svc: TurnServices, approval_id: str, answer: dict[str, Any]) ->
     if profile is None:
         raise LookupError(f"customer {approval.customer_id} not found")
     action = _ACTION.validate_python(approval.action)
-    problem = PolicyEngine(svc.policy.get()).recheck(action, profile, svc.clock.now())
-    if problem is not None:
-        code, detail = problem
+    policy = svc.policy.get()
+    now = svc.clock.now()
+    recheck = PolicyEngine(policy).recheck(
+        action, profile, now,
+        is_reply=bool(approval.is_reply),
+        active_handoff=svc.store.active_handoff(approval.conversation_id),
+        ledger=[
+            SentRecord(e.channel, e.purpose, e.at, e.is_reply)
+            for e in svc.store.ledger(profile.id, since=now - ledger_horizon(policy))
+        ],
+        deliver_at=approval.deliver_at,
+    )
+    if recheck.problem is not None:
+        code, detail = recheck.problem
         return svc.store.decide_approval(
             approval, "blocked", by=by, note=note,
             result={"executed": False, "reason_codes": [code], "detail": detail},
@@ -373,7 +392,7 @@ def run_approval(svc: TurnServices, approval_id: str, answer: dict[str, Any]) ->
     ctx = ToolContext(
         profile=profile, conversation=conversation, inbound_channel=None,
         inbound_message_id=approval.inbound_message_id, decision_id=approval.decision_id,
-        clock=svc.clock, ids=svc.ids, effects=effects,
+        clock=svc.clock, ids=svc.ids, effects=effects, deliver_at=recheck.deliver_at,
     )
     result = run_tool(action, ctx)
     return svc.store.decide_approval(

@@ -130,8 +130,9 @@ class Orchestrator:
     def handle_message(self, request: InboundRequest) -> TurnResult:
         svc = self.services
         store = svc.store
+        # a customer first seen here has no known timezone: the policy's default applies
         profile, _ = store.resolve_customer(
-            request.customer.identities(), svc.lifecycle.default_stage
+            request.customer.identities(), svc.lifecycle.default_stage, timezone=""
         )
         if request.customer.name and not profile.name:
             store.update_customer(profile.id, name=request.customer.name)

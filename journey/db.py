@@ -208,6 +208,9 @@ approvals = Table(
     Column("result", Json, nullable=False),
     Column("decided_by", String(200)),
     Column("note", Text),
+    # a held message keeps the engine's reading: deferred until, and whether it is a reply
+    _ts("deliver_at"),
+    Column("is_reply", Boolean),
     _ts("created_at", nullable=False),
     _ts("decided_at"),
     Index("ix_approvals_status_created", "status", "created_at"),

@@ -62,7 +62,8 @@ class CustomerProfile(BaseModel):
     attributes: dict[str, Any] = Field(default_factory=dict)
     lifecycle_stage: str
     consent: dict[Channel, ChannelConsent] = Field(default_factory=dict)
-    timezone: str = "UTC"
+    #: IANA name; empty when unknown (the policy's default timezone is used then).
+    timezone: str = ""
     created_at: datetime
     updated_at: datetime
 
@@ -270,6 +271,9 @@ class Approval(BaseModel):
     result: dict[str, Any] = Field(default_factory=dict)
     decided_by: str | None = None
     note: str | None = None
+    #: For a held message: the engine deferred it until then (quiet hours), and it is a reply.
+    deliver_at: datetime | None = None
+    is_reply: bool | None = None
     created_at: datetime
     decided_at: datetime | None = None
 

@@ -77,7 +77,6 @@ class Settings(BaseSettings):
 
     embedding_threads: int = Field(1, ge=1, le=16)
     max_text_chars: int = Field(4000, ge=1, description="Longest inbound text accepted.")
-    default_timezone: str = "UTC"
 
     @field_validator("policy_path", mode="before")
     @classmethod

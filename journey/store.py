@@ -53,6 +53,8 @@ class CrmChange(BaseModel):
     fields: dict[str, Any] = Field(default_factory=dict)
     #: channel → purpose → status; merged into the stored consent purpose by purpose
     consent: dict[Channel, dict[str, ConsentStatus]] = Field(default_factory=dict)
+    #: numeric attributes to add to, inside the transaction (a credit balance)
+    increments: dict[str, float] = Field(default_factory=dict)
 
 
 class LedgerEntry(BaseModel):
@@ -243,18 +245,23 @@ class Store:
                 )
 
     def _apply_crm(self, conn: Connection, customer_id: str, change: CrmChange) -> None:
+        # the row is locked (PostgreSQL) so concurrent turns and approvals cannot lose updates;
+        # SQLite already serialises writers and the turn has written before it gets here
         row = conn.execute(
-            select(db.customers.c.attributes, db.customers.c.consent).where(
-                db.customers.c.id == customer_id
-            )
+            select(db.customers.c.attributes, db.customers.c.consent)
+            .where(db.customers.c.id == customer_id)
+            .with_for_update()
         ).first()
         if row is None:
             raise KeyError(customer_id)
         values: dict[str, Any] = {"updated_at": self.clock.now()}
         if change.stage:
             values["lifecycle_stage"] = change.stage
-        if change.fields:
-            values["attributes"] = {**(row.attributes or {}), **change.fields}
+        if change.fields or change.increments:
+            attributes = {**(row.attributes or {}), **change.fields}
+            for name, delta in change.increments.items():
+                attributes[name] = round(float(attributes.get(name) or 0) + delta, 2)
+            values["attributes"] = attributes
         if change.consent:
             values["consent"] = _merge_consent(row.consent or {}, change.consent)
         conn.execute(update(db.customers).where(db.customers.c.id == customer_id).values(**values))
@@ -542,14 +549,20 @@ class Store:
                         created_at=now,
                     )
                 )
-                codes = sorted(set(decision.reasons) | {
-                    code for v in decision.verdicts for code in v.reason_codes
+                codes = sorted({
+                    code[:160] for code in (
+                        *decision.reasons,
+                        *(c for v in decision.verdicts for c in v.reason_codes),
+                        # ?reason=forbidden_claim finds forbidden_claim:<name> too
+                        *(c.split(":", 1)[0] for v in decision.verdicts
+                          for c in v.reason_codes if ":" in c),
+                    )
                 })
                 if codes:
                     conn.execute(
                         insert(db.decision_reasons),
                         [
-                            {"decision_id": decision.id, "code": code[:160],
+                            {"decision_id": decision.id, "code": code,
                              "customer_id": decision.customer_id}
                             for code in codes
                         ],
@@ -602,7 +615,7 @@ class Store:
                 )
             )
         crm = effects.crm
-        if crm.stage or crm.fields or crm.consent:
+        if crm.stage or crm.fields or crm.consent or crm.increments:
             self._apply_crm(conn, customer_id, crm)
         for act in effects.activities:
             conn.execute(
@@ -620,8 +633,10 @@ class Store:
         for a in effects.approvals:
             conn.execute(
                 insert(db.approvals).values(
-                    **a.model_dump(mode="json", exclude={"created_at", "decided_at"}),
-                    created_at=now, decided_at=None,
+                    **a.model_dump(
+                        mode="json", exclude={"created_at", "decided_at", "deliver_at"}
+                    ),
+                    created_at=now, decided_at=None, deliver_at=a.deliver_at,
                 )
             )
         if effects.handoffs:
@@ -698,9 +713,9 @@ class Store:
     @staticmethod
     def _approval(row: Any) -> Approval:
         data = dict(row._mapping)
-        data["created_at"] = _aware_dt(data["created_at"])
-        if data["decided_at"] is not None:
-            data["decided_at"] = _aware_dt(data["decided_at"])
+        for key in ("created_at", "decided_at", "deliver_at"):
+            if data[key] is not None:
+                data[key] = _aware_dt(data[key])
         return Approval.model_validate(data)
 
     def get_approval(self, approval_id: str) -> Approval | None:

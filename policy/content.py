@@ -111,6 +111,22 @@ def _number(raw: str) -> float:
     return float(sum(_TENS.get(w, 0) + _UNITS.get(w, 0) for w in words))
 
 
+#: What makes a proactive message promotional (hence marketing, whatever the model labels it).
+#: Deliberately broad: a false alarm only asks for marketing consent.
+_PROMOTIONAL = re.compile(
+    r"\b(discount\w*|coupon\w*|promo\w*|sales?|deals?|offers?|save|saving\w*|bargain\w*|"
+    r"off\s+(?:your|the|all|any|every)|half[- ]price|free\s+(?:month|months|upgrade|gift)|"
+    r"upgrade\s+(?:now|today)|limited[- ]time|exclusive|special|black\s+friday|"
+    r"cyber\s+monday|don'?t\s+miss|last\s+chance|ends?\s+(?:soon|today|friday|tonight))\b",
+    re.IGNORECASE,
+)
+
+
+def is_promotional(text: str) -> bool:
+    text = normalise(text)
+    return bool(_PROMOTIONAL.search(text) or _PERCENT.search(text))
+
+
 def normalise(text: str) -> str:
     """Compatibility forms folded (full-width digits, ligatures), so look-alikes are caught."""
     return unicodedata.normalize("NFKC", text)

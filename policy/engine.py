@@ -58,12 +58,6 @@ PRIORITIES: tuple[Priority, ...] = ("low", "normal", "high", "urgent")
 _PURPOSE_RANK: dict[Purpose, int] = {"transactional": 0, "service": 1, "marketing": 2}
 _TOOL_RANK = {"escalate_to_human": 0, "issue_credit": 1, "update_crm": 2, "send_message": 3}
 MAX_HANDOFF_TEXT = 4000
-#: Words that make a proactive "service" message promotional, hence marketing.
-_PROMO = re.compile(
-    r"\b(\d+\s?%\s?off|discount(?:ed)?|coupon|promo(?:tion)?(?:\s+code)?|limited[- ]time|"
-    r"special\s+offer|upgrade\s+now|sale|deal)\b",
-    re.IGNORECASE,
-)
 
 
 @dataclass
@@ -153,8 +147,12 @@ def _cues(words: tuple[str, ...]) -> re.Pattern[str]:
     )
 
 
-def is_opt_in(text: str, policy: Policy) -> bool:
-    return text.strip().strip(".!").upper() in policy.contact.consent.opt_in_keywords
+def is_opt_in(text: str, policy: Policy, channel: Channel | None = None) -> bool:
+    consent = policy.contact.consent
+    word = text.strip().strip(".!").upper()
+    return word in consent.opt_in_keywords and (
+        channel is None or channel in consent.keyword_channels
+    )
 
 
 class PolicyEngine:
@@ -312,7 +310,7 @@ class PolicyEngine:
             purpose = "service"
             j.modify("eligibility", "repurpose", "purpose_downgraded",
                      "only the system sends transactional messages")
-        if purpose == "service" and _PROMO.search(action.text) and not on_inbound:
+        if purpose == "service" and not on_inbound and content.is_promotional(action.text):
             purpose = "marketing"
             j.modify("eligibility", "repurpose", "promotional_content",
                      "a proactive promotional message is marketing")
@@ -543,14 +541,49 @@ class PolicyEngine:
             return
 
     def recheck(
-        self, action: ProposedAction, profile: CustomerProfile, now: datetime
-    ) -> tuple[str, str] | None:
-        """Is a held action still allowed when a person approves it? (code, detail) if not."""
-        if isinstance(action, IssueCredit) and action.amount > self.policy.content.max_credit:
-            return "credit_over_limit", f"{action.amount:g} > {self.policy.content.max_credit:g}"
-        if isinstance(action, SendMessage):
-            return self._channel_problem(profile, action.channel, action.purpose, is_reply=False)
-        return None
+        self,
+        action: ProposedAction,
+        profile: CustomerProfile,
+        now: datetime,
+        *,
+        is_reply: bool = False,
+        active_handoff: Handoff | None = None,
+        ledger: Sequence[SentRecord] = (),
+        deliver_at: datetime | None = None,
+    ) -> Recheck:
+        """A held action, when a person approves it: is it still allowed under the policy in
+        force and the facts of now (consent, channel, handoff, caps, quiet hours, limits)?"""
+        limit = self.policy.content.max_credit
+        if isinstance(action, IssueCredit) and action.amount > limit:
+            return Recheck(("credit_over_limit", f"{action.amount:g} > {limit:g}"))
+        if isinstance(action, EscalateToHuman) and active_handoff is not None:
+            return Recheck(("already_escalated", f"handoff {active_handoff.id} is open"))
+        if not isinstance(action, SendMessage):
+            return Recheck()
+        if active_handoff is not None:
+            return Recheck(("handoff_active", f"handoff {active_handoff.id} is open"))
+        problem = self._channel_problem(
+            profile, action.channel, action.purpose, is_reply=is_reply
+        )
+        if problem is not None:
+            return Recheck(problem)
+        own = [i.value for i in profile.identities if i.kind in ("email", "phone")]
+        found = content.violations(action.text, self.policy.content, own)
+        if found:
+            return Recheck((found[0].code, found[0].detail))
+        zone = zone_for(profile.timezone, _default_tz(self.policy))
+        at = max(now, deliver_at) if deliver_at else now
+        quiet = self.policy.contact.quiet_hours
+        if quiet is not None and action.purpose in quiet.purposes and not is_reply:
+            at = next_allowed(at, zone, quiet)
+        if action.purpose != "transactional":
+            for cap in self.policy.contact.caps:
+                if is_reply and not cap.include_replies:
+                    continue
+                if cap_exceeded(cap, action.channel, action.purpose, at, ledger, zone,
+                                count_replies=cap.include_replies):
+                    return Recheck(("frequency_capped", f"cap {cap.name}"))
+        return Recheck(deliver_at=at if at > now else None)
 
     # --- audit ------------------------------------------------------------------------------
 
@@ -599,6 +632,13 @@ class PolicyEngine:
             },
             "policy_version": self.policy.version,
         }
+
+
+@dataclass
+class Recheck:
+    problem: tuple[str, str] | None = None
+    #: A message approved during quiet hours still waits for the allowed time.
+    deliver_at: datetime | None = None
 
 
 @dataclass

@@ -14,6 +14,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from journey.yamlcheck import Problem, YamlInvalid, validate_yaml
 from policy.model import Policy
 
@@ -26,6 +28,10 @@ def default_policy_path() -> Path:
     return Path(str(resources.files("policy").joinpath("default.yaml")))
 
 
+#: Sections every policy file must spell out (an empty or truncated file is refused).
+REQUIRED_SECTIONS = ("contact", "escalation", "content")
+
+
 class PolicyError(YamlInvalid):
     """The policy file is not valid; every problem names its line where it has one."""
 
@@ -35,7 +41,27 @@ class PolicyError(YamlInvalid):
 def parse_policy(text: str, source: str = "<policy>") -> Policy:
     """Validate policy YAML text; raises :class:`PolicyError` naming lines."""
     version = hashlib.sha256(text.encode()).hexdigest()[:12]
-    return validate_yaml(text, Policy, source, error=PolicyError, extra={"version": version})
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        data = None  # validate_yaml reports it with its line
+    missing: list[Problem] = []
+    if isinstance(data, dict) or data is None:
+        absent = [s for s in REQUIRED_SECTIONS if not (data or {}).get(s)]
+        if absent:
+            # a half-written save must not silently drop caps or escalation rules
+            missing = [Problem(1, f"missing sections: {', '.join(absent)}")]
+    try:
+        policy = validate_yaml(
+            text, Policy, source, error=PolicyError, extra={"version": version}
+        )
+    except PolicyError as exc:
+        if missing and not exc.problems[0].message.startswith("not valid YAML"):
+            raise PolicyError(source, exc.problems + missing) from exc
+        raise
+    if missing:
+        raise PolicyError(source, missing)
+    return policy
 
 
 def load_policy(path: Path | None = None) -> Policy:
@@ -59,7 +85,7 @@ class PolicyProvider:
         self._monotonic = clock or time.monotonic
         self._lock = threading.Lock()
         self._policy = load_policy(self.path)
-        self._stamp = self._stat()
+        self._stamp: tuple[int, int] | None = self._stat()
         self._checked = self._monotonic()
         self.last_error: PolicyError | None = None
 
@@ -72,21 +98,27 @@ class PolicyProvider:
         if now - self._checked >= self.CHECK_EVERY_S:
             self._checked = now
             try:
-                if self._stat() != self._stamp:
+                if self._stat_or_none() != self._stamp:
                     self.reload()
-            except (OSError, PolicyError):
+            except PolicyError:
                 pass  # reload() recorded it; the last valid policy stays in force
         return self._policy
+
+    def _stat_or_none(self) -> tuple[int, int] | None:
+        try:
+            return self._stat()
+        except OSError:
+            return None
 
     def reload(self) -> Policy:
         """Re-read the file now. Raises :class:`PolicyError`; the old policy stays in force."""
         with self._lock:
+            stamp = self._stat_or_none()  # before reading: a later save is seen next time
             try:
-                stamp = self._stat()
                 policy = load_policy(self.path)
             except PolicyError as exc:
                 self.last_error = exc
-                self._stamp = self._stat() if self.path.exists() else self._stamp
+                self._stamp = stamp
                 log.error("policy reload refused, keeping version %s: %s",
                           self._policy.version, exc)
                 raise

@@ -4,14 +4,18 @@ once after approval, and never after a rejection."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from agent.graph import thread_config
 from agent.service import ApprovalConflict, InboundRequest, TurnResult
+from journey.clock import FixedClock
 from journey.domain import Identity
 from journey.runtime import Container
+from policy.loader import default_policy_path
+from tests import fakes
 from tests.conftest import ContainerFactory
 from tests.server import client, running_server
 
@@ -172,3 +176,56 @@ def test_an_approval_whose_pause_was_lost_still_runs_once(
     assert approved.status == "approved" and approved.result["credited"] == 20.0
     assert c.orchestrator.decide_approval(pending.id, approve=True, by="ana") == approved
     assert len(credits(c, turn.customer_id)) == 1
+
+
+def test_credits_approved_at_once_for_one_customer_both_count(
+    make_container: ContainerFactory,
+) -> None:
+    c = make_container()
+    first = complain(c)
+    for h in c.store.handoffs(first.customer_id):
+        c.store.set_handoff_status(h.id, "resolved")
+    complain(c)
+    pending = c.store.approvals(status="pending")
+    assert len(pending) == 2
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(
+            lambda a: c.orchestrator.decide_approval(a.id, approve=True, by="ana"), pending
+        ))
+    profile = c.store.get_customer(first.customer_id)
+    assert profile is not None and profile.attributes["credit_balance"] == 40.0
+    assert len(credits(c, first.customer_id)) == 2
+
+
+def test_an_approved_marketing_message_still_waits_for_the_morning(
+    make_container: ContainerFactory, tmp_path: Path, clock: FixedClock
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(default_policy_path().read_text().replace(
+        "approvals:\n  - {tool: issue_credit}",
+        "approvals:\n  - {tool: issue_credit}\n  - {tool: send_message, purposes: [marketing]}",
+    ))
+    model = fakes.ScriptedModel(fakes.content(fakes.decision(
+        intent="small_talk", stage="awareness", reply="Happy to help!",
+        actions=[{"tool": "send_message", "channel": "email", "purpose": "marketing",
+                  "text": "New: journey templates for retail."}],
+    )))
+    c = make_container(brain="openai", llm_mode="json_schema", llm_http_client=model.client(),
+                       policy_path=policy)
+    c.store.create_customer(
+        [Identity(kind="email", value="nia@x.example"), Identity(kind="web_chat_id", value="wc_n")],
+        "awareness", timezone="America/New_York",
+        consent={"email": {"service": "granted", "marketing": "granted"}},
+    )
+    clock.advance(seconds=12.5 * 3600)  # 03:30 UTC = 22:30 in New York
+    turn = c.orchestrator.handle_message(InboundRequest.model_validate(
+        {"channel": "web_chat", "customer": {"web_chat_id": "wc_n"}, "text": "hello"}
+    ))
+    held = next(a for a in turn.actions if a.approval_id)
+    assert held.reason_codes == ["quiet_hours_deferred", "approval_required"]
+    clock.advance(seconds=600)  # approved at 22:40 local
+    approved = c.orchestrator.decide_approval(held.approval_id, approve=True, by="ana")
+    assert approved.status == "approved"
+    [mail] = [o for o in c.store.outbox(turn.customer_id) if o["channel"] == "email"]
+    assert mail["status"] == "scheduled"
+    assert mail["not_before"].replace(tzinfo=UTC) == datetime(2026, 11, 4, 13, 0, tzinfo=UTC)

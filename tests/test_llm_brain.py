@@ -190,3 +190,26 @@ def test_real_model_requests_are_blocked_in_tests(make_container: ContainerFacto
     assert result.decision.brain.name == "rules"
     assert result.decision.brain.llm_calls == 0
     assert "ModelRequestsBlocked" in (result.decision.brain.fallback_reason or "")
+
+
+def test_absurd_tool_names_are_rejected_without_breaking_the_turn(
+    make_container: ContainerFactory,
+) -> None:
+    calls = [{"tool": "x" * 170 + tail, "to": "a@b.example"} for tail in "ab"]
+    model = fakes.ScriptedModel(fakes.content(fakes.decision(reply="Hi!", actions=calls)))
+    c = make_container(brain="openai", llm_mode="json_schema", llm_http_client=model.client())
+    result = c.orchestrator.handle_message(ask("hello"))
+    assert result.reply == "Hi!"
+    assert [(r.tool, r.reason_codes) for r in result.decision.rejected] == [
+        ("x" * 64, ["unknown_tool"]), ("x" * 64, ["unknown_tool"])
+    ]
+
+
+def test_a_new_customer_without_a_timezone_gets_the_policys_default(
+    make_container: ContainerFactory,
+) -> None:
+    c = make_container()
+    result = c.orchestrator.handle_message(ask("hello"))
+    profile = c.store.get_customer(result.customer_id)
+    assert profile is not None and profile.timezone == ""
+    assert result.decision.inputs["timezone"] == "America/New_York"

@@ -11,14 +11,10 @@ from tools.base import ToolContext
 
 
 def issue_credit(args: IssueCredit, ctx: ToolContext) -> dict[str, Any]:
-    balance = float(ctx.profile.attributes.get("credit_balance") or 0) + args.amount
-    ctx.effects.crm.fields["credit_balance"] = round(balance, 2)
+    # added to the balance inside the transaction, so two approvals at once both count
+    ctx.effects.crm.increments["credit_balance"] = args.amount
     activity = Activity(
-        id=ctx.ids("act"),
-        kind="credit",
-        body={"amount": args.amount, "reason": args.reason, "balance": round(balance, 2)},
+        id=ctx.ids("act"), kind="credit", body={"amount": args.amount, "reason": args.reason}
     )
     ctx.effects.activities.append(activity)
-    return {
-        "credited": args.amount, "credit_balance": round(balance, 2), "activity_id": activity.id
-    }
+    return {"credited": args.amount, "activity_id": activity.id}

@@ -162,7 +162,8 @@ class LLMBrain:
         ) or "none recorded"
         channels = ", ".join(sorted({i.kind for i in p.identities}))
         profile = (
-            f"name: {p.name or 'unknown'}; stage: {p.lifecycle_stage}; timezone: {p.timezone}\n"
+            f"name: {p.name or 'unknown'}; stage: {p.lifecycle_stage}; "
+            f"timezone: {p.timezone or 'unknown'}\n"
             f"attributes: {attrs}\nconsent: {consent}\nknown identities: {channels}"
         )
         events = "\n".join(
@@ -344,10 +345,11 @@ def _split_actions(calls: list[Any]) -> tuple[list[ProposedAction], list[Rejecte
             {k: v for k, v in call.items() if k != "tool"} if isinstance(call, dict) else call
         )
         if not isinstance(name, str) or name not in TOOLS:
+            shown = re.sub(r"[^A-Za-z0-9_.-]", "_", str(name))[:64]  # model text: bounded
             rejected.append(
                 RejectedCall(
-                    tool=str(name), arguments=arguments, reason_codes=["unknown_tool"],
-                    detail=f"{name!r} is not a tool",
+                    tool=shown, arguments=arguments, reason_codes=["unknown_tool"],
+                    detail=f"{str(name)[:200]!r} is not a tool",
                 )
             )
             continue

@@ -517,3 +517,21 @@ def test_a_modified_verdict_records_what_actually_runs() -> None:
     assert verdict.final == {"tool": "send_message", "channel": "web_chat", "purpose": "service",
                              "text": POLICY.content.templates["default"]}
     assert arbitrate([send()]).verdicts[0].final is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Get 15 percent off Growth this week only!",
+        "Save 15% on Growth this week",
+        "Our spring \uff53\uff41\uff4c\uff45 ends Friday",  # full-width "sale"
+        "Upgrade today and get your first month free",
+        "Exclusive offer: Growth at half price",
+    ],
+)
+def test_a_proactive_message_that_sells_is_marketing_whatever_its_label(text: str) -> None:
+    profile = customer(email={"service": "granted"})
+    result = arbitrate([send("email", text)], profile=profile, now=NIGHT)
+    [verdict] = result.verdicts
+    assert verdict.outcome == "deny"
+    assert verdict.reason_codes[:2] == ["promotional_content", "no_consent"]

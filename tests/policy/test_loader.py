@@ -27,6 +27,7 @@ escalation:
       when: {}
       queue: legal
       reason: r
+content: {max_credit: 50}
 surprise: 1
 """
 
@@ -50,7 +51,7 @@ def test_errors_name_their_lines(tmp_path: Path) -> None:
         (6, "contact.quiet_hours.start"),
         (10, "escalation.rules.0.when"),
         (11, "escalation.rules.0.queue"),
-        (13, "surprise"),
+        (14, "surprise"),
     ]
     assert "line 4: contact.caps.0" in str(caught.value)
     assert "give exactly one of 'window' or 'per: day'" in str(caught.value)
@@ -107,6 +108,7 @@ def test_cli_check_and_explain(tmp_path: Path) -> None:
 
     warned = tmp_path / "warn.yaml"
     warned.write_text(
+        "contact: {switch_channels: true}\n"
         "escalation:\n  rules:\n    - {name: x, when: {intents: [refund_please]}, "
         "queue: support, reason: r}\ncontent:\n  templates: {default: 'We guarantee it'}\n"
         "  forbidden: [{name: guarantee, pattern: guarantee}]\n"
@@ -122,3 +124,31 @@ def test_cli_check_and_explain(tmp_path: Path) -> None:
                      "explicit: the customer granted it"):
         assert expected in explained.stdout
     assert "--file" in run_cli("policy", "explain", "--help").stdout
+
+
+def test_an_empty_or_truncated_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text("")
+    with pytest.raises(PolicyError, match="missing sections: contact, escalation, content"):
+        load_policy(path)
+    path.write_text(default_policy_path().read_text().split("escalation:")[0])
+    with pytest.raises(PolicyError, match="missing sections: escalation, content"):
+        load_policy(path)
+
+
+def test_a_deleted_file_is_reported_and_the_policy_stays(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(default_policy_path().read_text())
+    ticks = [0.0]
+    provider = PolicyProvider(path, clock=lambda: ticks[0])
+    version = provider.get().version
+    path.unlink()
+    ticks[0] = 1.0
+    assert provider.get().version == version
+    assert provider.last_error is not None
+    assert "cannot read the file" in str(provider.last_error)
+    with pytest.raises(PolicyError):
+        provider.reload()
+    path.write_text(default_policy_path().read_text().replace("max_credit: 50", "max_credit: 5"))
+    ticks[0] = 2.0
+    assert provider.get().content.max_credit == 5 and provider.last_error is None

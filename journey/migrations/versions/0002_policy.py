@@ -51,6 +51,8 @@ def upgrade() -> None:
         sa.Column("result", Json, nullable=False),
         sa.Column("decided_by", sa.String(200)),
         sa.Column("note", sa.Text),
+        ts("deliver_at", nullable=True),
+        sa.Column("is_reply", sa.Boolean),
         ts("created_at"),
         ts("decided_at", nullable=True),
     )
