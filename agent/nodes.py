@@ -99,11 +99,12 @@ def decide(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, Any]:
     inbound = _inbound(state)
     handoff = Handoff.model_validate(state["active_handoff"]) if state["active_handoff"] else None
     policy = svc.policy.get()
+    signals = Signals.model_validate(state["signals"])
     data = BrainInput(
         profile=_profile(state),
         channel=inbound.channel,
         text=inbound.text,
-        signals=Signals.model_validate(state["signals"]),
+        signals=signals,
         lifecycle=svc.lifecycle,
         rule_stage=state["rule_stage"],
         rule_name=state["rule_name"],
@@ -113,6 +114,12 @@ def decide(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, Any]:
         active_handoff=handoff,
         writable_fields=tuple(policy.crm.writable_fields),
         policy_brief=policy_brief(policy),
+        opt_out=is_opt_out(
+            inbound.text,
+            MessageFacts(text=inbound.text, intent=signals.intent,
+                         confidence=signals.confidence, sentiment=signals.sentiment),
+            policy, inbound.channel,
+        ),
     )
     # while a human owns the conversation the bot only records: no model call is spent
     brain = svc.rules_brain if handoff is not None else svc.brain

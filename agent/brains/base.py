@@ -62,6 +62,8 @@ class BrainInput:
     #: CRM fields the policy lets the bot write, and the policy in brief for the prompt.
     writable_fields: tuple[str, ...] = ()
     policy_brief: str = ""
+    #: The policy reads this message as an opt-out (keyword, or classifier plus a cue word).
+    opt_out: bool = False
 
 
 class Brain(Protocol):

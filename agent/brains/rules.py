@@ -70,7 +70,12 @@ class RulesBrain:
                 )
             )
 
-        if signals.confidence < LOW_CONFIDENCE and intent not in {"opt_out", "human_request"}:
+        if data.opt_out:
+            intent_used = "opt_out"
+        elif intent == "opt_out":
+            # the classifier thinks so, the policy does not: never tell them they are out
+            intent_used = "clarify"
+        elif signals.confidence < LOW_CONFIDENCE and intent != "human_request":
             intent_used = "clarify"
         else:
             intent_used = intent
