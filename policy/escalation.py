@@ -108,6 +108,18 @@ def _matches(rule: EscalationRule, facts: MessageFacts, policy: EscalationPolicy
     return matched
 
 
+def _auto_queue(facts: MessageFacts, policy: EscalationPolicy) -> Queue:
+    """Support terms first, then sales terms, then the message's best other intent."""
+    def names(terms: list[str]) -> bool:
+        return bool(terms) and _terms(tuple(terms)).search(facts.text) is not None
+
+    if names(policy.support_terms):
+        return "support"
+    if names(policy.sales_terms) or facts.topic in policy.sales_topics:
+        return "sales"
+    return "support"
+
+
 def required_escalation(facts: MessageFacts, policy: EscalationPolicy) -> Escalation | None:
     """The first rule that matches, or None. An opt-out never escalates."""
     if facts.opt_out:
@@ -116,10 +128,6 @@ def required_escalation(facts: MessageFacts, policy: EscalationPolicy) -> Escala
         matched = _matches(rule, facts, policy)
         if not matched:
             continue
-        queue: Queue
-        if rule.queue == "auto":
-            queue = "sales" if facts.topic in policy.sales_topics else "support"
-        else:
-            queue = rule.queue
+        queue = _auto_queue(facts, policy) if rule.queue == "auto" else rule.queue
         return Escalation(rule.name, queue, rule.priority, rule.reason, matched)
     return None

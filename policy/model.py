@@ -248,6 +248,16 @@ class EscalationPolicy(_Strict):
     sales_topics: list[str] = Field(
         default_factory=lambda: ["pricing", "buying_signal", "demo_request"]
     )
+    #: ``queue: auto`` also means sales when the message names one of these...
+    sales_terms: list[str] = Field(
+        default_factory=lambda: ["sales", "pricing", "price", "quote", "demo", "buy",
+                                 "purchase", "contract", "enterprise plan"]
+    )
+    #: ...unless it names one of these (a complaint about a sales rep is for support).
+    support_terms: list[str] = Field(
+        default_factory=lambda: ["complaint", "complain", "refund", "invoice", "bill",
+                                 "billing", "broken", "bug", "error", "outage", "not working"]
+    )
     #: An inbound message at least this similar to an earlier one counts as a repeat contact.
     repeat_similarity: float = Field(0.55, ge=0, le=1)
     #: A turn stalls when the intent confidence is below this (the bot did not understand).

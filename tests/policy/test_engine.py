@@ -535,3 +535,17 @@ def test_a_proactive_message_that_sells_is_marketing_whatever_its_label(text: st
     [verdict] = result.verdicts
     assert verdict.outcome == "deny"
     assert verdict.reason_codes[:2] == ["promotional_content", "no_consent"]
+
+
+@pytest.mark.parametrize(
+    ("text", "topic", "queue"),
+    [
+        ("can I speak to someone from sales about pricing?", "billing", "sales"),
+        ("I want to file a complaint about your sales rep", "pricing", "support"),
+        ("get me a person", "demo_request", "sales"),
+        ("get me a person", "support_problem", "support"),
+    ],
+)
+def test_auto_queue_reads_the_words_then_the_topic(text: str, topic: str, queue: str) -> None:
+    result = arbitrate([send()], msg=message(text, intent="human_request", topic=topic))
+    assert result.escalation is not None and result.escalation.queue == queue
