@@ -230,8 +230,9 @@ def violations(run: CaseRun, policy: Policy) -> list[str]:
                 continue
             channel, purpose = action["channel"], action["purpose"]
             state = consent.get(channel, {})
-            if state.get("service") == "revoked" and "opt_out_confirmation" not in \
-                    verdict.reason_codes:
+            opted_in_now = inputs.get("opt_in") and channel == inputs.get("inbound_channel")
+            if state.get("service") == "revoked" and not opted_in_now and \
+                    "opt_out_confirmation" not in verdict.reason_codes:
                 found.append(f"{where}: sent on {channel} after the customer opted out")
             if purpose == "marketing" and state.get("marketing") != "granted":
                 found.append(f"{where}: marketing on {channel} without marketing consent")

@@ -30,6 +30,9 @@ SALES_TOPICS = {"pricing", "buying_signal", "demo_request"}
 #: A paying customer who complains is offered this goodwill credit (a person approves it).
 GOODWILL_CREDIT = 20.0
 PAYING_STAGES = {"retention", "advocacy"}
+#: A paying customer's message that is at least this much churn (one of the two best
+#: intents) is read as churn risk.
+CHURN_PRIOR = 0.25
 ENTERPRISE_REQUIREMENTS = {"SSO", "SAML", "SCIM", "SOC 2", "quote", "contract", "data residency"}
 
 
@@ -54,6 +57,12 @@ class RulesBrain:
     def decide(self, data: BrainInput) -> BrainDecision:
         signals = data.signals
         intent = signals.intent
+        confidence = signals.confidence
+        if data.profile.lifecycle_stage in PAYING_STAGES:
+            # for a paying customer, "switching to another vendor" is churn, not a purchase
+            runner_up = next((s for s in signals.intents[:2] if s.intent == "churn_risk"), None)
+            if runner_up is not None and runner_up.score >= CHURN_PRIOR:
+                intent, confidence = "churn_risk", max(runner_up.score, LOW_CONFIDENCE)
         actions: list[ProposedAction] = []
         crm_fields: dict[str, Any] = {}
         note: str | None = None
@@ -75,7 +84,7 @@ class RulesBrain:
         elif intent == "opt_out":
             # the classifier thinks so, the policy does not: never tell them they are out
             intent_used = "clarify"
-        elif signals.confidence < LOW_CONFIDENCE and intent != "human_request":
+        elif confidence < LOW_CONFIDENCE and intent != "human_request":
             intent_used = "clarify"
         else:
             intent_used = intent
@@ -179,7 +188,7 @@ class RulesBrain:
             intent=intent,
             stage=stage,
             sentiment=signals.sentiment,
-            confidence=signals.confidence,
+            confidence=confidence,
             reply=reply,
             actions=actions,
         )
