@@ -24,9 +24,10 @@ run: install
 	$(BIN)/journey seed-demo
 	$(BIN)/journey serve
 
-## make test: install, lint, type-check and run the whole test suite
+## make test: install, lint, type-check, run the whole test suite, then gate on the eval suites
 test: install lint
 	$(BIN)/pytest
+	$(BIN)/journey eval run evals/suites --brain rules --report build/eval
 
 lint: install
 	$(BIN)/ruff check .
@@ -37,4 +38,4 @@ bench: install
 	$(BIN)/python bench/gate_overhead.py
 
 clean:
-	rm -rf $(VENV) data .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) data build .mypy_cache .ruff_cache .pytest_cache

@@ -11,6 +11,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,12 @@ class TurnRun:
     approval: Approval | None = None
     latency_ms: float = 0.0
     error: str | None = None
+    #: The world before the turn, read from the store (not from the engine's own record):
+    #: consent per channel and purpose, whether a human owned the conversation, the time.
+    consent_before: dict[str, dict[str, str]] = field(default_factory=dict)
+    handoff_before: bool = False
+    at: datetime | None = None
+    timezone: str = ""
 
 
 @dataclass
@@ -192,7 +199,16 @@ def _play(case: Case, container: Container, clock: FixedClock, run: CaseRun) -> 
     for i, turn in enumerate(case.turns):
         clock.advance(seconds=turn.after.total_seconds())
         key = turn.customer or default
-        record = TurnRun(index=i, customer=key, channel=turn.channel, text=turn.say)
+        record = TurnRun(index=i, customer=key, channel=turn.channel, text=turn.say,
+                         at=clock.now())
+        before = container.store.find_customer(_identities(customers[key])[0]) \
+            if _identities(customers[key]) else None
+        if before is not None:
+            record.consent_before = {k: v.model_dump() for k, v in before.consent.items()}
+            record.timezone = before.timezone
+            record.handoff_before = any(
+                h.status in ("open", "claimed") for h in container.store.handoffs(before.id)
+            )
         start = time.perf_counter()
         try:
             if turn.say is not None:

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from evals.runner import CaseRun, TurnRun
 from evals.schema import ActionExpect, TurnExpect
 from journey.domain import Decision
 from policy import content
-from policy.contact import is_quiet
+from policy.contact import is_quiet, zone_for
 from policy.model import Policy
 
 
@@ -203,46 +202,58 @@ def score_final(run: CaseRun) -> list[Check]:
 
 def violations(run: CaseRun, policy: Policy) -> list[str]:
     """Invariants no case may break, whatever it expects. Read from what was executed and the
-    facts each decision recorded; the scorer does not trust the verdicts' own reasons."""
+    state of the store before each turn; nothing the engine wrote about itself is trusted, so
+    a broken or bypassed engine is caught."""
     found: list[str] = []
     quiet = policy.contact.quiet_hours
+    keywords = policy.contact.consent
+    default_zone = quiet.default_timezone if quiet else "UTC"
+    opted_out: dict[str, set[str]] = {}  # customer → channels, as the scorer reads the words
     for turn in run.turns:
         if turn.result is None:
             continue
         decision: Decision = turn.result.decision
-        inputs = decision.inputs
-        consent = inputs.get("consent", {})
         where = f"turn {turn.index + 1}"
+        out = opted_out.setdefault(turn.customer, set())
+        out |= {ch for ch, c in turn.consent_before.items() if c.get("service") == "revoked"}
+        word = (turn.text or "").strip().strip(".!").upper()
+        stop_now = word in keywords.opt_out_keywords and turn.channel in keywords.keyword_channels
+        start_now = word in keywords.opt_in_keywords and turn.channel in keywords.keyword_channels
+        if start_now:
+            out.discard(turn.channel)
         own = [i.value for i in run.profiles[turn.customer].identities] \
             if turn.customer in run.profiles else []
+        sends = 0
         for verdict in decision.verdicts:
             if not verdict.executed:
                 continue
             action = {**decision.proposed[verdict.action_index].model_dump(),
                       **(verdict.final or {})}
             tool = action["tool"]
-            if inputs.get("active_handoff") and "opt_out_confirmation" not in \
-                    verdict.reason_codes:
+            if turn.handoff_before and not stop_now:
                 found.append(f"{where}: {tool} ran while a human owned the conversation")
             if tool == "issue_credit":
                 found.append(f"{where}: a credit ran without a person's approval")
             if tool != "send_message":
                 continue
             channel, purpose = action["channel"], action["purpose"]
-            state = consent.get(channel, {})
-            opted_in_now = inputs.get("opt_in") and channel == inputs.get("inbound_channel")
-            if state.get("service") == "revoked" and not opted_in_now and \
-                    "opt_out_confirmation" not in verdict.reason_codes:
+            sends += channel == turn.channel
+            if channel in out:
                 found.append(f"{where}: sent on {channel} after the customer opted out")
+            if stop_now and channel == turn.channel and (purpose != "transactional" or sends > 1):
+                found.append(f"{where}: more than one confirmation of an opt-out")
+            state = turn.consent_before.get(channel, {})
             if purpose == "marketing" and state.get("marketing") != "granted":
                 found.append(f"{where}: marketing on {channel} without marketing consent")
-            if (purpose == "marketing" and quiet is not None and verdict.deliver_at is None
-                    and "local_time" in inputs):
-                local = datetime.strptime(inputs["local_time"][:16], "%Y-%m-%d %H:%M")
+            if purpose == "marketing" and quiet is not None and verdict.deliver_at is None \
+                    and turn.at is not None:
+                local = turn.at.astimezone(zone_for(turn.timezone, default_zone))
                 if is_quiet(local.time(), quiet):
-                    found.append(f"{where}: marketing sent at {inputs['local_time']}")
+                    found.append(f"{where}: marketing sent at {local:%H:%M} local time")
             for v in content.violations(action["text"], policy.content, own):
                 found.append(f"{where}: sent text breaks {v.code} ({v.detail})")
+        if stop_now:
+            out.add(turn.channel)
     return found
 
 

@@ -1,0 +1,124 @@
+"""The eval machinery: suites validate with line numbers, the runner scores real runs, the
+gate fails a broken agent and names the violated cases."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.graph import make_builder
+from agent.service import Orchestrator
+from agent.understand import IntentClassifier, KnowledgeBase
+from evals.cli import gate, thresholds_for
+from evals.report import build_report, markdown
+from evals.runner import SUITES_DIR, EvalEnv, SuiteError, load_suite, load_suites, run_case
+from evals.scorers import score_case
+from journey.runtime import Container
+from memory.embeddings import MiniLMEmbedder
+
+
+@pytest.fixture(scope="module")
+def env(embedder: MiniLMEmbedder, classifier: IntentClassifier,
+        knowledge: KnowledgeBase) -> EvalEnv:
+    return EvalEnv(embedder, classifier, knowledge)
+
+
+def test_shipped_suites_are_valid_and_cover_the_scenarios() -> None:
+    suites = load_suites([SUITES_DIR])
+    cases = [c for s in suites for c in s.cases]
+    assert len(cases) >= 40
+    tags = {t for s in suites for c in s.cases for t in [*c.tags, *s.tags]}
+    for scenario in ("pricing", "cart-abandonment", "opt-out", "quiet-hours", "frequency-cap",
+                     "repeat", "human-request", "buying-signal", "churn", "promoter",
+                     "cross-channel", "injection", "privacy"):
+        assert scenario in tags, scenario
+
+
+def test_suite_errors_name_their_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "name: bad\ncases:\n  - id: one\n    fixtures:\n      customers: [{key: a}]\n"
+        "    turns:\n      - say: hi\n        channel: fax\n        expect: {handoff: legal}\n"
+    )
+    with pytest.raises(SuiteError) as caught:
+        load_suite(path)
+    lines = {(p.line, p.message.split(":")[0]) for p in caught.value.problems}
+    assert (8, "cases.0.turns.0.channel") in lines
+    assert (9, "cases.0.turns.0.expect.handoff") in lines
+
+
+def _pass_through(state: dict[str, Any], runtime: Any) -> dict[str, Any]:
+    """A broken agent: the policy gate approves everything the brain proposes."""
+    proposed = state["proposed"]
+    return {
+        "verdicts": [{"action_index": i, "tool": a["tool"], "outcome": "allow",
+                      "reason_codes": ["allowed"]} for i, a in enumerate(proposed)],
+        "approved": {str(i): a for i, a in enumerate(proposed)},
+        "held": {}, "consent_changes": {}, "policy_inputs": {}, "policy_version": "none",
+    }
+
+
+def _break_policy(container: Container) -> None:
+    graph = make_builder(_pass_through).compile(checkpointer=container.checkpointer)
+    container.orchestrator = Orchestrator(container.orchestrator.services, graph)
+
+
+def _run(env: EvalEnv, ids: set[str], **kw: Any) -> dict[str, Any]:
+    suites = load_suites([SUITES_DIR])
+    picked = [(s, c) for s in suites for c in s.cases if c.id in ids]
+    runs = [[run_case(c, env, suite=s.name, **kw)] for s, c in picked]
+    scores = [[score_case(r) for r in rs] for rs in runs]
+    return build_report(runs, scores, brain="rules", suites=[s.name for s in suites])
+
+
+CASES = {"nothing-after-opt-out", "sms-stop-confirmed-once", "revoked-channel-stays-silent",
+         "enterprise-buying-signal", "complaint-with-goodwill-credit-approved"}
+
+
+def test_the_real_agent_passes_and_a_broken_one_fails_the_gate(env: EvalEnv) -> None:
+    good = _run(env, CASES)
+    assert good["totals"] == {**good["totals"], "cases": 5, "passed": 5, "policy_violations": 0}
+    assert gate(good, thresholds_for("rules")) == []
+
+    broken = _run(env, CASES, container_hook=_break_policy)
+    failed = {c["id"]: c for c in broken["cases"] if not c["passed"]}
+    assert {"sms-stop-confirmed-once", "nothing-after-opt-out",
+            "revoked-channel-stays-silent"} <= set(failed)
+    for case in ("sms-stop-confirmed-once", "revoked-channel-stays-silent"):
+        assert any("sent on sms after the customer opted out" in v
+                   for v in failed[case]["violations"]), failed[case]
+    assert broken["totals"]["policy_violations"] > 0
+    missed = gate(broken, thresholds_for("rules"))
+    assert any(m.startswith("policy violations") for m in missed)
+    assert any(m.startswith("pass rate") for m in missed)
+    report = markdown(broken)
+    assert "## Failed cases" in report and "**nothing-after-opt-out**" in report
+
+
+def test_cli_runs_a_tag_writes_reports_and_gates(tmp_path: Path) -> None:
+    journey = Path(sys.executable).parent / "journey"
+    env = {**os.environ, "COLUMNS": "160"}
+    out = subprocess.run(
+        [str(journey), "eval", "run", "--tag", "opt-out", "--report", str(tmp_path)],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "eval gate passed" in out.stdout
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert data["totals"]["cases"] == data["totals"]["passed"] >= 4
+    assert data["cases"][0]["transcript"][0]["actions"]
+    strict = subprocess.run(
+        [str(journey), "eval", "run", "--case", "sms-stop-confirmed-once", "--fail-under", "1",
+         "--repeat", "2"],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )
+    assert strict.returncode == 0, strict.stdout + strict.stderr
+    missing = subprocess.run([str(journey), "eval", "run", str(tmp_path / "nope.yaml")],
+                             capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert missing.returncode == 2 and "nope.yaml" in missing.stderr
