@@ -60,10 +60,12 @@ def run(
         float | None, typer.Option(min=0, max=1, help="Minimum pass rate (overrides the file).")
     ] = None,
     report: Annotated[
-        Path | None, typer.Option(help="Write report.json and report.md in this folder.")
+        Path | None,
+        typer.Option(help="Write report.html (charts), report.json and report.md here."),
     ] = None,
 ) -> None:
     """Run eval cases and gate on the thresholds in evals/thresholds.yaml."""
+    from evals.html import html_report
     from evals.report import build_report, markdown
     from evals.runner import SUITES_DIR, SuiteError, load_suites
     if brain not in ("rules", "openai"):
@@ -93,7 +95,8 @@ def run(
         report.mkdir(parents=True, exist_ok=True)
         (report / "report.json").write_text(json.dumps(result, indent=2, default=str))
         (report / "report.md").write_text(markdown(result))
-        console.print(f"Reports: {report / 'report.json'}, {report / 'report.md'}")
+        (report / "report.html").write_text(html_report(result))
+        console.print(f"Reports: {report / 'report.html'} (charts), report.json, report.md")
     if missed:
         err.print("[red]eval gate failed:[/red] " + "; ".join(missed))
         raise typer.Exit(1)
@@ -152,3 +155,55 @@ def schema() -> None:
     from evals.schema import Suite
 
     console.print_json(json.dumps(Suite.model_json_schema()))
+
+
+@app.command("compare")
+def compare(
+    before: Annotated[Path, typer.Argument(help="The baseline report.json.")],
+    after: Annotated[Path, typer.Argument(help="The candidate report.json.")],
+) -> None:
+    """Show what changed between two reports: regressions (exit code 1), fixes, metrics."""
+    try:
+        a, b = (json.loads(p.read_text(encoding="utf-8")) for p in (before, after))
+    except (OSError, json.JSONDecodeError) as exc:
+        err.print(f"[red]cannot read the reports: {exc}[/red]")
+        raise typer.Exit(2) from None
+    result = diff_reports(a, b)
+    table = Table(title=f"{before} → {after}")
+    for col in ("metric", "before", "after", "change"):
+        table.add_column(col)
+    for name, (x, y) in result["metrics"].items():
+        delta = "" if x is None or y is None else f"{y - x:+.3f}"
+        table.add_row(name, str(x), str(y), delta)
+    console.print(table)
+    for case_id in result["fixed"]:
+        console.print(f"[green]fixed[/green]      {case_id}")
+    for case_id in result["new"]:
+        console.print(f"[dim]new[/dim]        {case_id}")
+    for case_id, failures in result["regressed"].items():
+        console.print(f"[red]regressed[/red]  {case_id}")
+        for failure in failures:
+            console.print(f"    {failure}")
+    if result["regressed"]:
+        raise typer.Exit(1)
+
+
+def diff_reports(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Cases that passed in ``a`` and fail in ``b`` (with why), cases fixed, metric pairs."""
+    before = {c["id"]: c for c in a["cases"]}
+    after = {c["id"]: c for c in b["cases"]}
+    keys = ("pass_rate", "policy_violations")
+    metrics = {k: (a["totals"].get(k), b["totals"].get(k)) for k in keys}
+    for k in ("intent_accuracy", "stage_accuracy", "handoff_precision", "handoff_recall",
+              "latency_p50_ms", "latency_p95_ms"):
+        metrics[k] = (a["metrics"].get(k), b["metrics"].get(k))
+    return {
+        "metrics": metrics,
+        "regressed": {
+            cid: list(dict.fromkeys(c["failures"])) for cid, c in after.items()
+            if not c["passed"] and before.get(cid, {}).get("passed")
+        },
+        "fixed": [cid for cid, c in after.items()
+                  if c["passed"] and cid in before and not before[cid]["passed"]],
+        "new": [cid for cid in after if cid not in before],
+    }

@@ -15,7 +15,8 @@ import pytest
 from agent.graph import make_builder
 from agent.service import Orchestrator
 from agent.understand import IntentClassifier, KnowledgeBase
-from evals.cli import gate, thresholds_for
+from evals.cli import diff_reports, gate, thresholds_for
+from evals.html import html_report
 from evals.report import build_report, markdown
 from evals.runner import SUITES_DIR, EvalEnv, SuiteError, load_suite, load_suites, run_case
 from evals.scorers import score_case
@@ -122,3 +123,28 @@ def test_cli_runs_a_tag_writes_reports_and_gates(tmp_path: Path) -> None:
     missing = subprocess.run([str(journey), "eval", "run", str(tmp_path / "nope.yaml")],
                              capture_output=True, text=True, env=env, timeout=120, check=False)
     assert missing.returncode == 2 and "nope.yaml" in missing.stderr
+
+
+def test_compare_names_regressions(env: EvalEnv, tmp_path: Path) -> None:
+    good = _run(env, {"sms-stop-confirmed-once", "revoked-channel-stays-silent"})
+    broken = _run(env, {"sms-stop-confirmed-once", "revoked-channel-stays-silent"},
+                  container_hook=_break_policy)
+    (tmp_path / "a.json").write_text(json.dumps(good, default=str))
+    (tmp_path / "b.json").write_text(json.dumps(broken, default=str))
+    diff = diff_reports(good, broken)
+    assert set(diff["regressed"]) == {"sms-stop-confirmed-once", "revoked-channel-stays-silent"}
+    assert diff["metrics"]["policy_violations"][0] == 0
+    assert diff["metrics"]["policy_violations"][1] > 0
+    assert diff_reports(broken, good)["fixed"] == [c["id"] for c in good["cases"]]
+    journey = Path(sys.executable).parent / "journey"
+    out = subprocess.run([str(journey), "eval", "compare", str(tmp_path / "a.json"),
+                          str(tmp_path / "b.json")], capture_output=True, text=True,
+                         env={**os.environ, "COLUMNS": "160"}, timeout=120, check=False)
+    assert out.returncode == 1 and "regressed  sms-stop-confirmed-once" in out.stdout
+
+
+def test_html_report_is_self_contained_with_charts(env: EvalEnv) -> None:
+    report = _run(env, {"enterprise-buying-signal", "sms-stop-confirmed-once"})
+    page = html_report(report)
+    assert page.count("<svg") >= 2 and "<script" not in page and "http" not in page
+    assert "Intent confusion" in page and "enterprise-buying-signal" in page
