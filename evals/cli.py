@@ -207,3 +207,80 @@ def diff_reports(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
                   if c["passed"] and cid in before and not before[cid]["passed"]],
         "new": [cid for cid in after if cid not in before],
     }
+
+
+def _store() -> Any:
+    from journey.db import make_engine
+    from journey.settings import get_settings
+    from journey.store import Store
+
+    return Store(make_engine(get_settings().resolved_database_url))
+
+
+@app.command("export")
+def export(
+    jsonl: Annotated[Path | None, typer.Option(help="Write conversations as JSONL here.")] = None,
+    suite: Annotated[
+        Path | None, typer.Option(help="Write them as a suite YAML (expectations = decisions).")
+    ] = None,
+    conversation: Annotated[list[str] | None, typer.Option(help="Only these ids.")] = None,
+    customer: Annotated[str | None, typer.Option(help="Only this customer's.")] = None,
+) -> None:
+    """Export stored conversations (JOURNEY_DATABASE_URL) for replay or as eval cases."""
+    from evals.replay import export_conversations, to_case
+
+    if not (jsonl or suite):
+        err.print("[red]give --jsonl FILE and/or --suite FILE[/red]")
+        raise typer.Exit(2)
+    records = export_conversations(_store(), customer_id=customer, conversation_ids=conversation)
+    if jsonl:
+        jsonl.write_text("".join(json.dumps(r, default=str) + "\n" for r in records))
+    if suite:
+        cases = [to_case(r).model_dump(mode="json", exclude_defaults=True) for r in records]
+        suite.write_text(yaml.safe_dump(
+            {"name": "replayed", "description": "Exported from stored conversations",
+             "cases": cases}, sort_keys=False, allow_unicode=True))
+    console.print(f"Exported {len(records)} conversations "
+                  f"({sum(len(r['turns']) for r in records)} turns).")
+
+
+@app.command("replay")
+def replay_cmd(
+    jsonl: Annotated[
+        Path | None, typer.Option(help="Conversations exported with `eval export --jsonl`.")
+    ] = None,
+    conversation: Annotated[list[str] | None, typer.Option(help="Only these ids.")] = None,
+    brain: Annotated[str, typer.Option(help="rules or openai.")] = "rules",
+    fail_on_change: Annotated[bool, typer.Option(help="Exit 1 if any decision changed.")] = False,
+) -> None:
+    """Re-run stored conversations against the current agent, each in fresh stores, and show
+    the turns whose decision (intent, stage, reply, actions) changed."""
+    from evals.replay import export_conversations, replay
+    from evals.runner import EvalEnv
+
+    if jsonl:
+        records = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
+        if conversation:
+            records = [r for r in records if r["conversation_id"] in conversation]
+    else:
+        records = export_conversations(_store(), conversation_ids=conversation)
+    if not records:
+        err.print("[red]no conversations to replay[/red]")
+        raise typer.Exit(2)
+    with console.status(f"Replaying {len(records)} conversations…"):
+        results = replay(records, EvalEnv.load(), brain=brain)
+    changed = 0
+    for r in results:
+        status = "[red]error[/red]" if r["error"] else (
+            f"[yellow]{len(r['changed'])} of {r['turns']} turns changed[/yellow]"
+            if r["changed"] else "[green]unchanged[/green]")
+        console.print(f"{r['conversation_id']}: {status}")
+        for c in r["changed"]:
+            changed += 1
+            console.print(f"  [bold]{c['turn'][:70]!r}[/bold]")
+            for key in ("intent", "stage", "actions", "reply"):
+                if key in c:
+                    console.print(f"    {key}: {str(c[key]['was'])[:90]} → "
+                                  f"{str(c[key]['now'])[:90]}")
+    if fail_on_change and changed:
+        raise typer.Exit(1)

@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 
 from agent.graph import make_builder
-from agent.service import Orchestrator
+from agent.service import InboundRequest, Orchestrator
 from agent.understand import IntentClassifier, KnowledgeBase
 from evals.cli import diff_reports, gate, thresholds_for
 from evals.html import html_report
+from evals.replay import export_conversations, replay, to_case
 from evals.report import build_report, markdown
 from evals.runner import SUITES_DIR, EvalEnv, SuiteError, load_suite, load_suites, run_case
 from evals.scorers import score_case
@@ -148,3 +149,28 @@ def test_html_report_is_self_contained_with_charts(env: EvalEnv) -> None:
     page = html_report(report)
     assert page.count("<svg") >= 2 and "<script" not in page and "http" not in page
     assert "Intent confusion" in page and "enterprise-buying-signal" in page
+
+
+def test_stored_conversations_export_and_replay(
+    env: EvalEnv, make_container: Any
+) -> None:
+    c = make_container()
+    for text in ("what does the Growth plan include?", "STOP"):
+        c.orchestrator.handle_message(InboundRequest.model_validate(
+            {"channel": "sms", "customer": {"phone": "+15550009999"}, "text": text}
+        ))
+    records = export_conversations(c.store)
+    [record] = records
+    assert [t["text"] for t in record["turns"]] == ["what does the Growth plan include?", "STOP"]
+    assert record["turns"][1]["decision"]["actions"][0]["reason_codes"] == [
+        "opt_out_confirmation"
+    ]
+    case = to_case(record)
+    assert score_case(run_case(case, env)).passed
+
+    [same] = replay(records, env)
+    assert same["changed"] == [] and same["error"] is None
+    [broken] = replay(records, env, container_hook=_break_policy)
+    [stop] = [ch for ch in broken["changed"] if ch["turn"] == "STOP"]
+    assert stop["actions"] == {"was": [("send_message", "modify")],
+                               "now": [("send_message", "allow")]}
