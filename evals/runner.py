@@ -19,7 +19,8 @@ import yaml
 
 from agent.service import InboundRequest, TurnResult
 from agent.understand import IntentClassifier, KnowledgeBase
-from evals.schema import Case, Suite
+from evals.personas import LLMVoice, ScriptedVoice, Voice
+from evals.schema import Case, Persona, Suite
 from journey.clock import FixedClock, sequential_ids
 from journey.domain import Approval, CustomerProfile, Event, Identity
 from journey.runtime import Container, build_container
@@ -95,6 +96,8 @@ class CaseRun:
     approvals: dict[str, list[Approval]] = field(default_factory=dict)
     policy: Policy | None = None
     error: str | None = None
+    #: How a simulated customer's conversation ended: goal, handoff or turn_limit.
+    persona_end: str | None = None
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -137,6 +140,7 @@ def run_case(
     policy_path: Path | None = None,
     llm: dict[str, Any] | None = None,
     container_hook: Callable[[Container], None] | None = None,
+    voice: Voice | None = None,
 ) -> CaseRun:
     """Play one case in fresh stores and collect the outcome. Never raises for the agent's
     failures: they are recorded on the run and scored as failures."""
@@ -160,6 +164,8 @@ def run_case(
             run.policy = container.policy.get()
             ids = _set_up(case, container, clock)
             _play(case, container, clock, run)
+            if case.persona is not None:
+                _converse(case, container, clock, run, voice or _voice(case.persona, settings))
             for key, cid in ids.items():
                 profile = container.store.get_customer(cid)
                 if profile is not None:
@@ -190,6 +196,63 @@ def _set_up(case: Case, container: Container, clock: FixedClock) -> dict[str, st
             properties=ev.properties, occurred_at=clock.now() - ev.ago,
         ))
     return ids
+
+
+def _voice(persona: Persona, settings: Settings) -> Voice:
+    if persona.kind == "scripted":
+        return ScriptedVoice()
+    from agent.brains.llm import make_client
+
+    client = make_client(settings.llm_base_url, settings.llm_api_key.get_secret_value(),
+                         settings.llm_timeout_s)
+    return LLMVoice(client, settings.llm_model)
+
+
+def _converse(
+    case: Case, container: Container, clock: FixedClock, run: CaseRun, voice: Voice
+) -> None:
+    """The simulated customer talks until its goal, a handoff, or the turn limit."""
+    persona = case.persona
+    assert persona is not None
+    customers = {c.key: c for c in case.fixtures.customers}
+    key = persona.customer or case.fixtures.customers[0].key
+    transcript: list[tuple[str, str]] = []
+    text: str | None = persona.opening
+    for n in range(persona.max_turns):
+        if text is None:
+            run.persona_end = "goal"
+            return
+        clock.advance(seconds=persona.pace.total_seconds())
+        record = TurnRun(index=len(run.turns), customer=key, channel=persona.channel,
+                         text=text, at=clock.now())
+        start = time.perf_counter()
+        try:
+            record.result = container.orchestrator.handle_message(InboundRequest.model_validate({
+                "channel": persona.channel,
+                "customer": _customer_ref(customers[key], persona.channel),
+                "text": text, "external_id": f"{case.id}-persona-{n}",
+            }))
+        except Exception as exc:
+            record.error = f"{type(exc).__name__}: {exc}"
+            run.turns.append(record)
+            run.persona_end = "error"
+            return
+        record.latency_ms = (time.perf_counter() - start) * 1000
+        run.turns.append(record)
+        reply = record.result.reply or ""
+        transcript += [("customer", text), ("bot", reply)]
+        if persona.goal_reply_contains and any(
+            g.lower() in reply.lower() for g in persona.goal_reply_contains
+        ):
+            run.persona_end = "goal"
+            return
+        if persona.end_on_handoff and any(
+            a.tool == "escalate_to_human" and a.executed for a in record.result.actions
+        ):
+            run.persona_end = "handoff"
+            return
+        text = voice.next(persona, transcript)
+    run.persona_end = "turn_limit"
 
 
 def _play(case: Case, container: Container, clock: FixedClock, run: CaseRun) -> None:

@@ -115,6 +115,45 @@ class Turn(_Strict):
         return self
 
 
+class ScriptLine(_Strict):
+    """A scripted persona's rule: when the bot's last reply contains ``when`` (any of them,
+    case-insensitive; empty = always), say ``say``. Rules are tried in order."""
+
+    when: list[str] = Field(default_factory=list)
+    say: str
+
+
+class Persona(_Strict):
+    """A simulated customer: scripted rules, or an LLM with a goal and facts it reveals only
+    when asked. The conversation ends on the goal, a handoff, or the turn limit."""
+
+    kind: Literal["scripted", "llm"] = "scripted"
+    customer: str | None = None
+    channel: Channel = "web_chat"
+    opening: str
+    script: list[ScriptLine] = Field(default_factory=list)
+    goal: str = ""
+    hidden_facts: dict[str, Any] = Field(default_factory=dict)
+    #: The goal is reached when the bot's reply contains one of these (case-insensitive).
+    goal_reply_contains: list[str] = Field(default_factory=list)
+    end_on_handoff: bool = True
+    max_turns: int = Field(6, ge=1, le=30)
+    pace: timedelta = timedelta(minutes=1)
+
+    @field_validator("pace", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        return parse_duration(value) if isinstance(value, str | int) else value
+
+    @model_validator(mode="after")
+    def _has_a_voice(self) -> Persona:
+        if self.kind == "scripted" and not self.script:
+            raise ValueError("a scripted persona needs script lines")
+        if self.kind == "llm" and not self.goal:
+            raise ValueError("an llm persona needs a goal")
+        return self
+
+
 class OutboxExpect(_Strict):
     channel: Channel | None = None
     purpose: Purpose | None = None
@@ -141,6 +180,8 @@ class FinalExpect(_Strict):
     approvals: dict[Literal["pending", "approved", "rejected", "blocked"], int] = Field(
         default_factory=dict
     )
+    #: How a simulated customer's conversation must end.
+    persona_end: Literal["goal", "handoff", "turn_limit"] | None = None
 
 
 class Case(_Strict):
@@ -148,7 +189,9 @@ class Case(_Strict):
     description: str = ""
     tags: list[str] = Field(default_factory=list)
     fixtures: Fixtures = Field(default_factory=Fixtures)
-    turns: list[Turn] = Field(min_length=1)
+    turns: list[Turn] = Field(default_factory=list)
+    #: A simulated customer who talks after the scripted turns (if any).
+    persona: Persona | None = None
     final: FinalExpect = Field(default_factory=FinalExpect)
 
     @model_validator(mode="after")
@@ -157,6 +200,10 @@ class Case(_Strict):
         used = {t.customer for t in self.turns if t.customer} | {
             e.customer for e in self.fixtures.events
         }
+        if not self.turns and self.persona is None:
+            raise ValueError(f"case {self.id}: give turns, a persona, or both")
+        if self.persona and self.persona.customer:
+            used.add(self.persona.customer)
         if self.final.customer:
             used.add(self.final.customer)
         unknown = sorted(used - keys)

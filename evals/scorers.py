@@ -190,6 +190,9 @@ def score_final(run: CaseRun) -> list[Check]:
         got = handoffs[-1]["priority"] if handoffs else None
         checks.append(Check("handoff priority", got == final.handoff_priority,
                             f"got {got}, want {final.handoff_priority}"))
+    if final.persona_end is not None:
+        checks.append(Check("conversation end", run.persona_end == final.persona_end,
+                            f"got {run.persona_end}, want {final.persona_end}"))
     for wanted_status, count in final.approvals.items():
         got_n = sum(1 for a in run.approvals.get(key, []) if a.status == wanted_status)
         checks.append(Check(f"approvals {wanted_status}", got_n == count,
@@ -262,8 +265,10 @@ def score_case(run: CaseRun) -> CaseScore:
     score = CaseScore(run.case.id, run.suite, run.case.tags, error=run.error)
     if run.error or policy is None:
         return score
-    for turn, spec in zip(run.turns, run.case.turns, strict=True):
-        score.checks += score_turn(turn, spec.expect, policy)
+    for i, turn in enumerate(run.turns):
+        # persona turns (after the scripted ones) have no per-turn expectations
+        spec = run.case.turns[i].expect if i < len(run.case.turns) else TurnExpect()
+        score.checks += score_turn(turn, spec, policy)
     score.checks += score_final(run)
     score.violations = violations(run, policy)
     return score

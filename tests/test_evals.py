@@ -12,17 +12,21 @@ from typing import Any
 
 import pytest
 
+from agent.brains.llm import make_client
 from agent.graph import make_builder
 from agent.service import InboundRequest, Orchestrator
 from agent.understand import IntentClassifier, KnowledgeBase
 from evals.cli import diff_reports, gate, thresholds_for
 from evals.html import html_report
+from evals.personas import LLMVoice
 from evals.replay import export_conversations, replay, to_case
 from evals.report import build_report, markdown
 from evals.runner import SUITES_DIR, EvalEnv, SuiteError, load_suite, load_suites, run_case
+from evals.schema import Case
 from evals.scorers import score_case
 from journey.runtime import Container
 from memory.embeddings import MiniLMEmbedder
+from tests import fakes
 
 
 @pytest.fixture(scope="module")
@@ -174,3 +178,29 @@ def test_stored_conversations_export_and_replay(
     [stop] = [ch for ch in broken["changed"] if ch["turn"] == "STOP"]
     assert stop["actions"] == {"was": [("send_message", "modify")],
                                "now": [("send_message", "allow")]}
+
+
+def test_an_llm_persona_talks_until_its_goal(env: EvalEnv) -> None:
+    """The persona model is scripted at the HTTP boundary; everything else is real."""
+    model = fakes.ScriptedModel(
+        fakes.content("how much is Growth per month?"),
+        fakes.content("DONE"),
+    )
+    voice = LLMVoice(make_client("http://persona.test/v1", "", 5.0, http_client=model.client()),
+                     "persona-model")
+    case = Case.model_validate({
+        "id": "llm-persona",
+        "fixtures": {"customers": [{"key": "zoe", "email": "zoe@x.example"}]},
+        "persona": {"kind": "llm", "opening": "hi there", "goal": "learn Growth's price",
+                    "hidden_facts": {"seats": 12}, "max_turns": 5},
+        "final": {"persona_end": "goal"},
+    })
+    run = run_case(case, env, voice=voice)
+    assert score_case(run).passed, score_case(run).failures
+    assert [t.text for t in run.turns] == ["hi there", "how much is Growth per month?"]
+    first, second = model.requests
+    assert "learn Growth's price" in first["messages"][0]["content"]
+    assert "seats: 12" in first["messages"][0]["content"]
+    # the persona sees itself as the assistant role and the bot as the user
+    assert [m["role"] for m in second["messages"][1:]] == ["assistant", "user"] * 2
+    assert "$399" in second["messages"][-1]["content"]
