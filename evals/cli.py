@@ -63,6 +63,11 @@ def run(
         Path | None,
         typer.Option(help="Write report.html (charts), report.json and report.md here."),
     ] = None,
+    judge: Annotated[
+        bool,
+        typer.Option(help="Grade each case's rubric lines with an LLM judge "
+                          "(JOURNEY_LLM_BASE_URL / _API_KEY / _MODEL)."),
+    ] = False,
 ) -> None:
     """Run eval cases and gate on the thresholds in evals/thresholds.yaml."""
     from evals.html import html_report
@@ -83,7 +88,7 @@ def run(
     if not selected:
         err.print("[red]no case matches the filters[/red]")
         raise typer.Exit(2)
-    runs, scores = execute(selected, brain=brain, repeat=repeat)
+    runs, scores = execute(selected, brain=brain, repeat=repeat, judge=_judge() if judge else None)
     result = build_report(runs, scores, brain=brain, suites=[s.name for s in suites])
     limits = thresholds_for(brain)
     if fail_under is not None:
@@ -103,8 +108,21 @@ def run(
     console.print("[green]eval gate passed[/green]")
 
 
+def _judge() -> Any:
+    from agent.brains.llm import make_client
+    from evals.judge import Judge
+    from journey.settings import get_settings
+
+    s = get_settings()
+    if not (s.llm_base_url or s.llm_api_key.get_secret_value()):
+        err.print("[red]--judge needs JOURNEY_LLM_BASE_URL or JOURNEY_LLM_API_KEY[/red]")
+        raise typer.Exit(2)
+    client = make_client(s.llm_base_url, s.llm_api_key.get_secret_value(), s.llm_timeout_s)
+    return Judge(client, s.llm_model)
+
+
 def execute(
-    selected: list[tuple[Suite, Any]], *, brain: str, repeat: int, **kw: Any
+    selected: list[tuple[Suite, Any]], *, brain: str, repeat: int, judge: Any = None, **kw: Any
 ) -> tuple[list[list[CaseRun]], list[list[CaseScore]]]:
     from evals.runner import EvalEnv, run_case
     from evals.scorers import score_case
@@ -122,7 +140,12 @@ def execute(
                 repeats.append(run_case(c, env, suite=suite.name, brain=brain, **kw))  # type: ignore[arg-type]
                 progress.advance(task)
             runs.append(repeats)
-            scores.append([score_case(r) for r in repeats])
+            scored = [score_case(r) for r in repeats]
+            if judge is not None:
+                for run_, score in zip(repeats, scored, strict=True):
+                    if not run_.error:
+                        score.checks += judge.grade(run_)
+            scores.append(scored)
     return runs, scores
 
 

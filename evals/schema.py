@@ -182,6 +182,8 @@ class FinalExpect(_Strict):
     )
     #: How a simulated customer's conversation must end.
     persona_end: Literal["goal", "handoff", "turn_limit"] | None = None
+    #: Lines an LLM judge grades on the transcript (only with `journey eval run --judge`).
+    rubric: list[str] = Field(default_factory=list)
 
 
 class Case(_Strict):

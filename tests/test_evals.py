@@ -18,6 +18,7 @@ from agent.service import InboundRequest, Orchestrator
 from agent.understand import IntentClassifier, KnowledgeBase
 from evals.cli import diff_reports, gate, thresholds_for
 from evals.html import html_report
+from evals.judge import Judge
 from evals.personas import LLMVoice
 from evals.replay import export_conversations, replay, to_case
 from evals.report import build_report, markdown
@@ -204,3 +205,25 @@ def test_an_llm_persona_talks_until_its_goal(env: EvalEnv) -> None:
     # the persona sees itself as the assistant role and the bot as the user
     assert [m["role"] for m in second["messages"][1:]] == ["assistant", "user"] * 2
     assert "$399" in second["messages"][-1]["content"]
+
+
+def test_the_llm_judge_grades_rubric_lines_on_the_transcript(env: EvalEnv) -> None:
+    model = fakes.ScriptedModel(
+        fakes.content({"pass": True, "why": "the price is stated"}),
+        fakes.content("no idea"),
+    )
+    judge = Judge(make_client("http://judge.test/v1", "", 5.0, http_client=model.client()),
+                  "judge-model")
+    case = Case.model_validate({
+        "id": "judged",
+        "fixtures": {"customers": [{"key": "zoe", "email": "zoe@x.example"}]},
+        "turns": [{"say": "how much is Growth per month?"}],
+        "final": {"rubric": ["states the monthly price", "offers a demo"]},
+    })
+    checks = judge.grade(run_case(case, env))
+    assert [(c.name, c.passed) for c in checks] == [
+        ("judge: states the monthly price", True), ("judge: offers a demo", False)
+    ]
+    assert "unreadable judgement" in checks[1].detail
+    prompt = model.requests[0]["messages"][1]["content"]
+    assert "Rubric: states the monthly price" in prompt and "$399" in prompt
