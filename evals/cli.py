@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 THRESHOLDS = Path(__file__).with_name("thresholds.yaml")
 app = typer.Typer(
     help="Eval suites on conversation transcripts: run them against the agent, score them, "
-    "gate on thresholds (exit code 1 when missed), write JSON and Markdown reports.",
+    "gate on thresholds (exit code 1 when missed), write HTML (charts), JSON and Markdown "
+    "reports; export and replay stored conversations; compare two reports.",
     no_args_is_help=True,
 )
 console = Console()
