@@ -54,6 +54,8 @@ class Health(BaseModel):
     vector_memory: str
     brain: str
     model: str | None = None
+    #: Why the configured brain is not the one deciding, if it is not.
+    brain_note: str | None = None
 
 
 class ErrorBody(BaseModel):

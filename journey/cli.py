@@ -80,12 +80,18 @@ def serve(
     port = port or settings.port
     base = f"http://{host}:{port}"
     brain = settings.resolved_brain
+    if brain == "local" and not _prepare_local_model(settings):
+        settings = settings.model_copy(update={"brain": "rules"})
+        brain = "rules"
     console.print(f"[bold]journey-orchestrator[/bold] on {base}  (brain: {brain})")
     if brain == "rules":
         console.print(
-            "  No LLM configured (JOURNEY_LLM_BASE_URL / JOURNEY_LLM_API_KEY): the offline "
-            "rules brain decides."
+            "  No LLM (set JOURNEY_LLM_BASE_URL / JOURNEY_LLM_API_KEY, or install the local "
+            "model with `make install`): the offline rules brain decides."
         )
+    if brain == "local":
+        console.print(f"  The local model starts on 127.0.0.1:{settings.local_port} "
+                      "(first start: about 5 s to load).")
     console.print(f"  API docs:  {base}/docs")
     console.print("  Chat:      run `journey chat` in a second terminal "
                   "(or `.venv/bin/journey chat`)")
@@ -219,14 +225,81 @@ def _http_sender(settings: Settings, server: str | None) -> Any:
     return send
 
 
+def _prepare_local_model(settings: Settings) -> bool:
+    """Assemble and verify the embedded model with a progress bar (once); False if it cannot
+    be used, after saying why."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+    from journey.localllm import LocalModelError, assemble, runtime_available
+
+    if not runtime_available():
+        err.print("[yellow]llama-cpp-python is not installed (`make install` builds it): "
+                  "falling back to the rules brain.[/yellow]")
+        return False
+    if settings.local_model_path is not None:
+        return True
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                      console=console, transient=True) as bar:
+            task = bar.add_task("Assembling and verifying the local model", total=None)
+
+            def update(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            path = assemble(settings.data_dir / "models", update)
+    except LocalModelError as exc:
+        err.print(f"[yellow]{exc}: falling back to the rules brain.[/yellow]")
+        return False
+    console.print(f"  Local model: {path} (sha256 verified)")
+    return True
+
+
+llm_app = typer.Typer(
+    help="The embedded local LLM (Qwen2.5-Coder-0.5B-Instruct via llama.cpp), or any GGUF "
+    "file set in JOURNEY_LOCAL_MODEL_PATH.",
+    no_args_is_help=True,
+)
+app.add_typer(llm_app, name="llm")
+
+
+@llm_app.command("serve")
+def llm_serve() -> None:
+    """Assemble, verify and serve the local model on 127.0.0.1 (OpenAI-compatible) in the
+    foreground; Ctrl+C stops it. `journey serve` starts it by itself when the brain is local."""
+    import time
+
+    from journey.localllm import LocalModelError, start_local
+
+    settings = get_settings()
+    if not _prepare_local_model(settings):
+        raise typer.Exit(1)
+    with console.status("Starting the local model…"):
+        try:
+            server = start_local(settings)
+        except LocalModelError as exc:
+            err.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
+    console.print(f"Local model on {server.base_url} (any OpenAI client: base_url, any key). "
+                  "Ctrl+C stops it.")
+    try:
+        while server.process is None or server.process.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
 def _local_sender(settings: Settings, brain: str) -> Any:
     from pydantic import ValidationError
 
     from agent.service import InboundRequest
     from journey.runtime import build_container
 
-    if brain not in ("rules", "openai"):
-        raise typer.BadParameter("--brain must be rules or openai")
+    if brain not in ("rules", "openai", "local"):
+        raise typer.BadParameter("--brain must be rules, openai or local")
+    if brain == "local" and not _prepare_local_model(settings):
+        brain = "rules"
     local = settings.model_copy(update={"brain": brain})
     with console.status("Loading the agent…"):
         container = build_container(local)

@@ -218,7 +218,7 @@ class Verdict(BaseModel):
 class BrainInfo(BaseModel):
     """Who decided: the brain, the model, and why a fallback happened, if one did."""
 
-    name: Literal["rules", "openai"]
+    name: Literal["rules", "openai", "local"]
     model: str | None = None
     fallback_reason: str | None = None
     repaired: bool = False

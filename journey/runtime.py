@@ -3,6 +3,7 @@ this). Nothing here runs at import time."""
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,11 +25,14 @@ from journey import migrate
 from journey.clock import Clock, IdFactory, SystemClock, uuid_ids
 from journey.db import make_engine
 from journey.lifecycle import Lifecycle, load_lifecycle
+from journey.localllm import LocalModelError, LocalServer, start_local
 from journey.settings import Settings
 from journey.store import Store
 from memory.embeddings import MiniLMEmbedder, get_embedder
 from memory.vector import ChromaVectorMemory, VectorMemory
 from policy.loader import PolicyProvider
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -46,6 +50,9 @@ class Container:
     orchestrator: Orchestrator
     checkpointer: BaseCheckpointSaver[Any]
     policy: PolicyProvider
+    #: Why the configured brain is not the one deciding (e.g. the local model failed to load).
+    brain_note: str | None = None
+    local_llm: LocalServer | None = None
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> None:
@@ -108,10 +115,14 @@ def make_brain(
     knowledge: KnowledgeBase,
     intents: dict[str, str],
     http_client: httpx.Client | None = None,
+    name: str = "openai",
+    context_tokens: int | None = None,
 ) -> Brain:
     if settings.resolved_brain == "rules":
         return rules
     return LLMBrain(
+        name=name,
+        context_tokens=context_tokens,
         client=make_client(
             settings.llm_base_url,
             settings.llm_api_key.get_secret_value(),
@@ -153,7 +164,29 @@ def build_container(
     classifier = classifier or IntentClassifier(embedder)
     knowledge = knowledge or KnowledgeBase(embedder)
     rules = RulesBrain(knowledge)
-    brain = make_brain(settings, rules, knowledge, classifier.descriptions, llm_http_client)
+    brain_note = None
+    local = None
+    if settings.resolved_brain == "local":
+        try:
+            local = start_local(settings)
+            closers.append(local.stop)
+            local_settings = settings.model_copy(update={
+                "brain": "openai", "llm_base_url": local.base_url,
+                "llm_model": local.model.stem,
+                # measured on llama.cpp: schema-constrained output is valid; native tool calls
+                # only come back when forced, so the decision uses the JSON schema
+                "llm_mode": "json_schema" if settings.llm_mode == "auto" else settings.llm_mode,
+                "llm_timeout_s": max(settings.llm_timeout_s, 120.0),
+            })
+            brain = make_brain(local_settings, rules, knowledge, classifier.descriptions,
+                               llm_http_client, name="local",
+                               context_tokens=settings.local_context)
+        except LocalModelError as exc:
+            brain_note = f"the local model is unavailable ({exc}); the rules brain decides"
+            log.warning(brain_note)
+            brain = rules
+    else:
+        brain = make_brain(settings, rules, knowledge, classifier.descriptions, llm_http_client)
     checkpointer, close_checkpointer = make_checkpointer(settings)
     closers.append(close_checkpointer)
     services = TurnServices(
@@ -183,5 +216,7 @@ def build_container(
         orchestrator=orchestrator,
         checkpointer=checkpointer,
         policy=policy,
+        brain_note=brain_note,
+        local_llm=local,
         _closers=closers,
     )

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-BrainName = Literal["auto", "rules", "openai"]
+BrainName = Literal["auto", "rules", "openai", "local"]
 LLMMode = Literal["auto", "tools", "json_schema", "json_object"]
 
 ALL_SCOPES = (
@@ -44,9 +44,19 @@ class Settings(BaseSettings):
 
     brain: BrainName = Field(
         "auto",
-        description="Who decides: 'rules' (offline, no LLM), 'openai' (any OpenAI-compatible "
-        "endpoint), 'auto' (openai when llm_base_url or llm_api_key is set, else rules).",
+        description="Who decides: 'local' (the embedded LLM, offline), 'openai' (any "
+        "OpenAI-compatible endpoint), 'rules' (offline, no LLM); 'auto': openai when "
+        "llm_base_url or llm_api_key is set, else local when llama-cpp-python is installed, "
+        "else rules.",
     )
+    local_model_path: Path | None = Field(
+        None,
+        description="A GGUF file for the local brain. Empty: the embedded "
+        "Qwen2.5-Coder-0.5B-Instruct, assembled and verified into data_dir/models.",
+    )
+    local_port: int = Field(8765, ge=1, le=65535, description="Where the local model listens.")
+    local_threads: int = Field(2, ge=1, le=64)
+    local_context: int = Field(4096, ge=1024, description="The local model's context (tokens).")
     llm_base_url: str = Field("", description="OpenAI-compatible base URL, e.g. http://host/v1")
     llm_api_key: SecretStr = Field(SecretStr(""), description="API key for the LLM endpoint.")
     llm_model: str = Field("gpt-4o-mini", description="Model name sent to the endpoint.")
@@ -78,7 +88,7 @@ class Settings(BaseSettings):
     embedding_threads: int = Field(1, ge=1, le=16)
     max_text_chars: int = Field(4000, ge=1, description="Longest inbound text accepted.")
 
-    @field_validator("policy_path", mode="before")
+    @field_validator("policy_path", "local_model_path", mode="before")
     @classmethod
     def _empty_path_is_default(cls, value: object) -> object:
         return None if value in ("", None) else value
@@ -104,11 +114,14 @@ class Settings(BaseSettings):
         return self.server_url or f"http://{self.host}:{self.port}"
 
     @property
-    def resolved_brain(self) -> Literal["rules", "openai"]:
+    def resolved_brain(self) -> Literal["rules", "openai", "local"]:
         if self.brain != "auto":
             return self.brain
-        configured = self.llm_base_url or self.llm_api_key.get_secret_value()
-        return "openai" if configured else "rules"
+        if self.llm_base_url or self.llm_api_key.get_secret_value():
+            return "openai"
+        import importlib.util
+
+        return "local" if importlib.util.find_spec("llama_cpp") is not None else "rules"
 
 
 @lru_cache

@@ -6,6 +6,7 @@ The model is scripted (tests/fakes.py) behind a real httpx transport; everything
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -213,3 +214,46 @@ def test_a_new_customer_without_a_timezone_gets_the_policys_default(
     profile = c.store.get_customer(result.customer_id)
     assert profile is not None and profile.timezone == ""
     assert result.decision.inputs["timezone"] == "America/New_York"
+
+
+def test_the_prompt_budget_trims_history_never_the_policy_or_the_message(
+    knowledge: Any, classifier: Any
+) -> None:
+    from datetime import UTC, datetime
+
+    from agent.brains.base import BrainInput
+    from agent.brains.rules import RulesBrain
+    from agent.understand import understand
+    from journey.domain import CustomerProfile
+    from journey.lifecycle import load_lifecycle
+    from memory.vector import MemoryHit
+
+    now = datetime(2026, 11, 3, tzinfo=UTC)
+    brain = llm.LLMBrain(
+        client=llm.make_client("http://127.0.0.1:9/v1", "", 1.0), model="m",
+        mode="json_schema", fallback=RulesBrain(knowledge), knowledge=knowledge,
+        intents=classifier.descriptions, context_tokens=4096, max_tokens=600,
+    )
+    hits = [MemoryHit(id=f"h{i}", customer_id="c", conversation_id="v", channel="email",
+                      direction="inbound", text=f"old message number {i} " + "x" * 280,
+                      created_at=now, score=0.9 - i / 100) for i in range(40)]
+    data = BrainInput(
+        profile=CustomerProfile(id="c", lifecycle_stage="awareness", created_at=now,
+                                updated_at=now),
+        channel="email", text="what does Growth include?",
+        signals=understand("what does Growth include?", classifier),
+        lifecycle=load_lifecycle(), rule_stage="awareness", rule_name=None, history=hits,
+        policy_brief="- Never offer a discount above 20%.",
+    )
+    turn = brain.turn_prompt(data)
+    system = brain.system_prompt(data)
+    assert (len(system) + len(turn)) / llm.CHARS_PER_TOKEN <= 4096 - 600
+    assert "what does Growth include?" in turn
+    assert "old message number 0 " in turn  # the most relevant history stays
+    assert "old message number 39 " not in turn  # the least relevant goes first
+    assert "Never offer a discount above 20%" in system
+    unlimited = llm.LLMBrain(
+        client=brain.client, model="m", mode="json_schema", fallback=brain.fallback,
+        knowledge=knowledge, intents=classifier.descriptions,
+    )
+    assert "old message number 39 " in unlimited.turn_prompt(data)

@@ -40,6 +40,10 @@ _ACTIONS: TypeAdapter[ProposedAction] = TypeAdapter(ProposedAction)
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
 MAX_RECENT = 8
 MAX_SNIPPET = 300
+#: A conservative characters-per-token estimate for the prompt budget (English and JSON).
+CHARS_PER_TOKEN = 3.2
+#: Chat-template tokens around the messages.
+PROMPT_OVERHEAD_TOKENS = 64
 
 
 class ModelRequestsBlocked(RuntimeError):
@@ -122,7 +126,10 @@ class LLMBrain:
     temperature: float = 0.0
     max_tokens: int = 600
     injected_transport: bool = False
+    #: "openai" for any OpenAI-compatible endpoint, "local" for the embedded model
     name: str = "openai"
+    #: The model's context window in tokens; the turn prompt is trimmed to fit (None: no limit)
+    context_tokens: int | None = None
     _tools: list[dict[str, Any]] = field(default_factory=tool_definitions)
     _system: dict[tuple[str, ...], str] = field(default_factory=dict)
 
@@ -166,20 +173,20 @@ class LLMBrain:
             f"timezone: {p.timezone or 'unknown'}\n"
             f"attributes: {attrs}\nconsent: {consent}\nknown identities: {channels}"
         )
-        events = "\n".join(
+        events = [
             f"- {e.occurred_at:%Y-%m-%d %H:%M} {e.type} {json.dumps(e.properties)}"
             for e in data.events[:10]
-        ) or "none"
-        recent = "\n".join(
+        ]
+        recent = [
             f"- [{m.channel}] {'customer' if m.direction == 'inbound' else m.author}: "
             f"{_quote(m.text[:MAX_SNIPPET])}"
             for m in data.recent[-MAX_RECENT:]
-        ) or "none"
-        history = "\n".join(
+        ]
+        history = [
             f"- {h.created_at:%Y-%m-%d} [{h.channel}] {h.direction}: "
             f"{_quote(h.text[:MAX_SNIPPET])}"
             for h in data.history
-        ) or "none"
+        ]
         top = ", ".join(f"{s.intent} {s.score:.2f}" for s in data.signals.intents[:3])
         hints = (
             f"intents: {top}; sentiment: {data.signals.sentiment}; "
@@ -189,16 +196,34 @@ class LLMBrain:
             hints += f"; seats: {data.signals.seats}"
         if data.signals.requirements:
             hints += f"; requirements: {', '.join(data.signals.requirements)}"
-        return render_file(
-            "decision_turn.md",
-            profile=profile,
-            events=events,
-            recent=recent,
-            history=history,
-            hints=hints,
-            channel=data.channel,
-            message=_quote(data.text),
-        )
+        def render() -> str:
+            return render_file(
+                "decision_turn.md",
+                profile=profile,
+                events="\n".join(events) or "none",
+                recent="\n".join(recent) or "none",
+                history="\n".join(history) or "none",
+                hints=hints,
+                channel=data.channel,
+                message=_quote(data.text),
+            )
+
+        prompt = render()
+        budget = self._turn_budget_chars(data)
+        # over budget: drop the least relevant history first, then the oldest messages and
+        # events; the system prompt (policy, facts) and the customer's message are never cut
+        for pool, newest_last in ((history, False), (recent, True), (events, False)):
+            while len(prompt) > budget and pool:
+                pool.pop(0 if newest_last else -1)
+                prompt = render()
+        return prompt
+
+    def _turn_budget_chars(self, data: BrainInput) -> int:
+        if self.context_tokens is None:
+            return 10**9
+        system = len(self.system_prompt(data))
+        tokens = self.context_tokens - self.max_tokens - PROMPT_OVERHEAD_TOKENS
+        return max(0, int(tokens * CHARS_PER_TOKEN) - system)
 
     # --- the call ------------------------------------------------------------------------
 
@@ -286,7 +311,7 @@ class LLMBrain:
         return DecisionOutput(**record, actions=actions), rejected
 
     def decide(self, data: BrainInput) -> BrainDecision:
-        info = BrainInfo(name="openai", model=self.model)
+        info = BrainInfo(name="local" if self.name == "local" else "openai", model=self.model)
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": self.system_prompt(data)},
             {"role": "user", "content": self.turn_prompt(data)},

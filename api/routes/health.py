@@ -23,5 +23,7 @@ def health(container: ContainerDep) -> Health:
         database=container.engine.dialect.name,
         vector_memory="chroma-http" if settings.chroma_url else "chroma-embedded",
         brain=container.brain.name,
-        model=settings.llm_model if container.brain.name != "rules" else None,
+        model=(container.local_llm.model.stem if container.local_llm else settings.llm_model)
+        if container.brain.name != "rules" else None,
+        brain_note=container.brain_note,
     )
