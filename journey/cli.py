@@ -51,7 +51,8 @@ def seed_demo() -> None:
     from journey.demo import seed
     from journey.runtime import build_container
 
-    settings = get_settings()
+    # the demo's past turns are history, decided offline: no model is started for them
+    settings = get_settings().model_copy(update={"brain": "rules"})
     with console.status("Loading the embedding model and the stores…"):
         container = build_container(settings)
     try:
