@@ -147,7 +147,7 @@ def chat(
     name: Annotated[str | None, typer.Option(help="Your name, for a new profile.")] = None,
     brain: Annotated[
         str | None,
-        typer.Option(help="Run the agent in this process with this brain (rules or openai) "
+        typer.Option(help="Run the agent in this process with this brain (rules, local or openai) "
                      "instead of talking to the server."),
     ] = None,
     server: Annotated[str | None, typer.Option(help="Server URL (default: JOURNEY_SERVER_URL).")]
