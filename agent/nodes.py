@@ -28,6 +28,7 @@ from journey.domain import (
     ProposedAction,
     RejectedCall,
     SendMessage,
+    UpdateCrm,
     Verdict,
 )
 from journey.store import Activity, TurnEffects
@@ -125,10 +126,24 @@ def decide(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, Any]:
     brain = svc.rules_brain if handoff is not None else svc.brain
     decided = brain.decide(data)
     output = decided.output
+    stages = svc.lifecycle.stages
+    if output.stage in stages and stages.index(output.stage) < stages.index(state["rule_stage"]):
+        # the company's declared stage rules apply whoever decides; a model may only go further
+        output = output.model_copy(update={"stage": state["rule_stage"]})
     proposed: list[ProposedAction] = []
     if output.reply:
         proposed.append(SendMessage(channel=inbound.channel, text=output.reply))
     proposed.extend(output.actions)
+    rule_stage = state["rule_stage"]
+    if handoff is None and rule_stage != data.profile.lifecycle_stage and not any(
+        isinstance(a, UpdateCrm) and a.stage for a in proposed
+    ):
+        # a declared stage rule fired and the brain did not record it: record it (gated)
+        crm = next((a for a in proposed if isinstance(a, UpdateCrm)), None)
+        if crm is None:
+            proposed.append(UpdateCrm(stage=rule_stage))
+        else:
+            proposed[proposed.index(crm)] = crm.model_copy(update={"stage": rule_stage})
     return {
         "output": output.model_dump(mode="json"),
         "brain": decided.info.model_dump(mode="json"),

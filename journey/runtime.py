@@ -173,9 +173,10 @@ def build_container(
             local_settings = settings.model_copy(update={
                 "brain": "openai", "llm_base_url": local.base_url,
                 "llm_model": local.model.stem,
-                # measured on llama.cpp: schema-constrained output is valid; native tool calls
-                # only come back when forced, so the decision uses the JSON schema
-                "llm_mode": "json_schema" if settings.llm_mode == "auto" else settings.llm_mode,
+                # llama.cpp: schema-constrained output is valid; native tool calls only come
+                # back when forced, so the decision is a JSON object constrained by the schema
+                "llm_mode": "json_object_schema" if settings.llm_mode == "auto"
+                else settings.llm_mode,
                 "llm_timeout_s": max(settings.llm_timeout_s, 120.0),
             })
             brain = make_brain(local_settings, rules, knowledge, classifier.descriptions,

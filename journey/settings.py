@@ -14,7 +14,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BrainName = Literal["auto", "rules", "openai", "local"]
-LLMMode = Literal["auto", "tools", "json_schema", "json_object"]
+LLMMode = Literal["auto", "tools", "json_schema", "json_object", "json_object_schema"]
 
 ALL_SCOPES = (
     "messages:write", "customers:read", "conversations:read", "approvals:write", "admin"
@@ -63,7 +63,8 @@ class Settings(BaseSettings):
     llm_mode: LLMMode = Field(
         "auto",
         description="How the decision is constrained: 'tools' (native tool calling), "
-        "'json_schema', 'json_object'. 'auto': tools for api.openai.com, json_schema otherwise.",
+        "'json_schema', 'json_object', 'json_object_schema' (llama.cpp's server). 'auto': tools "
+        "for api.openai.com, json_object_schema for the local model, json_schema otherwise.",
     )
     llm_timeout_s: float = Field(30.0, gt=0)
     llm_temperature: float = Field(0.0, ge=0, le=2)

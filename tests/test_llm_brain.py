@@ -257,3 +257,23 @@ def test_the_prompt_budget_trims_history_never_the_policy_or_the_message(
         knowledge=knowledge, intents=classifier.descriptions,
     )
     assert "old message number 39 " in unlimited.turn_prompt(data)
+
+
+def test_an_echoed_reply_is_repaired_and_declared_stage_rules_still_apply(
+    make_container: ContainerFactory,
+) -> None:
+    text = "We are 300 seats and need SSO, can you send a quote?"
+    model = fakes.ScriptedModel(
+        fakes.content(fakes.decision(intent="buying_signal", stage="awareness", reply=text)),
+        fakes.content(fakes.decision(intent="buying_signal", stage="awareness",
+                                     reply="Thanks! Our sales team will prepare a quote.")),
+    )
+    c = make_container(brain="openai", llm_mode="json_schema", llm_http_client=model.client())
+    result = c.orchestrator.handle_message(ask(text))
+    assert result.decision.brain.repaired and result.decision.brain.llm_calls == 2
+    assert "repeats the customer's message" in model.requests[1]["messages"][-1]["content"]
+    assert result.reply == "Thanks! Our sales team will prepare a quote."
+    # the model left the stage at awareness; the declared buying-signal rule moves it
+    assert result.decision.stage == "decision"
+    crm = next(a for a in result.actions if a.tool == "update_crm")
+    assert crm.executed and crm.arguments["stage"] == "decision"

@@ -4,7 +4,9 @@ The decision is constrained by the endpoint's strongest mechanism (``mode``):
 
 - ``tools``: native tool calling; the model calls ``record_decision`` plus any action tools;
 - ``json_schema``: ``response_format`` with the ``DecisionOutput`` JSON schema;
-- ``json_object``: JSON mode, the schema spelled out in the prompt.
+- ``json_object``: JSON mode, the schema spelled out in the prompt;
+- ``json_object_schema``: llama.cpp's server: ``{"type": "json_object", "schema": ...}``, the
+  output constrained by a grammar built from the schema.
 
 The answer is validated by pydantic and against the configured intents and stages. Invalid
 output gets one repair attempt; if that fails too, or the endpoint fails, the rules brain
@@ -30,7 +32,7 @@ from agent.understand import KnowledgeBase
 from journey.domain import BrainInfo, ProposedAction, RejectedCall, Sentiment
 from prompts import load_text, render_file
 
-Mode = Literal["tools", "json_schema", "json_object"]
+Mode = Literal["tools", "json_schema", "json_object", "json_object_schema"]
 
 #: Like pydantic-ai's flag: tests set it False so no test can reach a real model by accident.
 #: Loopback endpoints (local stub servers, the embedded model) stay reachable.
@@ -253,6 +255,8 @@ class LLMBrain:
             }
         else:
             kwargs["response_format"] = {"type": "json_object"}
+            if self.mode == "json_object_schema":
+                kwargs["response_format"]["schema"] = decision_schema()
         response = self.client.chat.completions.create(**kwargs)
         info.llm_calls += 1
         if response.usage is not None:
@@ -285,6 +289,8 @@ class LLMBrain:
             problems.append(f"intent {output.intent!r} is not one of {sorted(self.intents)}")
         if output.stage not in data.lifecycle.stages:
             problems.append(f"stage {output.stage!r} is not one of {data.lifecycle.stages}")
+        if output.reply and _same_words(output.reply, data.text):
+            problems.append("the reply repeats the customer's message; answer it instead")
         if problems:
             raise InvalidDecision("; ".join(problems), raw)
         return output, rejected
@@ -345,6 +351,13 @@ class LLMBrain:
             }
         )
         return decided
+
+
+def _same_words(a: str, b: str) -> bool:
+    def words(s: str) -> list[str]:
+        return re.findall(r"\w+", s.lower())
+
+    return words(a) == words(b)
 
 
 def _from_json(data: Any) -> tuple[DecisionOutput, list[RejectedCall]]:
