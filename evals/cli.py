@@ -53,7 +53,9 @@ def run(
     paths: Annotated[
         list[Path] | None, typer.Argument(help="Suite files or folders (default: evals/suites).")
     ] = None,
-    brain: Annotated[str, typer.Option(help="rules (offline), openai (JOURNEY_LLM_*).")] = "rules",
+    brain: Annotated[
+        str, typer.Option(help="rules (offline), local (the embedded LLM), openai (JOURNEY_LLM_*).")
+    ] = "rules",
     repeat: Annotated[int, typer.Option(min=1, help="Run each case K times; pass^k.")] = 1,
     tag: Annotated[list[str] | None, typer.Option(help="Only cases with this tag.")] = None,
     case: Annotated[list[str] | None, typer.Option(help="Only these case ids.")] = None,
@@ -74,8 +76,8 @@ def run(
     from evals.html import html_report
     from evals.report import build_report, markdown
     from evals.runner import SUITES_DIR, SuiteError, load_suites
-    if brain not in ("rules", "openai"):
-        err.print(f"[red]unknown brain {brain!r}: use rules or openai[/red]")
+    if brain not in ("rules", "openai", "local"):
+        err.print(f"[red]unknown brain {brain!r}: use rules, local or openai[/red]")
         raise typer.Exit(2)
     try:
         suites = load_suites(paths or [SUITES_DIR])
@@ -130,23 +132,40 @@ def execute(
 
     with console.status("Loading the embedding model…"):
         env = EvalEnv.load()
+    server = None
+    if brain == "local":
+        # one model server for the whole run; every case's container reuses it
+        from journey.localllm import LocalModelError, start_local
+        from journey.settings import get_settings
+
+        with console.status("Starting the local model…"):
+            try:
+                server = start_local(get_settings())
+            except LocalModelError as exc:
+                err.print(f"[red]{exc}[/red]")
+                raise typer.Exit(2) from None
+        kw["llm"] = {"local_port": server.port, "local_model_path": server.model}
     runs: list[list[CaseRun]] = []
     scores: list[list[CaseScore]] = []
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("cases", total=len(selected) * repeat)
-        for suite, c in selected:
-            c = c.model_copy(update={"tags": sorted(set(c.tags) | set(suite.tags))})
-            repeats = []
-            for _ in range(repeat):
-                repeats.append(run_case(c, env, suite=suite.name, brain=brain, **kw))  # type: ignore[arg-type]
-                progress.advance(task)
-            runs.append(repeats)
-            scored = [score_case(r) for r in repeats]
-            if judge is not None:
-                for run_, score in zip(repeats, scored, strict=True):
-                    if not run_.error:
-                        score.checks += judge.grade(run_)
-            scores.append(scored)
+    try:
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("cases", total=len(selected) * repeat)
+            for suite, c in selected:
+                c = c.model_copy(update={"tags": sorted(set(c.tags) | set(suite.tags))})
+                repeats = []
+                for _ in range(repeat):
+                    repeats.append(run_case(c, env, suite=suite.name, brain=brain, **kw))  # type: ignore[arg-type]
+                    progress.advance(task)
+                runs.append(repeats)
+                scored = [score_case(r) for r in repeats]
+                if judge is not None:
+                    for run_, score in zip(repeats, scored, strict=True):
+                        if not run_.error:
+                            score.checks += judge.grade(run_)
+                scores.append(scored)
+    finally:
+        if server is not None:
+            server.stop()
     return runs, scores
 
 
@@ -274,7 +293,7 @@ def replay_cmd(
         Path | None, typer.Option(help="Conversations exported with `eval export --jsonl`.")
     ] = None,
     conversation: Annotated[list[str] | None, typer.Option(help="Only these ids.")] = None,
-    brain: Annotated[str, typer.Option(help="rules or openai.")] = "rules",
+    brain: Annotated[str, typer.Option(help="rules, local or openai.")] = "rules",
     fail_on_change: Annotated[bool, typer.Option(help="Exit 1 if any decision changed.")] = False,
 ) -> None:
     """Re-run stored conversations against the current agent, each in fresh stores, and show
