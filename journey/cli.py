@@ -304,6 +304,10 @@ def _local_sender(settings: Settings, brain: str) -> Any:
     local = settings.model_copy(update={"brain": brain})
     with console.status("Loading the agent…"):
         container = build_container(local)
+    # the container owns the local model's process: close it when the chat ends
+    import atexit
+
+    atexit.register(container.close)
 
     def send(body: dict[str, Any]) -> dict[str, Any]:
         try:

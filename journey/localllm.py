@@ -124,6 +124,16 @@ def start_local(settings: Settings, progress: Progress | None = None) -> LocalSe
     return server
 
 
+def _die_with_parent() -> None:
+    """In the child: ask Linux to stop it when the process that started it dies, so a killed
+    `journey serve` never leaves the model running."""
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 class LocalServer:
     """``llama_cpp.server`` as a child process on 127.0.0.1, health-checked, stoppable."""
 
@@ -169,7 +179,8 @@ class LocalServer:
         ]
         out = self.log_file.open("ab") if self.log_file else subprocess.DEVNULL
         self.process = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ}
+            cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ},
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
