@@ -277,3 +277,16 @@ def test_an_echoed_reply_is_repaired_and_declared_stage_rules_still_apply(
     assert result.decision.stage == "decision"
     crm = next(a for a in result.actions if a.tool == "update_crm")
     assert crm.executed and crm.arguments["stage"] == "decision"
+
+
+@pytest.mark.parametrize(
+    ("reply", "echo"),
+    [
+        ("Do you integrate with HubSpot?", True),
+        ("thanks! do you integrate with HubSpot?", True),
+        ("Yes, we integrate with HubSpot natively.", False),
+        ("Thanks!", False),
+    ],
+)
+def test_echo_detection(reply: str, echo: bool) -> None:
+    assert llm._same_words(reply, "thanks! do you integrate with HubSpot?") is echo

@@ -353,11 +353,11 @@ class LLMBrain:
         return decided
 
 
-def _same_words(a: str, b: str) -> bool:
-    def words(s: str) -> list[str]:
-        return re.findall(r"\w+", s.lower())
-
-    return words(a) == words(b)
+def _same_words(reply: str, message: str) -> bool:
+    """The reply only repeats (a run of) the customer's own words."""
+    said = " " + " ".join(re.findall(r"\w+", message.lower())) + " "
+    answer = " ".join(re.findall(r"\w+", reply.lower()))
+    return len(answer.split()) >= 3 and f" {answer} " in said
 
 
 def _from_json(data: Any) -> tuple[DecisionOutput, list[RejectedCall]]:
