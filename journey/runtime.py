@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,7 @@ from journey.settings import Settings
 from journey.store import Store
 from memory.embeddings import MiniLMEmbedder, get_embedder
 from memory.vector import ChromaVectorMemory, VectorMemory
+from policy.brief import policy_brief
 from policy.loader import PolicyProvider
 
 log = logging.getLogger(__name__)
@@ -182,6 +184,15 @@ def build_container(
             brain = make_brain(local_settings, rules, knowledge, classifier.descriptions,
                                llm_http_client, name="local",
                                context_tokens=settings.local_context)
+            if isinstance(brain, LLMBrain):
+                # the first customer should not wait ~30 s for the system prompt: process it
+                # now, in the background, while the server finishes starting
+                policy_now = policy.get()
+                threading.Thread(
+                    target=brain.warm_up, daemon=True, name="local-llm-warm-up",
+                    args=(tuple(lifecycle.stages), tuple(policy_now.crm.writable_fields),
+                          policy_brief(policy_now)),
+                ).start()
         except LocalModelError as exc:
             brain_note = f"the local model is unavailable ({exc}); the rules brain decides"
             log.warning(brain_note)

@@ -16,6 +16,7 @@ decides and the decision records why. A turn never fails because the model did.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -31,6 +32,8 @@ from agent.brains.base import Brain, BrainDecision, BrainInput, DecisionOutput
 from agent.understand import KnowledgeBase
 from journey.domain import BrainInfo, ProposedAction, RejectedCall, Sentiment
 from prompts import load_text, render_file
+
+log = logging.getLogger(__name__)
 
 Mode = Literal["tools", "json_schema", "json_object", "json_object_schema"]
 
@@ -139,21 +142,44 @@ class LLMBrain:
 
     def system_prompt(self, data: BrainInput) -> str:
         """The system prompt; it depends only on configuration, so it is rendered once."""
-        key = (*data.lifecycle.stages, "|", *data.writable_fields, "|", data.policy_brief)
+        return self.system_prompt_for(
+            tuple(data.lifecycle.stages), data.writable_fields, data.policy_brief
+        )
+
+    def system_prompt_for(
+        self, stages: tuple[str, ...], fields: tuple[str, ...], policy_brief: str
+    ) -> str:
+        key = (*stages, "|", *fields, "|", policy_brief)
         if key not in self._system:
-            self._system[key] = self._render_system(data)
+            self._system[key] = self._render_system(stages, fields, policy_brief)
         return self._system[key]
 
-    def _render_system(self, data: BrainInput) -> str:
+    def warm_up(self, stages: tuple[str, ...], fields: tuple[str, ...], policy_brief: str) -> None:
+        """Have the server process the system prompt once (llama.cpp caches the prefix), so
+        the first customer does not wait for it. Failures are only logged."""
+        try:
+            self._guard()
+            self.client.chat.completions.create(
+                model=self.model, max_tokens=1, temperature=0,
+                messages=[{"role": "system",
+                           "content": self.system_prompt_for(stages, fields, policy_brief)},
+                          {"role": "user", "content": "warm-up"}],
+            )
+        except (openai.APIError, httpx.HTTPError, ModelRequestsBlocked) as exc:
+            log.warning("model warm-up failed: %s", exc)
+
+    def _render_system(
+        self, stages: tuple[str, ...], fields: tuple[str, ...], policy_brief: str
+    ) -> str:
         intents = "\n".join(f"- {name}: {desc}" for name, desc in self.intents.items())
         prompt = render_file(
             "decision_system.md",
             company=self.knowledge.company,
             intents=intents,
-            stages=" → ".join(data.lifecycle.stages),
-            fields=", ".join(sorted(data.writable_fields)) or "none",
+            stages=" → ".join(stages),
+            fields=", ".join(sorted(fields)) or "none",
             policy="\n".join(
-                part for part in (load_text("policy_facts.md").strip(), data.policy_brief) if part
+                part for part in (load_text("policy_facts.md").strip(), policy_brief) if part
             ),
             knowledge=self.knowledge.facts(),
         )
