@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from langgraph.runtime import Runtime
@@ -37,6 +37,7 @@ from policy.brief import policy_brief
 from policy.contact import SentRecord
 from policy.engine import Facts, PolicyEngine, is_opt_in, is_opt_out, ledger_horizon
 from policy.escalation import MessageFacts
+from policy.model import Policy
 from tools import ToolContext, ToolError, run_tool
 
 _ACTIONS: TypeAdapter[list[ProposedAction]] = TypeAdapter(list[ProposedAction])
@@ -185,10 +186,7 @@ def policy_gate(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, A
         message, opt_out=is_opt_out(inbound.text, message, policy, inbound.channel)
     )
     handoff = state["active_handoff"]
-    ledger = [
-        SentRecord(e.channel, e.purpose, e.at, e.is_reply)
-        for e in svc.store.ledger(profile.id, since=now - ledger_horizon(policy))
-    ]
+    ledger = _ledger(svc, profile.id, policy, now)
     result = PolicyEngine(policy).arbitrate(
         _ACTIONS.validate_python(state["proposed"]),
         Facts(
@@ -388,24 +386,24 @@ def run_approval(svc: TurnServices, approval_id: str, answer: dict[str, Any]) ->
     profile = svc.store.get_customer(approval.customer_id)
     if profile is None:
         raise LookupError(f"customer {approval.customer_id} not found")
-    action = _ACTION.validate_python(approval.action)
+    held = _ACTION.validate_python(approval.action)
     policy = svc.policy.get()
     now = svc.clock.now()
-    recheck = PolicyEngine(policy).recheck(
-        action, profile, now,
-        is_reply=bool(approval.is_reply),
+    channel = getattr(held, "channel", None)
+    verdict, action = PolicyEngine(policy).recheck(held, Facts(
+        profile=profile,
+        message=MessageFacts(text="", intent="", confidence=1.0, sentiment="neutral"),
+        inbound_channel=channel if approval.is_reply else None,
+        now=now,
+        stages=svc.lifecycle.stages,
         active_handoff=svc.store.active_handoff(approval.conversation_id),
-        ledger=[
-            SentRecord(e.channel, e.purpose, e.at, e.is_reply)
-            for e in svc.store.ledger(profile.id, since=now - ledger_horizon(policy))
-        ],
-        deliver_at=approval.deliver_at,
-    )
-    if recheck.problem is not None:
-        code, detail = recheck.problem
+        ledger=_ledger(svc, profile.id, policy, now),
+    ))
+    if action is None:
         return svc.store.decide_approval(
             approval, "blocked", by=by, note=note,
-            result={"executed": False, "reason_codes": [code], "detail": detail},
+            result={"executed": False, "reason_codes": verdict.reason_codes,
+                    "detail": verdict.detail},
             effects=effects,
         )
     conversation = svc.store.get_conversation(approval.conversation_id)
@@ -414,13 +412,21 @@ def run_approval(svc: TurnServices, approval_id: str, answer: dict[str, Any]) ->
     ctx = ToolContext(
         profile=profile, conversation=conversation, inbound_channel=None,
         inbound_message_id=approval.inbound_message_id, decision_id=approval.decision_id,
-        clock=svc.clock, ids=svc.ids, effects=effects, deliver_at=recheck.deliver_at,
+        clock=svc.clock, ids=svc.ids, effects=effects, deliver_at=verdict.deliver_at,
     )
     result = run_tool(action, ctx)
     return svc.store.decide_approval(
         approval, "approved", by=by, note=note, result={"executed": True, **result},
         effects=effects,
     )
+
+
+def _ledger(svc: TurnServices, customer_id: str, policy: Policy, now: datetime) -> list[SentRecord]:
+    """What was sent or scheduled for the customer, as far back as the caps look."""
+    return [
+        SentRecord(e.channel, e.purpose, e.at, e.is_reply)
+        for e in svc.store.ledger(customer_id, since=now - ledger_horizon(policy))
+    ]
 
 
 def _tool_context(state: TurnState, svc: TurnServices, effects: TurnEffects) -> ToolContext:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
@@ -78,6 +78,9 @@ class Facts:
     #: ``model``: candidates came from the brain (it may not claim transactional purpose);
     #: ``system``: from a journey definition.
     origin: str = "model"
+    #: A person approved this action (:meth:`PolicyEngine.recheck`): no approval step, no
+    #: escalation rules, and an open handoff does not silence it (the person is the human).
+    approved_by_person: bool = False
 
 
 @dataclass
@@ -189,7 +192,9 @@ class PolicyEngine:
             )
 
         # escalation rules: code decides whether this turn goes to a human
-        escalation = None if facts.active_handoff else required_escalation(msg, policy.escalation)
+        escalation = None if facts.active_handoff or facts.approved_by_person else (
+            required_escalation(msg, policy.escalation)
+        )
         result.escalation = escalation
         if escalation and not any(isinstance(a, EscalateToHuman) for a in actions):
             actions.append(
@@ -231,7 +236,7 @@ class PolicyEngine:
                     action, facts, consent_now, zone, state,
                     opt_out=opt_out, already_out=already_out, added=i in added,
                 )
-            if j.outcome != "deny" and j.final is not None:
+            if j.outcome != "deny" and j.final is not None and not facts.approved_by_person:
                 self._approval(j, state)
             verdict = Verdict(
                 action_index=i,
@@ -302,7 +307,7 @@ class PolicyEngine:
                          "the one confirmation after an opt-out")
                 return j
             return j.deny("eligibility", "consent_revoked", "the customer just opted out")
-        if facts.active_handoff is not None:
+        if facts.active_handoff is not None and not facts.approved_by_person:
             h = facts.active_handoff
             return j.deny("eligibility", "handoff_active", f"handoff {h.id} to {h.queue} is open")
         purpose: Purpose = action.purpose
@@ -463,7 +468,7 @@ class PolicyEngine:
     def _credit(self, action: IssueCredit, facts: Facts, state: _TurnState) -> _Judgement:
         j = _Judgement(final=action)
         limit = self.policy.content.max_credit
-        if facts.active_handoff is not None:
+        if facts.active_handoff is not None and not facts.approved_by_person:
             return j.deny("eligibility", "handoff_active", "a human owns the conversation")
         if action.amount > limit:
             return j.deny("suitability", "credit_over_limit",
@@ -541,49 +546,14 @@ class PolicyEngine:
             return
 
     def recheck(
-        self,
-        action: ProposedAction,
-        profile: CustomerProfile,
-        now: datetime,
-        *,
-        is_reply: bool = False,
-        active_handoff: Handoff | None = None,
-        ledger: Sequence[SentRecord] = (),
-        deliver_at: datetime | None = None,
-    ) -> Recheck:
-        """A held action, when a person approves it: is it still allowed under the policy in
-        force and the facts of now (consent, channel, handoff, caps, quiet hours, limits)?"""
-        limit = self.policy.content.max_credit
-        if isinstance(action, IssueCredit) and action.amount > limit:
-            return Recheck(("credit_over_limit", f"{action.amount:g} > {limit:g}"))
-        if isinstance(action, EscalateToHuman) and active_handoff is not None:
-            return Recheck(("already_escalated", f"handoff {active_handoff.id} is open"))
-        if not isinstance(action, SendMessage):
-            return Recheck()
-        if active_handoff is not None:
-            return Recheck(("handoff_active", f"handoff {active_handoff.id} is open"))
-        problem = self._channel_problem(
-            profile, action.channel, action.purpose, is_reply=is_reply
-        )
-        if problem is not None:
-            return Recheck(problem)
-        own = [i.value for i in profile.identities if i.kind in ("email", "phone")]
-        found = content.violations(action.text, self.policy.content, own)
-        if found:
-            return Recheck((found[0].code, found[0].detail))
-        zone = zone_for(profile.timezone, _default_tz(self.policy))
-        at = max(now, deliver_at) if deliver_at else now
-        quiet = self.policy.contact.quiet_hours
-        if quiet is not None and action.purpose in quiet.purposes and not is_reply:
-            at = next_allowed(at, zone, quiet)
-        if action.purpose != "transactional":
-            for cap in self.policy.contact.caps:
-                if is_reply and not cap.include_replies:
-                    continue
-                if cap_exceeded(cap, action.channel, action.purpose, at, ledger, zone,
-                                count_replies=cap.include_replies):
-                    return Recheck(("frequency_capped", f"cap {cap.name}"))
-        return Recheck(deliver_at=at if at > now else None)
+        self, action: ProposedAction, facts: Facts
+    ) -> tuple[Verdict, ProposedAction | None]:
+        """A held action, when a person approves it: the same arbitration under the policy in
+        force and the facts of now (consent, channel, caps, quiet hours, content, an open
+        handoff for an escalation), without the approval step: this is the approval. Returns
+        the verdict and the action as it may run (None: no longer allowed)."""
+        result = self.arbitrate([action], replace(facts, approved_by_person=True))
+        return result.verdicts[0], result.approved.get(0)
 
     # --- audit ------------------------------------------------------------------------------
 
@@ -632,13 +602,6 @@ class PolicyEngine:
             },
             "policy_version": self.policy.version,
         }
-
-
-@dataclass
-class Recheck:
-    problem: tuple[str, str] | None = None
-    #: A message approved during quiet hours still waits for the allowed time.
-    deliver_at: datetime | None = None
 
 
 @dataclass
