@@ -87,12 +87,21 @@ def load_context(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, 
 def understand_message(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, Any]:
     """Intent, sentiment and entities by code; the lifecycle stage by the declared rules."""
     svc = runtime.context
-    signals = understand(_inbound(state).text, svc.classifier)
+    inbound = _inbound(state)
+    signals = understand(inbound.text, svc.classifier)
     events = [Event.model_validate(e) for e in state["events"]]
     stage, rule = svc.lifecycle.next_stage(
         _profile(state), signals.intent, events, svc.clock.now()
     )
-    return {"signals": signals.model_dump(mode="json"), "rule_stage": stage, "rule_name": rule}
+    # the policy's reading of consent words, once: the brain and the gate both follow it
+    policy = svc.policy.get()
+    said = MessageFacts(text=inbound.text, intent=signals.intent,
+                        confidence=signals.confidence, sentiment=signals.sentiment)
+    return {
+        "signals": signals.model_dump(mode="json"), "rule_stage": stage, "rule_name": rule,
+        "opt_out": is_opt_out(inbound.text, said, policy, inbound.channel),
+        "opt_in": is_opt_in(inbound.text, policy, inbound.channel),
+    }
 
 
 def decide(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, Any]:
@@ -116,12 +125,7 @@ def decide(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, Any]:
         active_handoff=handoff,
         writable_fields=tuple(policy.crm.writable_fields),
         policy_brief=policy_brief(policy),
-        opt_out=is_opt_out(
-            inbound.text,
-            MessageFacts(text=inbound.text, intent=signals.intent,
-                         confidence=signals.confidence, sentiment=signals.sentiment),
-            policy, inbound.channel,
-        ),
+        opt_out=state["opt_out"],
     )
     # while a human owns the conversation the bot only records: no model call is spent
     brain = svc.rules_brain if handoff is not None else svc.brain
@@ -179,11 +183,8 @@ def policy_gate(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, A
         repeat_contacts=repeat,
         stalled_turns=svc.store.stalled_turns(state["conversation_id"]),
         stage=profile.lifecycle_stage,
-        opt_out=False,
-        opt_in=is_opt_in(inbound.text, policy, inbound.channel),
-    )
-    message = replace(
-        message, opt_out=is_opt_out(inbound.text, message, policy, inbound.channel)
+        opt_out=state["opt_out"],
+        opt_in=state["opt_in"],
     )
     handoff = state["active_handoff"]
     ledger = _ledger(svc, profile.id, policy, now)

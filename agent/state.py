@@ -22,6 +22,8 @@ class TurnState(TypedDict, total=False):
     signals: dict[str, Any]  # agent.understand.Signals
     rule_stage: str
     rule_name: str | None
+    opt_out: bool  # the policy reads the message as an opt-out (keyword, or intent + cue)
+    opt_in: bool
     # decide
     output: dict[str, Any]  # DecisionOutput
     brain: dict[str, Any]  # BrainInfo

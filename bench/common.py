@@ -5,11 +5,9 @@ from __future__ import annotations
 import os
 import platform
 
+from journey.stats import percentile
 
-def percentile(values: list[float], q: float) -> float:
-    """The ``q`` quantile (0..1) by nearest rank."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+__all__ = ["machine", "percentile"]
 
 
 def machine() -> str:

@@ -29,6 +29,7 @@ from rich.table import Table
 from agent import nodes
 from agent.graph import make_builder
 from agent.service import InboundRequest, Orchestrator
+from evals.broken import pass_through_gate
 from journey.runtime import build_container
 from journey.settings import Settings
 
@@ -42,22 +43,6 @@ TEXTS = [
     "STOP",
     "can I pay annually?",
 ]
-
-
-def pass_through(state: dict[str, Any], runtime: Any) -> dict[str, Any]:
-    """The baseline: every candidate allowed as proposed (what a turn costs without policy)."""
-    proposed = state["proposed"]
-    return {
-        "verdicts": [
-            {"action_index": i, "tool": a["tool"], "outcome": "allow", "reason_codes": ["allowed"]}
-            for i, a in enumerate(proposed)
-        ],
-        "approved": {str(i): a for i, a in enumerate(proposed)},
-        "held": {},
-        "consent_changes": {},
-        "policy_inputs": {},
-        "policy_version": "none",
-    }
 
 
 def timed(fn: Callable[..., dict[str, Any]], sink: list[float]) -> Callable[..., dict[str, Any]]:
@@ -106,7 +91,7 @@ def main() -> None:
         variants = {
             "policy engine": Orchestrator(services, graph(timed(nodes.policy_gate, gate_node))),
             "pass-through (baseline)": Orchestrator(
-                services, graph(timed(pass_through, base_node))
+                services, graph(timed(pass_through_gate, base_node))
             ),
         }
         turn_ms: dict[str, list[float]] = {name: [] for name in variants}

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from journey.domain import Channel, ConsentStatus, Priority, Purpose, Queue
-from policy.model import parse_duration
+from policy.model import Duration
 
 Tool = Literal["send_message", "update_crm", "escalate_to_human", "issue_credit"]
 Outcome = Literal["allow", "modify", "deny"]
@@ -44,13 +44,9 @@ class EventFixture(_Strict):
 
     customer: str
     type: str
-    ago: timedelta = timedelta(minutes=10)
+    ago: Duration = timedelta(minutes=10)
     properties: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("ago", mode="before")
-    @classmethod
-    def _duration(cls, value: object) -> object:
-        return parse_duration(value) if isinstance(value, str | int) else value
 
 
 class Fixtures(_Strict):
@@ -99,14 +95,10 @@ class Turn(_Strict):
     channel: Channel = "web_chat"
     customer: str | None = Field(None, description="Fixture key; default: the first customer.")
     #: Advance the case clock before this turn (e.g. 10m, 2h, 1d).
-    after: timedelta = timedelta(minutes=1)
+    after: Duration = timedelta(minutes=1)
     approve: bool | None = Field(None, description="Approve (true) / reject the held action.")
     expect: TurnExpect = Field(default_factory=TurnExpect)
 
-    @field_validator("after", mode="before")
-    @classmethod
-    def _duration(cls, value: object) -> object:
-        return parse_duration(value) if isinstance(value, str | int) else value
 
     @model_validator(mode="after")
     def _one_kind(self) -> Turn:
@@ -138,12 +130,8 @@ class Persona(_Strict):
     goal_reply_contains: list[str] = Field(default_factory=list)
     end_on_handoff: bool = True
     max_turns: int = Field(6, ge=1, le=30)
-    pace: timedelta = timedelta(minutes=1)
+    pace: Duration = timedelta(minutes=1)
 
-    @field_validator("pace", mode="before")
-    @classmethod
-    def _duration(cls, value: object) -> object:
-        return parse_duration(value) if isinstance(value, str | int) else value
 
     @model_validator(mode="after")
     def _has_a_voice(self) -> Persona:

@@ -17,6 +17,7 @@ from typing import Any
 from evals.runner import CaseRun, TurnRun
 from evals.schema import ActionExpect, TurnExpect
 from journey.domain import Decision
+from journey.stats import percentile
 from policy import content
 from policy.contact import is_quiet, zone_for
 from policy.model import Policy
@@ -277,11 +278,6 @@ def score_case(run: CaseRun) -> CaseScore:
 # --- metrics over a whole run --------------------------------------------------------------
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else 0.0
-
-
 def metrics(runs: list[CaseRun]) -> dict[str, Any]:
     intent_ok = intent_n = stage_ok = stage_n = 0
     tp = fp = fn = 0
@@ -319,7 +315,7 @@ def metrics(runs: list[CaseRun]) -> dict[str, Any]:
         "handoff_precision": round(tp / (tp + fp), 3) if tp + fp else None,
         "handoff_recall": round(tp / (tp + fn), 3) if tp + fn else None,
         "latency_p50_ms": round(statistics.median(latencies), 1) if latencies else None,
-        "latency_p95_ms": round(_percentile(latencies, 0.95), 1) if latencies else None,
+        "latency_p95_ms": round(percentile(latencies, 0.95), 1) if latencies else None,
         "tokens": tokens,
         "intent_confusion": confusion,
     }

@@ -120,9 +120,9 @@ class Settings(BaseSettings):
             return self.brain
         if self.llm_base_url or self.llm_api_key.get_secret_value():
             return "openai"
-        import importlib.util
+        from journey.localllm import runtime_available
 
-        return "local" if importlib.util.find_spec("llama_cpp") is not None else "rules"
+        return "local" if runtime_available() else "rules"
 
 
 @lru_cache

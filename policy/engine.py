@@ -23,11 +23,9 @@ with stable reason codes (listed in README.md, section Policy).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from functools import lru_cache
 from typing import Any
 
 from pydantic import BaseModel
@@ -51,7 +49,13 @@ from journey.domain import (
 )
 from policy import content
 from policy.contact import SentRecord, cap_exceeded, consent_problem, next_allowed, zone_for
-from policy.escalation import Escalation, MessageFacts, required_escalation, stalled
+from policy.escalation import (
+    Escalation,
+    MessageFacts,
+    required_escalation,
+    stalled,
+    terms_pattern,
+)
 from policy.model import Policy, fmt_duration
 
 PRIORITIES: tuple[Priority, ...] = ("low", "normal", "high", "urgent")
@@ -138,15 +142,7 @@ def is_opt_out(
     return (
         message.intent == "opt_out"
         and message.confidence >= consent.opt_out_intent_confidence
-        and _cues(tuple(consent.opt_out_cues)).search(text) is not None
-    )
-
-
-@lru_cache(maxsize=16)
-def _cues(words: tuple[str, ...]) -> re.Pattern[str]:
-    return re.compile(
-        r"(?<!\w)(" + "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in words) + r")(?!\w)",
-        re.IGNORECASE,
+        and terms_pattern(tuple(consent.opt_out_cues)).search(text) is not None
     )
 
 

@@ -45,9 +45,10 @@ class Escalation:
 
 
 @lru_cache(maxsize=128)
-def _terms(terms: tuple[str, ...]) -> re.Pattern[str]:
+def terms_pattern(terms: tuple[str, ...]) -> re.Pattern[str]:
+    """Any of ``terms`` as whole words, case-insensitive, spaces matching any whitespace."""
     alternatives = "|".join(re.escape(t).replace(r"\ ", r"\s+") for t in terms)
-    return re.compile(rf"\b({alternatives})\b", re.IGNORECASE)
+    return re.compile(rf"(?<!\w)({alternatives})(?!\w)", re.IGNORECASE)
 
 
 def stalled(facts: MessageFacts, policy: EscalationPolicy) -> bool:
@@ -84,7 +85,7 @@ def _matches(rule: EscalationRule, facts: MessageFacts, policy: EscalationPolicy
             return []
         matched.append("requirements=" + ",".join(hits))
     if w.terms_any:
-        hit = _terms(tuple(w.terms_any)).search(facts.text)
+        hit = terms_pattern(tuple(w.terms_any)).search(facts.text)
         if not hit:
             return []
         matched.append(f"term={hit.group(0).lower()}")
@@ -111,7 +112,7 @@ def _matches(rule: EscalationRule, facts: MessageFacts, policy: EscalationPolicy
 def _auto_queue(facts: MessageFacts, policy: EscalationPolicy) -> Queue:
     """Support terms first, then sales terms, then the message's best other intent."""
     def names(terms: list[str]) -> bool:
-        return bool(terms) and _terms(tuple(terms)).search(facts.text) is not None
+        return bool(terms) and terms_pattern(tuple(terms)).search(facts.text) is not None
 
     if names(policy.support_terms):
         return "support"

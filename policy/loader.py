@@ -14,8 +14,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from journey.yamlcheck import Problem, YamlInvalid, validate_yaml
 from policy.model import Policy
 
@@ -41,26 +39,11 @@ class PolicyError(YamlInvalid):
 def parse_policy(text: str, source: str = "<policy>") -> Policy:
     """Validate policy YAML text; raises :class:`PolicyError` naming lines."""
     version = hashlib.sha256(text.encode()).hexdigest()[:12]
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError:
-        data = None  # validate_yaml reports it with its line
-    missing: list[Problem] = []
-    if isinstance(data, dict) or data is None:
-        absent = [s for s in REQUIRED_SECTIONS if not (data or {}).get(s)]
-        if absent:
-            # a half-written save must not silently drop caps or escalation rules
-            missing = [Problem(1, f"missing sections: {', '.join(absent)}")]
-    try:
-        policy = validate_yaml(
-            text, Policy, source, error=PolicyError, extra={"version": version}
-        )
-    except PolicyError as exc:
-        if missing and not exc.problems[0].message.startswith("not valid YAML"):
-            raise PolicyError(source, exc.problems + missing) from exc
-        raise
-    if missing:
-        raise PolicyError(source, missing)
+    policy = validate_yaml(text, Policy, source, error=PolicyError, extra={"version": version})
+    # a half-written save must not silently drop caps or escalation rules
+    absent = [s for s in REQUIRED_SECTIONS if s not in policy.model_fields_set]
+    if absent:
+        raise PolicyError(source, [Problem(1, f"missing sections: {', '.join(absent)}")])
     return policy
 
 

@@ -8,10 +8,17 @@ from __future__ import annotations
 
 import re
 from datetime import time, timedelta
-from typing import Literal
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from journey.domain import CHANNELS, Channel, Priority, Purpose, Queue
 
@@ -54,6 +61,13 @@ def _unique_names(kind: str, names: list[str]) -> None:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ValueError(f"duplicate {kind} names {dupes}")
+
+
+#: A duration written as ``"90m"``, ``"24h"``, ``"7d"`` (or seconds) in YAML.
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(lambda v: parse_duration(v) if isinstance(v, str | int) else v),
+]
 
 
 def fmt_duration(window: timedelta | None) -> str:
@@ -124,14 +138,10 @@ class FrequencyCap(_Strict):
     purposes: list[Purpose] = Field(default_factory=lambda: list(_MARKETING))
     #: Empty: across all channels together.
     channels: list[Channel] = Field(default_factory=list)
-    window: timedelta | None = None
+    window: Duration | None = None
     per: Literal["day"] | None = None
     include_replies: bool = False
 
-    @field_validator("window", mode="before")
-    @classmethod
-    def _duration(cls, value: object) -> object:
-        return None if value is None else parse_duration(value)  # type: ignore[arg-type]
 
     @model_validator(mode="after")
     def _one_window(self) -> FrequencyCap:

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from agent.brains.llm import make_client
-from agent.graph import make_builder
-from agent.service import InboundRequest, Orchestrator
+from agent.service import InboundRequest
 from agent.understand import IntentClassifier, KnowledgeBase
+from evals.broken import without_policy
 from evals.cli import diff_reports, gate, thresholds_for
 from evals.html import html_report
 from evals.judge import Judge
@@ -25,7 +25,6 @@ from evals.report import build_report, markdown
 from evals.runner import SUITES_DIR, EvalEnv, SuiteError, load_suite, load_suites, run_case
 from evals.schema import Case
 from evals.scorers import score_case
-from journey.runtime import Container
 from memory.embeddings import MiniLMEmbedder
 from tests import fakes
 
@@ -60,22 +59,6 @@ def test_suite_errors_name_their_line(tmp_path: Path) -> None:
     assert (9, "cases.0.turns.0.expect.handoff") in lines
 
 
-def _pass_through(state: dict[str, Any], runtime: Any) -> dict[str, Any]:
-    """A broken agent: the policy gate approves everything the brain proposes."""
-    proposed = state["proposed"]
-    return {
-        "verdicts": [{"action_index": i, "tool": a["tool"], "outcome": "allow",
-                      "reason_codes": ["allowed"]} for i, a in enumerate(proposed)],
-        "approved": {str(i): a for i, a in enumerate(proposed)},
-        "held": {}, "consent_changes": {}, "policy_inputs": {}, "policy_version": "none",
-    }
-
-
-def _break_policy(container: Container) -> None:
-    graph = make_builder(_pass_through).compile(checkpointer=container.checkpointer)
-    container.orchestrator = Orchestrator(container.orchestrator.services, graph)
-
-
 def _run(env: EvalEnv, ids: set[str], **kw: Any) -> dict[str, Any]:
     suites = load_suites([SUITES_DIR])
     picked = [(s, c) for s in suites for c in s.cases if c.id in ids]
@@ -93,7 +76,7 @@ def test_the_real_agent_passes_and_a_broken_one_fails_the_gate(env: EvalEnv) -> 
     assert good["totals"] == {**good["totals"], "cases": 5, "passed": 5, "policy_violations": 0}
     assert gate(good, thresholds_for("rules")) == []
 
-    broken = _run(env, CASES, container_hook=_break_policy)
+    broken = _run(env, CASES, container_hook=without_policy)
     failed = {c["id"]: c for c in broken["cases"] if not c["passed"]}
     assert {"sms-stop-confirmed-once", "nothing-after-opt-out",
             "revoked-channel-stays-silent"} <= set(failed)
@@ -134,7 +117,7 @@ def test_cli_runs_a_tag_writes_reports_and_gates(tmp_path: Path) -> None:
 def test_compare_names_regressions(env: EvalEnv, tmp_path: Path) -> None:
     good = _run(env, {"sms-stop-confirmed-once", "revoked-channel-stays-silent"})
     broken = _run(env, {"sms-stop-confirmed-once", "revoked-channel-stays-silent"},
-                  container_hook=_break_policy)
+                  container_hook=without_policy)
     (tmp_path / "a.json").write_text(json.dumps(good, default=str))
     (tmp_path / "b.json").write_text(json.dumps(broken, default=str))
     diff = diff_reports(good, broken)
@@ -175,7 +158,7 @@ def test_stored_conversations_export_and_replay(
 
     [same] = replay(records, env)
     assert same["changed"] == [] and same["error"] is None
-    [broken] = replay(records, env, container_hook=_break_policy)
+    [broken] = replay(records, env, container_hook=without_policy)
     [stop] = [ch for ch in broken["changed"] if ch["turn"] == "STOP"]
     assert stop["actions"] == {"was": [("send_message", "modify")],
                                "now": [("send_message", "allow")]}
