@@ -50,6 +50,22 @@ customers = Table(
     Column("consent", Json, nullable=False),
     _ts("created_at", nullable=False),
     _ts("updated_at", nullable=False),
+    # set when this profile was merged into another: the id still resolves to the survivor
+    Column("merged_into", String(40)),
+)
+
+#: Every merge of two profiles: who survived, what moved, why.
+profile_merges = Table(
+    "profile_merges",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("survivor_id", String(40), ForeignKey("customers.id"), nullable=False, index=True),
+    Column("merged_id", String(40), ForeignKey("customers.id"), nullable=False, index=True),
+    Column("reason", Text, nullable=False),
+    Column("by", String(200), nullable=False),
+    Column("identities", Json, nullable=False),
+    Column("moved", Json, nullable=False),
+    _ts("created_at", nullable=False),
 )
 
 identities = Table(
@@ -88,6 +104,8 @@ messages = Table(
     Column("turn_status", String(20)),
     _ts("turn_started_at"),
     _ts("created_at", nullable=False),
+    # channel details: an email's subject, Message-ID, In-Reply-To and References
+    Column("meta", Json),
     UniqueConstraint("channel", "external_id", name="uq_messages_channel_external_id"),
     Index("ix_messages_conversation_created", "conversation_id", "created_at"),
     Index("ix_messages_customer_created", "customer_id", "created_at"),
@@ -110,9 +128,8 @@ decisions = Table(
     Column("id", String(40), primary_key=True),
     Column("conversation_id", String(40), ForeignKey("conversations.id"), nullable=False),
     Column("customer_id", String(40), ForeignKey("customers.id"), nullable=False, index=True),
-    Column(
-        "inbound_message_id", String(40), ForeignKey("messages.id"), nullable=False, unique=True
-    ),
+    # null for a proactive decision (a journey woke the agent; see ``job_id`` and ``trigger``)
+    Column("inbound_message_id", String(40), ForeignKey("messages.id"), unique=True),
     Column("intent", String(40), nullable=False),
     Column("intent_confidence", Float, nullable=False),
     Column("stage", String(60), nullable=False),
@@ -128,6 +145,9 @@ decisions = Table(
     Column("inputs", Json),
     Column("policy_version", String(40)),
     Column("rejected", Json),
+    Column("job_id", String(40)),
+    Column("trigger", Json),
+    UniqueConstraint("job_id", name="uq_decisions_job_id"),
     Index("ix_decisions_conversation_created", "conversation_id", "created_at"),
 )
 
@@ -160,7 +180,16 @@ outbox = Table(
     # deferred (quiet hours): not delivered before this time
     _ts("not_before"),
     Column("is_reply", Boolean),
+    # the relay: when to try next, the lease of the worker sending it, the last failure
+    _ts("next_attempt_at"),
+    _ts("locked_until"),
+    Column("last_error", Text),
+    Column("provider_message_id", String(200)),
+    Column("provider_status", String(40)),
+    Column("meta", Json),
     Index("ix_outbox_status_created", "status", "created_at"),
+    Index("ix_outbox_status_next", "status", "next_attempt_at"),
+    Index("ix_outbox_provider_message", "provider_message_id"),
     Index("ix_outbox_customer_created", "customer_id", "created_at"),
 )
 
@@ -214,6 +243,32 @@ approvals = Table(
     _ts("created_at", nullable=False),
     _ts("decided_at"),
     Index("ix_approvals_status_created", "status", "created_at"),
+)
+
+
+#: Work for the workers: queued turns, journey wake-ups, scheduled actions (follow-ups, nurture).
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("kind", String(30), nullable=False),  # turn | journey | action
+    Column("customer_id", String(40), ForeignKey("customers.id")),
+    # one job per key: a repeated webhook or a re-fired trigger cannot queue the work twice
+    Column("dedupe_key", String(240), nullable=False, unique=True),
+    Column("payload", Json, nullable=False),
+    _ts("due_at", nullable=False),
+    Column("status", String(20), nullable=False),  # pending | running | done | cancelled | failed
+    Column("attempts", Integer, nullable=False),
+    _ts("locked_until"),
+    Column("worker", String(80)),
+    Column("journey", String(80)),
+    Column("tag", String(80)),
+    Column("result", Json),
+    Column("error", Text),
+    _ts("created_at", nullable=False),
+    _ts("updated_at", nullable=False),
+    Index("ix_jobs_status_due", "status", "due_at"),
+    Index("ix_jobs_customer_status", "customer_id", "status"),
 )
 
 

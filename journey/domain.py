@@ -110,6 +110,8 @@ class Message(BaseModel):
     external_id: str | None = None
     author: str = "customer"  # customer | bot | human:<name>
     created_at: datetime
+    #: Channel details: an email's subject, Message-ID, In-Reply-To, References.
+    meta: dict[str, Any] = Field(default_factory=dict)
 
 
 class Handoff(BaseModel):
@@ -233,7 +235,8 @@ class Decision(BaseModel):
     id: str
     conversation_id: str
     customer_id: str
-    inbound_message_id: str
+    #: The message this decision answers; None for a proactive decision (see ``trigger``).
+    inbound_message_id: str | None
     intent: str
     intent_confidence: float
     stage: str
@@ -251,6 +254,9 @@ class Decision(BaseModel):
     policy_version: str = ""
     #: Tool calls the model made that were not valid actions.
     rejected: list[RejectedCall] = Field(default_factory=list)
+    #: A proactive decision: the job that woke the agent, and the journey trigger that fired.
+    job_id: str | None = None
+    trigger: dict[str, Any] | None = None
 
 
 #: ``blocked``: a person approved, but the policy no longer allowed it when it was to run.

@@ -7,7 +7,7 @@ decision, outbound messages and their outbox rows, CRM changes, handoffs) are wr
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +30,8 @@ from journey.domain import (
     Message,
     Purpose,
 )
+from journey.jobs import Jobs
+from journey.outbox import OutboxQueue
 
 OPEN_HANDOFF = ("open", "claimed")
 
@@ -46,6 +48,8 @@ class OutboundMessage(BaseModel):
     status: str = "pending"  # sent (inline) | pending | scheduled (not before not_before)
     not_before: datetime | None = None
     is_reply: bool = False
+    #: channel details for the relay (an email's subject)
+    meta: dict[str, Any] = Field(default_factory=dict)
 
 
 class CrmChange(BaseModel):
@@ -101,6 +105,22 @@ def _merge_consent(
     return merged
 
 
+_CONSENT_RANK = {"revoked": 2, "granted": 1, "unknown": 0}
+
+
+def _strictest_consent(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Two profiles' consent as one: a revocation on either side stands, then a grant."""
+    out: dict[str, Any] = {}
+    for channel in {*a, *b}:
+        left, right = _consent_dict(a.get(channel, {})), _consent_dict(b.get(channel, {}))
+        out[channel] = {
+            purpose: max(left.get(purpose, "unknown"), right.get(purpose, "unknown"),
+                         key=lambda s: _CONSENT_RANK.get(s, 0))
+            for purpose in {*left, *right}
+        }
+    return out
+
+
 def _consent_dict(value: Any) -> dict[str, Any]:
     if isinstance(value, str):  # a bare status: the channel as a whole
         return {"service": value, "marketing": "revoked" if value == "revoked" else "unknown"}
@@ -114,6 +134,10 @@ class Store:
         self.engine = engine
         self.clock = clock or SystemClock()
         self.ids = ids
+        self.jobs = Jobs(engine, self.clock, ids)
+        self.outbox_queue = OutboxQueue(engine, self.clock)
+        #: called as ``(survivor_id, merged_id)`` after two profiles were merged
+        self.on_merge: list[Callable[[str, str], None]] = []
 
     # --- customers ------------------------------------------------------------------------
 
@@ -141,16 +165,14 @@ class Store:
         )
 
     def get_customer(self, customer_id: str) -> CustomerProfile | None:
+        """The profile, or the one it was merged into."""
         with self.engine.connect() as conn:
-            return self._profile(conn, customer_id)
+            live = self._live_id(conn, customer_id)
+            return self._profile(conn, live) if live else None
 
     def find_customer(self, identity: Identity) -> CustomerProfile | None:
         with self.engine.connect() as conn:
-            cid = conn.execute(
-                select(db.identities.c.customer_id).where(
-                    db.identities.c.kind == identity.kind, db.identities.c.value == identity.value
-                )
-            ).scalar()
+            cid = self._owner_of(conn, identity)
             return self._profile(conn, cid) if cid else None
 
     def create_customer(
@@ -190,40 +212,208 @@ class Store:
             raise RuntimeError("customer vanished")
         return profile
 
+    def _owner_of(self, conn: Connection, identity: Identity) -> str | None:
+        """The live profile that holds ``identity`` (following merges)."""
+        cid = conn.execute(
+            select(db.identities.c.customer_id).where(
+                db.identities.c.kind == identity.kind, db.identities.c.value == identity.value
+            )
+        ).scalar()
+        return self._live_id(conn, cid) if cid else None
+
+    @staticmethod
+    def _live_id(conn: Connection, customer_id: str) -> str | None:
+        seen = set()
+        while customer_id not in seen:
+            seen.add(customer_id)
+            merged = conn.execute(
+                select(db.customers.c.merged_into).where(db.customers.c.id == customer_id)
+            ).first()
+            if merged is None:
+                return None
+            if not merged.merged_into:
+                return customer_id
+            customer_id = merged.merged_into
+        return customer_id  # pragma: no cover - a merge cycle cannot be written
+
+    def live_customer_id(self, customer_id: str) -> str | None:
+        """The profile ``customer_id`` is now (itself, or the one it was merged into)."""
+        with self.engine.connect() as conn:
+            return self._live_id(conn, customer_id)
+
     def resolve_customer(
-        self, identities: Sequence[Identity], default_stage: str, timezone: str = "UTC"
+        self,
+        identities: Sequence[Identity],
+        default_stage: str,
+        timezone: str = "UTC",
+        *,
+        stages: Sequence[str] = (),
     ) -> tuple[CustomerProfile, bool]:
-        """The profile any of ``identities`` belongs to (new identities are linked to it),
-        or a new profile. Returns (profile, created)."""
-        for ident in identities:
-            found = self.find_customer(ident)
-            if found is None:
-                continue
-            known = {(i.kind, i.value) for i in found.identities}
-            new = [i for i in identities if (i.kind, i.value) not in known]
-            if new:
-                with self.engine.begin() as conn:
-                    for i in new:
-                        try:
-                            with conn.begin_nested():
-                                conn.execute(
-                                    insert(db.identities).values(
-                                        customer_id=found.id, kind=i.kind, value=i.value
-                                    )
-                                )
-                        except IntegrityError:
-                            pass  # owned by another profile: merging is a later feature
-                found = self.get_customer(found.id) or found
-            return found, False
-        try:
-            return self.create_customer(identities, default_stage, timezone=timezone), True
-        except IntegrityError:
-            # a concurrent request created it first
-            for ident in identities:
-                found = self.find_customer(ident)
-                if found is not None:
-                    return found, False
-            raise
+        """The one profile ``identities`` belong to. Returns (profile, created).
+
+        Identities not seen before are linked to it. When they belong to two or more profiles
+        (a web-chat visitor gives the email of a known customer), those profiles are merged
+        into the oldest one, keeping all history, and the merge is recorded."""
+        with self.engine.connect() as conn:
+            owners = list(dict.fromkeys(
+                cid for ident in identities if (cid := self._owner_of(conn, ident))
+            ))
+        if not owners:
+            try:
+                return self.create_customer(identities, default_stage, timezone=timezone), True
+            except IntegrityError:
+                # a concurrent request created it first
+                return self.resolve_customer(identities, default_stage, timezone, stages=stages)
+        profiles = [p for cid in owners if (p := self.get_customer(cid))]
+        profiles.sort(key=lambda p: (p.created_at, p.id))
+        survivor = profiles[0]
+        for other in profiles[1:]:
+            seen = ", ".join(f"{i.kind}={i.value}" for i in identities)
+            self.merge_customers(
+                survivor.id, other.id, reason=f"identities seen together: {seen}",
+                by="identity_resolution", stages=stages,
+            )
+        known = {(i.kind, i.value) for i in survivor.identities}
+        new = [i for i in identities if (i.kind, i.value) not in known]
+        if new or len(profiles) > 1:
+            with self.engine.begin() as conn:
+                for i in new:
+                    try:
+                        with conn.begin_nested():
+                            conn.execute(insert(db.identities).values(
+                                customer_id=survivor.id, kind=i.kind, value=i.value
+                            ))
+                    except IntegrityError:
+                        pass  # linked by a concurrent request (merged above or next time)
+            survivor = self.get_customer(survivor.id) or survivor
+        return survivor, False
+
+    def merge_customers(
+        self,
+        survivor_id: str,
+        merged_id: str,
+        *,
+        reason: str,
+        by: str,
+        stages: Sequence[str] = (),
+    ) -> dict[str, Any]:
+        """Merge profile ``merged_id`` into ``survivor_id`` in one transaction and record it.
+
+        Every row of the merged profile (identities, conversations, messages, events,
+        decisions, outbox, handoffs, CRM activities, approvals, jobs) moves to the survivor;
+        its open conversation joins the survivor's, so the context follows. Attributes: the
+        survivor's win, the merged profile fills gaps. Consent: a revocation on either side
+        stands. Stage: the further one in ``stages``. The merged id keeps resolving to the
+        survivor (``merged_into``). Returns the merge record; merging twice is a no-op."""
+        if survivor_id == merged_id:
+            raise ValueError("cannot merge a profile into itself")
+        now = self.clock.now()
+        c = db.customers
+        with self.engine.begin() as conn:
+            rows = {
+                r.id: r for r in conn.execute(
+                    select(c).where(c.c.id.in_(sorted([survivor_id, merged_id])))
+                    .order_by(c.c.id).with_for_update()
+                ).all()
+            }
+            if survivor_id not in rows or merged_id not in rows:
+                raise KeyError(survivor_id if survivor_id not in rows else merged_id)
+            keep, gone = rows[survivor_id], rows[merged_id]
+            if gone.merged_into:
+                done = conn.execute(
+                    select(db.profile_merges).where(db.profile_merges.c.merged_id == merged_id)
+                ).first()
+                return dict(done._mapping) if done else {"merged_into": gone.merged_into}
+            if keep.merged_into:
+                raise ValueError(f"{survivor_id} was itself merged into {keep.merged_into}")
+            idents = [
+                {"kind": k, "value": v} for k, v in conn.execute(
+                    select(db.identities.c.kind, db.identities.c.value)
+                    .where(db.identities.c.customer_id == merged_id)
+                ).all()
+            ]
+            # the merged profile's open conversation joins the survivor's open one
+            open_conv = {
+                r.customer_id: r.id for r in conn.execute(
+                    select(db.conversations.c.id, db.conversations.c.customer_id).where(
+                        db.conversations.c.customer_id.in_([survivor_id, merged_id]),
+                        db.conversations.c.status == "open",
+                    ).order_by(db.conversations.c.created_at)
+                ).all()
+            }
+            moved: dict[str, int] = {}
+            if survivor_id in open_conv and merged_id in open_conv:
+                into, old = open_conv[survivor_id], open_conv[merged_id]
+                for table in (db.messages, db.decisions, db.handoffs, db.approvals):
+                    moved[f"{table.name}_rethreaded"] = conn.execute(
+                        update(table).where(table.c.conversation_id == old)
+                        .values(conversation_id=into)
+                    ).rowcount
+                conn.execute(update(db.conversations).where(db.conversations.c.id == old)
+                             .values(status="merged", updated_at=now))
+                human = conn.execute(
+                    select(func.count()).select_from(db.handoffs).where(
+                        db.handoffs.c.conversation_id == into,
+                        db.handoffs.c.status.in_(OPEN_HANDOFF),
+                    )
+                ).scalar_one()
+                if human:
+                    conn.execute(update(db.conversations).where(db.conversations.c.id == into)
+                                 .values(owner="human", updated_at=now))
+            for table in (
+                db.identities, db.conversations, db.messages, db.events, db.decisions,
+                db.decision_reasons, db.outbox, db.handoffs, db.crm_activities, db.approvals,
+                db.jobs,
+            ):
+                moved[table.name] = conn.execute(
+                    update(table).where(table.c.customer_id == merged_id)
+                    .values(customer_id=survivor_id)
+                ).rowcount
+            attributes = {**(gone.attributes or {}), **(keep.attributes or {})}
+            scores = {**(gone.attributes or {}).get("intent_scores", {})}
+            for name, value in (keep.attributes or {}).get("intent_scores", {}).items():
+                scores[name] = max(value, scores.get(name, 0.0))
+            if scores:
+                attributes["intent_scores"] = scores
+            stage = keep.lifecycle_stage
+            if stages and gone.lifecycle_stage in stages and stage in stages:
+                stage = max(stage, gone.lifecycle_stage, key=list(stages).index)
+            conn.execute(update(c).where(c.c.id == survivor_id).values(
+                name=keep.name or gone.name,
+                timezone=keep.timezone or gone.timezone,
+                lifecycle_stage=stage,
+                attributes=attributes,
+                consent=_strictest_consent(keep.consent or {}, gone.consent or {}),
+                updated_at=now,
+            ))
+            conn.execute(update(c).where(c.c.id == merged_id).values(
+                merged_into=survivor_id, updated_at=now
+            ))
+            record = {
+                "id": self.ids("mrg"), "survivor_id": survivor_id, "merged_id": merged_id,
+                "reason": reason, "by": by, "identities": idents, "moved": moved,
+                "created_at": now,
+            }
+            conn.execute(insert(db.profile_merges).values(**record))
+            conn.execute(insert(db.crm_activities).values(
+                id=self.ids("act"), customer_id=survivor_id, decision_id=None, kind="merge",
+                body={"merged_id": merged_id, "reason": reason, "by": by,
+                      "identities": idents},
+                done=True, created_at=now,
+            ))
+        for hook in self.on_merge:
+            hook(survivor_id, merged_id)
+        return record
+
+    def merges(self, customer_id: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(db.profile_merges)
+                .where((db.profile_merges.c.survivor_id == customer_id)
+                       | (db.profile_merges.c.merged_id == customer_id))
+                .order_by(db.profile_merges.c.created_at)
+            ).all()
+        return [dict(r._mapping) for r in rows]
 
     def update_customer(
         self,
@@ -243,6 +433,19 @@ class Store:
                 conn.execute(
                     update(db.customers).where(db.customers.c.id == customer_id).values(name=name)
                 )
+
+    def apply_profile_change(
+        self, customer_id: str, change: CrmChange, activities: Sequence[Activity] = ()
+    ) -> None:
+        """A signal's effect on the profile (traits, intent scores, a stage rule), recorded."""
+        now = self.clock.now()
+        with self.engine.begin() as conn:
+            self._apply_crm(conn, customer_id, change)
+            for act in activities:
+                conn.execute(insert(db.crm_activities).values(
+                    id=act.id, customer_id=customer_id, decision_id=None, kind=act.kind,
+                    body=act.body, done=True, created_at=now,
+                ))
 
     def _apply_crm(self, conn: Connection, customer_id: str, change: CrmChange) -> None:
         # the row is locked (PostgreSQL) so concurrent turns and approvals cannot lose updates;
@@ -363,6 +566,7 @@ class Store:
             external_id=row.external_id,
             author=row.author,
             created_at=_aware_dt(row.created_at),
+            meta=row.meta or {},
         )
 
     def accept_inbound(
@@ -371,6 +575,7 @@ class Store:
         channel: Channel,
         text: str,
         external_id: str | None,
+        meta: dict[str, Any] | None = None,
     ) -> InboundAccepted:
         """Store an inbound message, once per (channel, external_id)."""
         now = self.clock.now()
@@ -383,6 +588,7 @@ class Store:
                         customer_id=conversation.customer_id, direction="inbound",
                         channel=channel, text=text, external_id=external_id, author="customer",
                         turn_status="pending", turn_started_at=now, created_at=now,
+                        meta=meta or None,
                     )
                 )
                 conn.execute(
@@ -400,7 +606,7 @@ class Store:
         message = Message(
             id=mid, conversation_id=conversation.id, customer_id=conversation.customer_id,
             direction="inbound", channel=channel, text=text, external_id=external_id,
-            created_at=now,
+            created_at=now, meta=meta or {},
         )
         return InboundAccepted(message=message, is_new=True, turn_status="pending")
 
@@ -450,6 +656,49 @@ class Store:
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
         return [self._message(r) for r in reversed(rows)]
+
+    def last_inbound_meta(self, customer_id: str, channel: Channel) -> dict[str, Any] | None:
+        """The channel details of the customer's latest inbound message there (an email's
+        Message-ID and subject, to thread a reply)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(db.messages.c.meta).where(
+                    db.messages.c.customer_id == customer_id, db.messages.c.channel == channel,
+                    db.messages.c.direction == "inbound", db.messages.c.meta.is_not(None),
+                ).order_by(db.messages.c.created_at.desc()).limit(1)
+            ).first()
+        return dict(row.meta) if row and row.meta else None
+
+    def get_message(self, message_id: str) -> Message | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(db.messages).where(db.messages.c.id == message_id)).first()
+        return self._message(row) if row else None
+
+    def outbound_since(
+        self, customer_id: str, channel: Channel, after_message_id: str | None, limit: int = 100
+    ) -> list[Message]:
+        """The customer's outbound messages on ``channel`` delivered after ``after_message_id``
+        (all if None), in delivery order: what a web-chat stream has not shown yet. A message
+        still waiting in the outbox (deferred, scheduled) is not delivered and not listed."""
+        m, o = db.messages, db.outbox
+        query = (
+            select(m, o.c.sent_at.label("delivered_at"))
+            .join(o, o.c.message_id == m.c.id)
+            .where(m.c.customer_id == customer_id, m.c.channel == channel,
+                   m.c.direction == "outbound", o.c.status == "sent")
+        )
+        with self.engine.connect() as conn:
+            if after_message_id:
+                after = conn.execute(
+                    select(o.c.sent_at, o.c.message_id).where(o.c.message_id == after_message_id)
+                ).first()
+                if after is not None and after.sent_at is not None:
+                    query = query.where(
+                        (o.c.sent_at > after.sent_at)
+                        | and_(o.c.sent_at == after.sent_at, m.c.id > after.message_id)
+                    )
+            rows = conn.execute(query.order_by(o.c.sent_at, m.c.id).limit(limit)).all()
+        return [self._message(r) for r in rows]
 
     # --- handoffs -------------------------------------------------------------------------
 
@@ -505,6 +754,13 @@ class Store:
             }
         )
 
+    def decision_for_job(self, job_id: str) -> Decision | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(db.decisions).where(db.decisions.c.job_id == job_id)
+            ).first()
+            return self._decision(row) if row else None
+
     def decision_for_inbound(self, message_id: str) -> Decision | None:
         with self.engine.connect() as conn:
             row = conn.execute(
@@ -530,17 +786,21 @@ class Store:
     def commit_turn(self, decision: Decision, effects: TurnEffects) -> Decision:
         """Record the decision and apply its effects in one transaction.
 
-        Idempotent per inbound message: if a decision for it exists, nothing is written and
-        the stored decision is returned.
+        Idempotent per inbound message (per job, for a proactive decision): if a decision
+        for it exists, nothing is written and the stored decision is returned.
         """
         now = decision.created_at
+        if decision.inbound_message_id is not None:
+            same = db.decisions.c.inbound_message_id == decision.inbound_message_id
+            key = decision.inbound_message_id
+        elif decision.job_id is not None:
+            same = db.decisions.c.job_id == decision.job_id
+            key = f"job:{decision.job_id}"
+        else:
+            raise ValueError("a decision answers an inbound message or a job")
         try:
             with self.engine.begin() as conn:
-                exists = conn.execute(
-                    select(db.decisions.c.id).where(
-                        db.decisions.c.inbound_message_id == decision.inbound_message_id
-                    )
-                ).first()
+                exists = conn.execute(select(db.decisions.c.id).where(same)).first()
                 if exists:
                     raise _AlreadyRecorded
                 conn.execute(
@@ -569,15 +829,18 @@ class Store:
                     )
                 self._apply_effects(
                     conn, decision.customer_id, decision.conversation_id, decision.id,
-                    effects, now, key=decision.inbound_message_id,
+                    effects, now, key=key,
                 )
-                conn.execute(
-                    update(db.messages)
-                    .where(db.messages.c.id == decision.inbound_message_id)
-                    .values(turn_status="done")
-                )
+                if decision.inbound_message_id is not None:
+                    conn.execute(
+                        update(db.messages)
+                        .where(db.messages.c.id == decision.inbound_message_id)
+                        .values(turn_status="done")
+                    )
         except (_AlreadyRecorded, IntegrityError):
-            stored = self.decision_for_inbound(decision.inbound_message_id)
+            with self.engine.connect() as conn:
+                row = conn.execute(select(db.decisions).where(same)).first()
+            stored = self._decision(row) if row else None
             if stored is None:
                 raise
             return stored
@@ -612,6 +875,7 @@ class Store:
                     idempotency_key=f"{key}:{i}",
                     sent_at=now if out.status == "sent" else None,
                     not_before=out.not_before, is_reply=out.is_reply,
+                    next_attempt_at=out.not_before or now, meta=out.meta or None,
                 )
             )
         crm = effects.crm

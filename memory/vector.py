@@ -77,6 +77,8 @@ class VectorMemory(Protocol):
         """Records held for ``customer_id``, or in total when it is None."""
         ...
 
+    def reassign(self, from_customer: str, to_customer: str) -> int: ...
+
     def delete_customer(self, customer_id: str) -> None:
         """Forget every record of ``customer_id``."""
         ...
@@ -213,6 +215,18 @@ class ChromaVectorMemory:
     def delete_customer(self, customer_id: str) -> None:
         self._collection.delete(where={"customer_id": customer_id})
 
+    def reassign(self, from_customer: str, to_customer: str) -> int:
+        """Move one customer's records to another (two profiles were merged)."""
+        got = self._collection.get(where={"customer_id": from_customer}, include=["metadatas"])
+        ids = list(got["ids"])
+        if not ids:
+            return 0
+        metadatas: list[Metadata] = [
+            {**dict(meta or {}), "customer_id": to_customer} for meta in (got["metadatas"] or [])
+        ]
+        self._collection.update(ids=ids, metadatas=metadatas)
+        return len(ids)
+
 
 def _hit_from_chroma(
     id_: str, document: str | None, meta: Mapping[str, Any], distance: float
@@ -284,3 +298,13 @@ class InMemoryVectorMemory:
         with self._lock:
             for record_id in self._by_customer.pop(customer_id, {}):
                 self._owner.pop(record_id, None)
+
+    def reassign(self, from_customer: str, to_customer: str) -> int:
+        """Move one customer's records to another (two profiles were merged)."""
+        with self._lock:
+            moved = self._by_customer.pop(from_customer, {})
+            target = self._by_customer.setdefault(to_customer, {})
+            for record_id, (record, vector) in moved.items():
+                target[record_id] = (record.model_copy(update={"customer_id": to_customer}), vector)
+                self._owner[record_id] = to_customer
+            return len(moved)
