@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from agent.brains.base import Brain
 from agent.understand import IntentClassifier
 from journey.clock import Clock, IdFactory
+from journey.journeys import JourneysProvider
 from journey.lifecycle import Lifecycle
 from journey.store import Store
 from memory.vector import VectorMemory
@@ -26,3 +27,7 @@ class TurnServices:
     policy: PolicyProvider
     history_k: int = 6
     recent_limit: int = 8
+    #: journeys as data (proactive turns); None: no journeys
+    journeys: JourneysProvider | None = None
+    #: the company's name, for templates
+    company: str = ""

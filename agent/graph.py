@@ -1,8 +1,8 @@
 """The agent graph. ``builder`` is the uncompiled graph; :func:`build_graph` compiles it.
 
     load_context → understand → decide → policy_gate → act → respond → record
-                                                                         │ an action held
-                                                                         ▼ for approval
+         │                                  ▲                                │ an action held
+         └─► understand_signal → decide_journey (a journey woke the agent)   ▼ for approval
                                                     await_approval (interrupt) → execute_approval
 
 Every WRITE tool runs in ``act`` (only what ``policy_gate`` approved) or, for an action the
@@ -31,7 +31,9 @@ def make_builder(
     graph = StateGraph(TurnState, context_schema=TurnServices)
     graph.add_node("load_context", nodes.load_context)
     graph.add_node("understand", nodes.understand_message)
+    graph.add_node("understand_signal", nodes.understand_signal)
     graph.add_node("decide", nodes.decide)
+    graph.add_node("decide_journey", nodes.decide_journey)
     graph.add_node("policy_gate", policy_gate)
     graph.add_node("act", nodes.act)
     graph.add_node("respond", nodes.respond)
@@ -39,9 +41,11 @@ def make_builder(
     graph.add_node("await_approval", nodes.await_approval)
     graph.add_node("execute_approval", nodes.execute_approval)
     graph.add_edge(START, "load_context")
-    graph.add_edge("load_context", "understand")
-    graph.add_edge("understand", "decide")
+    graph.add_conditional_edges("load_context", nodes.route_understanding)
+    graph.add_conditional_edges("understand", nodes.route_decision)
+    graph.add_conditional_edges("understand_signal", nodes.route_decision)
     graph.add_edge("decide", "policy_gate")
+    graph.add_edge("decide_journey", "policy_gate")
     graph.add_edge("policy_gate", "act")
     graph.add_edge("act", "respond")
     graph.add_edge("respond", "record")
@@ -59,5 +63,6 @@ def build_graph(checkpointer: BaseCheckpointSaver[Any] | None = None) -> Any:
     return builder.compile(checkpointer=checkpointer, name="journey-agent")
 
 
-def thread_config(inbound_message_id: str) -> dict[str, Any]:
-    return {"configurable": {"thread_id": f"turn:{inbound_message_id}"}}
+def thread_config(source_id: str) -> dict[str, Any]:
+    """A turn's thread: ``turn:<inbound message id>``, or ``turn:<job id>`` when proactive."""
+    return {"configurable": {"thread_id": f"turn:{source_id}"}}

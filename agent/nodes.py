@@ -15,13 +15,14 @@ from agent.brains.base import BrainInput, DecisionOutput
 from agent.brains.rules import handoff_summary
 from agent.context import TurnServices
 from agent.state import TurnState
-from agent.understand import Signals, understand
+from agent.understand import IntentScore, Signals, understand
 from journey.domain import (
     Approval,
     BrainInfo,
     Conversation,
     CustomerProfile,
     Decision,
+    EscalateToHuman,
     Event,
     Handoff,
     Message,
@@ -31,6 +32,7 @@ from journey.domain import (
     UpdateCrm,
     Verdict,
 )
+from journey.journeys import Journey
 from journey.store import Activity, TurnEffects
 from memory.vector import MemoryHit, MemoryRecord
 from policy.brief import policy_brief
@@ -38,6 +40,7 @@ from policy.contact import SentRecord
 from policy.engine import Facts, PolicyEngine, is_opt_in, is_opt_out, ledger_horizon
 from policy.escalation import MessageFacts
 from policy.model import Policy
+from prompts import render
 from tools import ToolContext, ToolError, run_tool
 
 _ACTIONS: TypeAdapter[list[ProposedAction]] = TypeAdapter(list[ProposedAction])
@@ -55,22 +58,42 @@ def _inbound(state: TurnState) -> Message:
     return Message.model_validate(state["inbound"])
 
 
+def _maybe_inbound(state: TurnState) -> Message | None:
+    """The message this turn answers; None for a proactive turn (a journey woke the agent)."""
+    return Message.model_validate(state["inbound"]) if state.get("inbound") else None
+
+
+def _source_id(state: TurnState) -> str:
+    """What the turn is keyed by: the inbound message, or the job of a proactive turn."""
+    inbound = state.get("inbound")
+    return str(inbound["id"]) if inbound else str(_trigger(state)["job_id"])
+
+
+def _trigger(state: TurnState) -> dict[str, Any]:
+    trigger = state.get("trigger")
+    if not trigger:
+        raise LookupError("this turn was not woken by a journey")
+    return trigger
+
+
 def load_context(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, Any]:
     """The unified profile, the conversation so far, related history and recent signals."""
     svc = runtime.context
-    inbound = _inbound(state)
+    inbound = _maybe_inbound(state)
     profile = svc.store.get_customer(state["customer_id"])
     if profile is None:
         raise LookupError(f"customer {state['customer_id']} not found")
+    this = inbound.id if inbound else None
     recent = [
         m
         for m in svc.store.messages(customer_id=profile.id, limit=svc.recent_limit + 1)
-        if m.id != inbound.id
+        if m.id != this
     ][-svc.recent_limit :]
-    shown = {m.id for m in recent} | {inbound.id}
+    shown = {m.id for m in recent} | ({this} if this else set())
+    query = inbound.text if inbound else str(_trigger(state).get("description", ""))
     history = [
         h
-        for h in svc.memory.search(profile.id, inbound.text, k=svc.history_k + len(shown))
+        for h in svc.memory.search(profile.id, query, k=svc.history_k + len(shown))
         if h.id not in shown
     ][: svc.history_k]
     events = svc.store.recent_events(profile.id, since=svc.clock.now() - EVENT_WINDOW)
@@ -163,7 +186,7 @@ def policy_gate(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, A
     svc = runtime.context
     policy = svc.policy.get()
     now = svc.clock.now()
-    inbound = _inbound(state)
+    inbound = _maybe_inbound(state)
     profile = _profile(state)
     signals = Signals.model_validate(state["signals"])
     esc = policy.escalation
@@ -173,7 +196,7 @@ def policy_gate(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, A
         and h.created_at >= now - REPEAT_WINDOW
     )
     message = MessageFacts(
-        text=inbound.text,
+        text=inbound.text if inbound else "",
         intent=signals.intent,
         confidence=signals.confidence,
         sentiment=signals.sentiment,
@@ -193,12 +216,14 @@ def policy_gate(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, A
         Facts(
             profile=profile,
             message=message,
-            inbound_channel=inbound.channel,
+            inbound_channel=inbound.channel if inbound else None,
             now=now,
             stages=svc.lifecycle.stages,
             active_handoff=Handoff.model_validate(handoff) if handoff else None,
             ledger=ledger,
             summary=state.get("summary", ""),
+            # a journey's declared actions are the company's, not the model's
+            origin="model" if inbound else "system",
         ),
     )
     return {
@@ -217,7 +242,8 @@ def act(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, Any]:
     are committed with the decision."""
     svc = runtime.context
     effects = TurnEffects()
-    inbound = _inbound(state)
+    inbound = _maybe_inbound(state)
+    channel = inbound.channel if inbound else None
     consent = state["consent_changes"]
     effects.crm.consent.update(consent)  # type: ignore[arg-type]
     ctx = _tool_context(state, svc, effects)
@@ -233,10 +259,10 @@ def act(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, Any]:
                 Approval(
                     id=approval_id, decision_id=state["decision_id"],
                     conversation_id=state["conversation_id"], customer_id=state["customer_id"],
-                    inbound_message_id=inbound.id, action=held,
+                    inbound_message_id=_source_id(state), action=held,
                     reason_codes=verdict.reason_codes, created_at=svc.clock.now(),
                     deliver_at=verdict.deliver_at,
-                    is_reply=_is_reply(held, inbound.channel, verdict),
+                    is_reply=_is_reply(held, channel, verdict),
                 )
             )
             continue
@@ -244,7 +270,7 @@ def act(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, Any]:
         if approved is None:
             continue
         action = _ACTION.validate_python(approved)
-        is_reply = _is_reply(approved, inbound.channel, verdict)
+        is_reply = _is_reply(approved, channel, verdict)
         try:
             verdict.result = run_tool(
                 action, replace(ctx, deliver_at=verdict.deliver_at, is_reply=is_reply)
@@ -264,10 +290,11 @@ def act(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, Any]:
     }
 
 
-def _is_reply(action: dict[str, Any], inbound: str, verdict: Verdict) -> bool:
+def _is_reply(action: dict[str, Any], inbound: str | None, verdict: Verdict) -> bool:
     """The engine's reading: a message on the customer's channel, not marketing, not switched."""
     return (
-        action.get("tool") == "send_message" and action.get("channel") == inbound
+        inbound is not None
+        and action.get("tool") == "send_message" and action.get("channel") == inbound
         and action.get("purpose") != "marketing"
         and "switch_channel" not in verdict.modifications
     )
@@ -275,7 +302,10 @@ def _is_reply(action: dict[str, Any], inbound: str, verdict: Verdict) -> bool:
 
 def respond(state: TurnState) -> dict[str, Any]:
     """The reply the customer sees now: the message that went out on their channel, if any."""
-    channel = _inbound(state).channel
+    inbound = _maybe_inbound(state)
+    if inbound is None:
+        return {"reply": None}  # a proactive turn answers nobody
+    channel = inbound.channel
     effects = TurnEffects.model_validate(state["effects"])
     reply = next((o.text for o in effects.outbound if o.channel == channel), None)
     return {"reply": reply}
@@ -284,12 +314,16 @@ def respond(state: TurnState) -> dict[str, Any]:
 def record(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, Any]:
     """Commit the decision with its effects in one transaction, then remember the messages."""
     svc = runtime.context
-    inbound = _inbound(state)
+    inbound = _maybe_inbound(state)
+    trigger = state.get("trigger")
     profile = _profile(state)
     output = DecisionOutput.model_validate(state["output"])
     verdicts = [Verdict.model_validate(v) for v in state["verdicts"]]
     effects = TurnEffects.model_validate(state["effects"])
     reasons = [f"intent:{output.intent}"]
+    if trigger:
+        reasons.append(f"journey:{trigger['journey']}")
+        reasons.extend(f"cancelled_job:{j}" for j in trigger.get("cancelled_jobs", []))
     if state.get("rule_name"):
         reasons.append(f"stage_rule:{state['rule_name']}")
     brain = BrainInfo.model_validate(state["brain"])
@@ -312,7 +346,9 @@ def record(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, Any]:
         id=state["decision_id"],
         conversation_id=state["conversation_id"],
         customer_id=profile.id,
-        inbound_message_id=inbound.id,
+        inbound_message_id=inbound.id if inbound else None,
+        job_id=trigger["job_id"] if trigger else None,
+        trigger=trigger,
         intent=output.intent,
         intent_confidence=output.confidence,
         stage=stage,
@@ -337,9 +373,11 @@ def record(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, Any]:
                 channel=inbound.channel, direction="inbound", text=inbound.text,
                 created_at=inbound.created_at,
             )
-        ] + [
+        ] if inbound else []
+        records += [
             MemoryRecord(
-                id=o.message_id, customer_id=profile.id, conversation_id=inbound.conversation_id,
+                id=o.message_id, customer_id=profile.id,
+                conversation_id=state["conversation_id"],
                 channel=o.channel, direction="outbound", text=o.text,
                 created_at=decision.created_at,
             )
@@ -431,12 +469,14 @@ def _ledger(svc: TurnServices, customer_id: str, policy: Policy, now: datetime) 
 
 
 def _tool_context(state: TurnState, svc: TurnServices, effects: TurnEffects) -> ToolContext:
-    inbound = _inbound(state)
+    inbound = _maybe_inbound(state)
+    trigger = state.get("trigger") or {}
     return ToolContext(
         profile=_profile(state),
         conversation=_conversation_stub(state),
-        inbound_channel=inbound.channel,
-        inbound_message_id=inbound.id,
+        inbound_channel=inbound.channel if inbound else None,
+        inbound_message_id=_source_id(state),
+        meta={"subject": trigger["subject"]} if trigger.get("subject") else {},
         decision_id=state["decision_id"],
         clock=svc.clock,
         ids=svc.ids,
@@ -445,9 +485,111 @@ def _tool_context(state: TurnState, svc: TurnServices, effects: TurnEffects) -> 
 
 
 def _conversation_stub(state: TurnState) -> Conversation:
-    inbound = _inbound(state)
+    profile = _profile(state)
     return Conversation(
         id=state["conversation_id"], customer_id=state["customer_id"], status="open",
         owner="human" if state["active_handoff"] else "bot",
-        created_at=inbound.created_at, updated_at=inbound.created_at,
+        created_at=profile.created_at, updated_at=profile.updated_at,
     )
+
+
+# --- proactive turns: a journey woke the agent --------------------------------------------
+
+
+def understand_signal(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, Any]:
+    """A proactive turn has no message to read: the journey says what it is about, and the
+    declared lifecycle rules read the customer's recent signals."""
+    svc = runtime.context
+    journey = _journey(state, svc)
+    intent = journey.intent if journey else "proactive"
+    events = [Event.model_validate(e) for e in state["events"]]
+    stage, rule = svc.lifecycle.next_stage(_profile(state), None, events, svc.clock.now())
+    signals = Signals(intents=[IntentScore(intent=intent, score=1.0)], sentiment="neutral")
+    return {"signals": signals.model_dump(mode="json"), "rule_stage": stage,
+            "rule_name": rule, "opt_out": False, "opt_in": False}
+
+
+def decide_journey(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, Any]:
+    """The journey's declared actions, rendered for this customer. Proactive messages come
+    from approved templates (as WhatsApp and marketing compliance require); whether any of
+    it runs, on which channel and when, is the policy gate's call."""
+    svc = runtime.context
+    trigger = dict(_trigger(state))
+    journey = _journey(state, svc)
+    profile = _profile(state)
+    proposed: list[ProposedAction] = []
+    intent = journey.intent if journey else "proactive"
+    if journey is not None:
+        steps = journey.actions
+        summary = _journey_summary(journey.description or journey.name, state)
+        if steps.escalate is not None:
+            proposed.append(EscalateToHuman(
+                queue=steps.escalate.queue, reason=steps.escalate.reason, summary=summary,
+                priority=steps.escalate.priority,
+            ))
+        if steps.crm is not None:
+            proposed.append(UpdateCrm(task=steps.crm.task, note=steps.crm.note,
+                                      fields=dict(steps.crm.fields)))
+        if steps.send is not None and svc.journeys is not None:
+            template = svc.journeys.get().templates[steps.send.template]
+            values = {"first_name": profile.first_name or "there",
+                      "company": svc.company}
+            text = render(template, **{k: v for k, v in values.items()
+                                       if "{" + k + "}" in template})
+            proposed.append(SendMessage(channel=steps.send.channel, text=text,
+                                        purpose=steps.send.purpose))
+            if steps.send.subject:
+                trigger["subject"] = steps.send.subject
+    rule_stage = state["rule_stage"]
+    if rule_stage != profile.lifecycle_stage:
+        crm = next((a for a in proposed if isinstance(a, UpdateCrm)), None)
+        if crm is None:
+            proposed.append(UpdateCrm(stage=rule_stage))
+        else:
+            proposed[proposed.index(crm)] = crm.model_copy(update={"stage": rule_stage})
+    output = DecisionOutput(
+        intent=intent, stage=rule_stage, sentiment="neutral", confidence=1.0, reply=None,
+        actions=proposed,
+    )
+    info = BrainInfo(name="rules", model=f"journey:{trigger['journey']}")
+    return {
+        "trigger": trigger,
+        "output": output.model_dump(mode="json"),
+        "brain": info.model_dump(mode="json"),
+        "proposed": [a.model_dump(mode="json") for a in proposed],
+        "rejected": [],
+        "summary": _journey_summary(str(trigger.get("description", "")), state),
+    }
+
+
+def route_understanding(state: TurnState) -> Literal["understand", "understand_signal"]:
+    return "understand_signal" if state.get("trigger") else "understand"
+
+
+def route_decision(state: TurnState) -> Literal["decide", "decide_journey"]:
+    return "decide_journey" if state.get("trigger") else "decide"
+
+
+def _journey(state: TurnState, svc: TurnServices) -> Journey | None:
+    if svc.journeys is None:
+        return None
+    return svc.journeys.get().get(str(_trigger(state)["journey"]))
+
+
+def _journey_summary(why: str, state: TurnState) -> str:
+    """The handoff packet of a proactive escalation: why, who, and the recent signals."""
+    profile = _profile(state)
+    scores = profile.attributes.get("intent_scores") or {}
+    events = [Event.model_validate(e) for e in state["events"]][:5]
+    seen = "; ".join(
+        f"{e.type}{' ' + str(e.properties.get('page')) if e.properties.get('page') else ''}"
+        f" at {e.occurred_at:%H:%M}"
+        for e in events
+    )
+    parts = [why.strip(), f"Customer: {profile.name or profile.id}, stage "
+             f"{profile.lifecycle_stage}."]
+    if scores:
+        parts.append("Intent scores: " + ", ".join(f"{k} {v}" for k, v in scores.items()) + ".")
+    if seen:
+        parts.append(f"Recent signals: {seen}.")
+    return " ".join(p for p in parts if p)

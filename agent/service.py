@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,6 +28,8 @@ from journey.domain import (
     Message,
     Verdict,
 )
+from journey.jobs import Job
+from journey.store import InboundAccepted
 
 #: A pending turn older than this is taken over by a repeated delivery (its worker died).
 STALE_TURN = timedelta(seconds=120)
@@ -105,6 +108,17 @@ class TurnResult(BaseModel):
     actions: list[ActionSummary]
 
 
+class Accepted(BaseModel):
+    """An inbound message stored and queued; a worker runs its turn."""
+
+    customer_id: str
+    conversation_id: str
+    message_id: str
+    #: The same (channel, external id) was accepted before: nothing new was stored or queued.
+    duplicate: bool
+    job_id: str | None = None
+
+
 class TurnInProgress(Exception):
     """The same message is being handled by another request right now."""
 
@@ -123,23 +137,89 @@ class Orchestrator:
         self.graph = graph
         # striped locks: one conversation's turns run one at a time, memory stays bounded
         self._locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
+        #: called after work is queued, so an in-process worker wakes at once
+        self.on_enqueue: Callable[[], None] | None = None
 
     def _lock(self, conversation_id: str) -> threading.Lock:
         return self._locks[zlib.crc32(conversation_id.encode()) % LOCK_STRIPES]
 
-    def handle_message(self, request: InboundRequest) -> TurnResult:
+    def _store_inbound(
+        self, request: InboundRequest, meta: dict[str, Any] | None = None
+    ) -> InboundAccepted:
         svc = self.services
         store = svc.store
         # a customer first seen here has no known timezone: the policy's default applies
         profile, _ = store.resolve_customer(
-            request.customer.identities(), svc.lifecycle.default_stage, timezone=""
+            request.customer.identities(), svc.lifecycle.default_stage, timezone="",
+            stages=svc.lifecycle.stages,
         )
         if request.customer.name and not profile.name:
             store.update_customer(profile.id, name=request.customer.name)
         conversation = store.open_conversation(profile.id)
-        accepted = store.accept_inbound(
-            conversation, request.channel, request.text.strip(), request.external_id
+        return store.accept_inbound(
+            conversation, request.channel, request.text.strip(), request.external_id, meta
         )
+
+    def accept(self, request: InboundRequest, *, meta: dict[str, Any] | None = None) -> Accepted:
+        """Store an inbound message and queue its turn for a worker; returns at once.
+
+        What provider webhooks call: they must answer fast, and a provider that retries (or
+        delivers the same message 50 times at once) gets one stored message and one turn,
+        because both the message and its job are unique by the channel's message id."""
+        accepted = self._store_inbound(request, meta)
+        message = accepted.message
+        job_id = None
+        if accepted.turn_status == "pending":
+            job_id, _ = self.services.store.jobs.enqueue(
+                "turn", f"turn:{message.id}", {"message_id": message.id},
+                customer_id=message.customer_id,
+            )
+            if self.on_enqueue is not None:
+                self.on_enqueue()
+        return Accepted(
+            customer_id=message.customer_id, conversation_id=message.conversation_id,
+            message_id=message.id, duplicate=not accepted.is_new, job_id=job_id,
+        )
+
+    def run_queued_turn(self, message_id: str) -> TurnResult:
+        """A worker runs a queued turn (at most once: a recorded decision is returned)."""
+        message = self.services.store.get_message(message_id)
+        if message is None:
+            raise LookupError(f"message {message_id} not found")
+        return self._run(message)
+
+    def run_proactive(self, job: Job) -> Decision:
+        """A journey woke the agent: decide for the customer with no inbound message, through
+        the same policy gate. At most once per job (a recorded decision is returned)."""
+        store = self.services.store
+        existing = store.decision_for_job(job.id)
+        if existing is not None:
+            return existing
+        if not job.customer_id:
+            raise LookupError(f"job {job.id} has no customer")
+        conversation = store.open_conversation(job.customer_id)
+        with self._lock(conversation.id):
+            existing = store.decision_for_job(job.id)
+            if existing is not None:
+                return existing
+            state = self.graph.invoke(
+                {
+                    "conversation_id": conversation.id,
+                    "customer_id": conversation.customer_id,
+                    "inbound": None,
+                    "trigger": {**job.payload, "job_id": job.id},
+                    "decision_id": "dec_" + job.id.split("_", 1)[-1],
+                    "started": time.perf_counter(),
+                },
+                config=thread_config(job.id),
+                context=self.services,
+            )
+        return Decision.model_validate(state["decision"])
+
+    def handle_message(self, request: InboundRequest) -> TurnResult:
+        svc = self.services
+        store = svc.store
+        accepted = self._store_inbound(request)
         message = accepted.message
         if not accepted.is_new:
             decision = self._wait_for(message)

@@ -6,7 +6,15 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from journey.domain import Approval, Conversation, CustomerProfile, Decision, Handoff, Message
+from journey.domain import (
+    Approval,
+    Conversation,
+    CustomerProfile,
+    Decision,
+    Event,
+    Handoff,
+    Message,
+)
 
 
 class TranscriptEntry(BaseModel):
@@ -45,6 +53,12 @@ class CustomerView(BaseModel):
     handoffs: list[Handoff]
     crm_activities: list[dict[str, Any]]
     outbox: list[dict[str, Any]]
+    #: merges into (or of) this profile: who, why, what moved
+    merges: list[dict[str, Any]] = []
+    #: queued turns, journey wake-ups and scheduled actions, with their outcome
+    jobs: list[dict[str, Any]] = []
+    #: the latest behavioural events, newest first
+    events: list[Event] = []
 
 
 class Health(BaseModel):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -41,6 +41,8 @@ class ToolContext:
     deliver_at: datetime | None = None
     #: The policy engine's reading: this message answers the customer on their channel.
     is_reply: bool = False
+    #: Channel details for what a tool sends (an email's subject).
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ def send_message(args: SendMessage, ctx: ToolContext) -> dict[str, Any]:
         status=status,
         not_before=ctx.deliver_at,
         is_reply=is_reply,
+        meta=dict(ctx.meta),
     )
     ctx.effects.outbound.append(out)
     result = {"message_id": out.message_id, "outbox_id": out.outbox_id, "status": out.status}
