@@ -1,0 +1,193 @@
+"""The browser chat widget's API: no API key (a web page cannot keep one secret), a signed
+session instead (:mod:`channels.webchat`).
+
+1. ``POST /v1/webchat/sessions`` → ``{session_id, token}``;
+2. ``POST /v1/webchat/{session_id}/messages`` with ``X-Session-Token`` → 202, the turn is queued;
+3. ``GET /v1/webchat/{session_id}/stream?token=...`` → Server-Sent Events, one ``message`` event
+   per reply (``id`` = the message id, so a reconnecting ``EventSource`` resumes after the last
+   one it saw through ``Last-Event-ID``).
+
+The stream wakes at once when this process delivers a reply (``Hub``), and polls the database
+every 2 s for replies sent by other processes (a separate ``journey worker``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Header, HTTPException, Path, Query, status
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from agent.service import Accepted, CustomerRef
+from api.deps import ContainerDep
+from api.routes.channels import inbound_request
+from channels.webchat import new_session_id, session_key, session_token, valid_session_token
+from journey.domain import Identity, Message
+from journey.runtime import Container
+from journey.store import Store
+
+router = APIRouter(prefix="/v1/webchat", tags=["webchat"])
+
+#: how often a stream checks for a wake-up, polls the database, sends a keep-alive comment
+TICK_S = 0.2
+POLL_S = 2.0
+KEEPALIVE_S = 15.0
+#: a stream ends after this long and the browser's EventSource reconnects (Last-Event-ID), so
+#: no connection outlives a server shutdown by more than this
+STREAM_MAX_S = 300.0
+#: what EventSource waits before reconnecting, in ms
+RETRY_MS = 2000
+
+SessionId = Annotated[
+    str, Path(pattern=r"^wc_[A-Za-z0-9_-]{8,64}$", description="From POST /v1/webchat/sessions")
+]
+_DENIED: dict[int | str, dict[str, Any]] = {
+    403: {"description": "wrong or missing session token"}
+}
+
+
+class SessionRequest(BaseModel):
+    """Optional details from a pre-chat form."""
+
+    name: str | None = Field(None, max_length=200)
+    #: Unverified: kept as the profile attribute ``unverified_email``, never used as an
+    #: identity, so typing someone else's address cannot attach this chat to their profile.
+    email: str | None = Field(None, max_length=320)
+
+
+class Session(BaseModel):
+    session_id: str
+    token: str = Field(description="Send as X-Session-Token, or ?token= on the stream.")
+
+
+class ChatMessage(BaseModel):
+    text: str = Field(min_length=1, max_length=4000)
+    client_message_id: str | None = Field(
+        None, min_length=1, max_length=100,
+        description="The widget's id for this message: a resend with the same id is stored once.",
+    )
+
+
+def _authorize(container: Container, session_id: str, token: str | None) -> None:
+    if not valid_session_token(session_key(container.settings), session_id, token):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "wrong or missing session token")
+
+
+@router.post("/sessions", response_model=Session, status_code=status.HTTP_201_CREATED)
+def create_session(container: ContainerDep, body: SessionRequest | None = None) -> Session:
+    """Start a chat session. With a name or email, the profile is created now; otherwise on the
+    first message."""
+    session_id = new_session_id()
+    if body is not None and (body.name or body.email):
+        attributes = {"unverified_email": body.email.strip()} if body.email else {}
+        container.store.create_customer(
+            [Identity(kind="web_chat_id", value=session_id)], container.lifecycle.default_stage,
+            name=body.name or None, timezone="", attributes=attributes,
+        )
+    return Session(
+        session_id=session_id,
+        token=session_token(session_key(container.settings), session_id),
+    )
+
+
+@router.post(
+    "/{session_id}/messages",
+    response_model=Accepted,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=_DENIED,
+)
+def post_message(
+    session_id: SessionId,
+    body: ChatMessage,
+    container: ContainerDep,
+    x_session_token: Annotated[str | None, Header()] = None,
+) -> Accepted:
+    """Send the customer's message; the reply arrives on the stream."""
+    _authorize(container, session_id, x_session_token)
+    # external ids are unique per channel: scope the widget's ids to the session
+    external_id = f"{session_id}:{body.client_message_id or secrets.token_hex(8)}"
+    inbound = inbound_request(
+        channel="web_chat", customer=CustomerRef(web_chat_id=session_id), text=body.text,
+        external_id=external_id,
+    )
+    accepted = container.orchestrator.accept(inbound)
+    container.hub.notify(f"webchat:{session_id}")  # a waiting stream learns the customer now
+    return accepted
+
+
+def _event(message: Message) -> str:
+    data = {"id": message.id, "text": message.text, "author": message.author,
+            "created_at": message.created_at.isoformat()}
+    return f"event: message\nid: {message.id}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def _fetch(store: Store, session_id: str, after: str | None) -> tuple[str | None, list[Message]]:
+    """(customer id, replies after ``after``); (None, []) before the first message."""
+    profile = store.find_customer(Identity(kind="web_chat_id", value=session_id))
+    if profile is None:
+        return None, []
+    found: list[Message] = []
+    while True:
+        page = store.outbound_since(profile.id, "web_chat", after, limit=100)
+        found += page
+        if len(page) < 100:
+            return profile.id, found
+        after = page[-1].id
+
+
+async def _events(
+    container: Container, session_id: str, last_id: str | None
+) -> AsyncIterator[str]:
+    hub = container.hub
+    loop = asyncio.get_running_loop()
+    started = last_poll = last_write = loop.time()
+    customer_id: str | None = None
+    seen: tuple[int, int] | None = None
+    yield f"retry: {RETRY_MS}\n\n"
+    while loop.time() - started < STREAM_MAX_S:
+        # read the versions before the database, so a reply landing in between wakes us again
+        versions = (hub.version(f"webchat:{session_id}"),
+                    hub.version(f"customer:{customer_id}") if customer_id else 0)
+        now = loop.time()
+        if versions != seen or now - last_poll >= POLL_S:
+            seen, last_poll = versions, now
+            customer_id, messages = await anyio.to_thread.run_sync(
+                _fetch, container.store, session_id, last_id
+            )
+            for message in messages:
+                yield _event(message)
+                last_id, last_write = message.id, loop.time()
+        if loop.time() - last_write >= KEEPALIVE_S:
+            yield ": keep-alive\n\n"
+            last_write = loop.time()
+        await asyncio.sleep(TICK_S)
+
+
+@router.get(
+    "/{session_id}/stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}, **_DENIED},
+)
+async def stream(
+    session_id: SessionId,
+    container: ContainerDep,
+    token: Annotated[str | None, Query(description="The session token (EventSource "
+                                                   "cannot send headers).")] = None,
+    x_session_token: Annotated[str | None, Header()] = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> StreamingResponse:
+    """Server-Sent Events: every reply to this session as `event: message` with `id` and JSON
+    `data` {id, text, author, created_at}; first the replies after `Last-Event-ID` (all of
+    them without it), then each new one as it is delivered; `: keep-alive` every 15 s."""
+    _authorize(container, session_id, token or x_session_token)
+    return StreamingResponse(
+        _events(container, session_id, last_event_id or None),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,1 @@
+"""Channel adapters behind one port: the outbox relay hands each a :class:`Delivery`."""
