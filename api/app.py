@@ -12,7 +12,19 @@ from fastapi.responses import JSONResponse
 
 import journey
 from agent.service import TurnInProgress
-from api.routes import approvals, conversations, customers, decisions, health, messages, policy
+from api.routes import (
+    approvals,
+    channels,
+    conversations,
+    customers,
+    decisions,
+    events,
+    health,
+    messages,
+    outbox,
+    policy,
+    webchat,
+)
 from journey.runtime import Container, build_container
 from journey.settings import Settings, get_settings
 
@@ -40,12 +52,17 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = container is None
-        app.state.container = container or build_container(settings or get_settings())
+        app.state.container = built = container or build_container(settings or get_settings())
+        # the worker threads: queued turns, journey wake-ups, the outbox relay
+        pool = built.make_workers(built.settings.workers).start() \
+            if built.settings.workers else None
         try:
             yield
         finally:
+            if pool is not None:
+                pool.stop()
             if owned:
-                app.state.container.close()
+                built.close()
 
     app = FastAPI(
         title="journey-orchestrator",
@@ -71,6 +88,9 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             content={"detail": f"message {exc} is being handled right now; retry shortly"},
         )
 
-    for module in (messages, customers, conversations, decisions, approvals, policy, health):
+    for module in (
+        messages, events, channels, webchat, customers, conversations, decisions, approvals,
+        outbox, policy, health,
+    ):
         app.include_router(module.router)
     return app

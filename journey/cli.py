@@ -96,9 +96,96 @@ def serve(
     console.print(f"  API docs:  {base}/docs")
     console.print("  Chat:      run `journey chat` in a second terminal "
                   "(or `.venv/bin/journey chat`)")
+    console.print(f"  Workers:   {settings.workers} (queued turns, journeys, the outbox relay)"
+                  + ("; run `journey worker` for more" if settings.workers else
+                     "; run `journey worker` to deliver anything"))
+    if not (settings.smtp_host and settings.twilio_account_sid):
+        console.print(f"  Channels:  unconfigured ones write to "
+                      f"{settings.data_dir / 'outbox'}/<channel>.jsonl (see README, Channels)")
     if not settings.api_keys:
         console.print("  [yellow]No API keys configured: run `journey init` first.[/yellow]")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    # open web-chat streams must not hold Ctrl+C for minutes
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info",
+                timeout_graceful_shutdown=5)
+
+
+@app.command()
+def worker(
+    threads: Annotated[int, typer.Option(min=1, max=16, help="Worker threads.")] = 1,
+) -> None:
+    """Run workers without the API: queued turns, journey wake-ups, the outbox relay.
+
+    Any number of worker processes can share one PostgreSQL database (rows are claimed with
+    FOR UPDATE SKIP LOCKED); with SQLite, one process is enough. Ctrl+C stops them."""
+    import signal
+    import threading
+
+    from journey.runtime import build_container
+
+    settings = get_settings().model_copy(update={"brain": "rules"}) \
+        if get_settings().resolved_brain == "local" else get_settings()
+    with console.status("Loading the embedding model and the stores…"):
+        container = build_container(settings)
+    pool = container.make_workers(threads, prefix="cli").start()
+    console.print(f"{threads} worker(s) on {container.engine.dialect.name}; Ctrl+C stops.")
+    done = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    try:
+        while not done.wait(5.0):
+            counts = container.store.outbox_queue.counts()
+            jobs = container.store.jobs.counts()
+            console.print(f"jobs {jobs}  outbox {counts}", highlight=False)
+    finally:
+        pool.stop()
+        container.close()
+
+
+outbox_app = typer.Typer(
+    help="The outbox: what is queued, sent, dead-lettered; replay the dead letters.",
+    no_args_is_help=True,
+)
+app.add_typer(outbox_app, name="outbox")
+
+
+def _store() -> Any:
+    from journey import migrate
+    from journey.db import make_engine
+    from journey.store import Store
+
+    engine = make_engine(get_settings().resolved_database_url)
+    migrate.upgrade(engine)
+    return Store(engine)
+
+
+@outbox_app.command("list")
+def outbox_list(
+    status: Annotated[str | None, typer.Option(
+        help="pending, scheduled, sending, sent, dead or cancelled.")] = None,
+    limit: Annotated[int, typer.Option(min=1)] = 50,
+) -> None:
+    """Counts by status, then the rows (newest last) with their last error."""
+    store = _store()
+    queue = store.outbox_queue
+    console.print(f"outbox: {queue.counts()}", highlight=False)
+    table = Table("id", "channel", "status", "attempts", "due", "last error")
+    for row in queue.list(status=status, limit=limit):
+        due = row.next_attempt_at.isoformat(timespec="seconds") if row.next_attempt_at else ""
+        table.add_row(row.id, row.channel, row.status, str(row.attempts), due,
+                      (row.last_error or "")[:60])
+    console.print(table)
+
+
+@outbox_app.command("replay")
+def outbox_replay(
+    ids: Annotated[list[str] | None, typer.Argument(help="Dead rows to replay (all if none).")]
+    = None,
+) -> None:
+    """Put dead-lettered messages back in the queue, due now with fresh attempts. A running
+    worker delivers them; their idempotency keys stop a provider from sending one twice."""
+    store = _store()
+    replayed = store.outbox_queue.replay(list(ids or []) or None)
+    console.print(f"replayed {replayed} dead-lettered message(s)")
 
 
 def _trace(result: dict[str, Any]) -> None:

@@ -4,6 +4,8 @@ this). Nothing here runs at import time."""
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -22,13 +24,20 @@ from agent.context import TurnServices
 from agent.graph import build_graph
 from agent.service import Orchestrator
 from agent.understand import IntentClassifier, KnowledgeBase
+from channels.base import ChannelAdapter
+from channels.registry import build_adapters, close_adapters
 from journey import migrate
 from journey.clock import Clock, IdFactory, SystemClock, uuid_ids
 from journey.db import make_engine
+from journey.domain import Channel
+from journey.hub import Hub
+from journey.journeys import JourneysProvider
 from journey.lifecycle import Lifecycle, load_lifecycle
 from journey.localllm import LocalModelError, LocalServer, start_local
 from journey.settings import Settings
+from journey.signals import SignalService
 from journey.store import Store
+from journey.worker import JOBS_KEY, Worker, WorkerPool
 from memory.embeddings import MiniLMEmbedder, get_embedder
 from memory.vector import ChromaVectorMemory, VectorMemory
 from policy.brief import policy_brief
@@ -55,7 +64,28 @@ class Container:
     #: Why the configured brain is not the one deciding (e.g. the local model failed to load).
     brain_note: str | None = None
     local_llm: LocalServer | None = None
+    #: wakes web-chat streams (key ``customer:<id>``) and idle workers (key ``jobs``)
+    hub: Hub = field(default_factory=Hub)
+    journeys: JourneysProvider | None = None
+    signals: SignalService | None = None
+    adapters: dict[Channel, ChannelAdapter] = field(default_factory=dict)
     _closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def make_workers(self, n: int, prefix: str = "worker") -> WorkerPool:
+        """``n`` worker threads over this container (``journey serve``, ``journey worker``)."""
+        if self.journeys is None:  # pragma: no cover - build_container always sets it
+            raise RuntimeError("the container has no journeys")
+        host = socket.gethostname()
+        workers = [
+            Worker(
+                name=f"{prefix}-{host}-{os.getpid()}-{i}", store=self.store,
+                orchestrator=self.orchestrator, adapters=self.adapters, policy=self.policy,
+                journeys=self.journeys, settings=self.settings, clock=self.store.clock,
+                hub=self.hub, company=self.knowledge.company,
+            )
+            for i in range(n)
+        ]
+        return WorkerPool(workers)
 
     def close(self) -> None:
         for closer in reversed(self._closers):
@@ -155,6 +185,7 @@ def build_container(
 ) -> Container:
     clock = clock or SystemClock()
     policy = PolicyProvider(settings.policy_path)  # an invalid policy stops start-up here
+    journeys = JourneysProvider(settings.journeys_path)  # and so do invalid journeys
     closers: list[Callable[[], None]] = []
     engine = make_engine(settings.resolved_database_url)
     closers.append(engine.dispose)
@@ -212,8 +243,20 @@ def build_container(
         ids=ids,
         policy=policy,
         history_k=settings.history_k,
+        journeys=journeys,
+        company=knowledge.company,
     )
     orchestrator = Orchestrator(services, build_graph(checkpointer))
+    hub = Hub()
+    orchestrator.on_enqueue = lambda: hub.notify(JOBS_KEY)
+    def follow_merge(survivor: str, merged: str) -> None:
+        memory.reassign(merged, survivor)  # the merged profile's history is searchable
+
+    store.on_merge.append(follow_merge)
+    signals = SignalService(store, journeys, lifecycle, clock,
+                            on_enqueue=lambda: hub.notify(JOBS_KEY))
+    adapters = build_adapters(settings, hub, clock)
+    closers.append(lambda: close_adapters(adapters))
     return Container(
         settings=settings,
         engine=engine,
@@ -230,5 +273,9 @@ def build_container(
         policy=policy,
         brain_note=brain_note,
         local_llm=local,
+        hub=hub,
+        journeys=journeys,
+        signals=signals,
+        adapters=adapters,
         _closers=closers,
     )

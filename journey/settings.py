@@ -86,10 +86,74 @@ class Settings(BaseSettings):
         "Changes are picked up without a restart.",
     )
 
+    journeys_path: Path | None = Field(
+        None,
+        description="The journeys YAML (triggers over signals). Empty: prompts/journeys.yaml. "
+        "Changes are picked up without a restart.",
+    )
+
+    # --- the worker: scheduled actions, journey wake-ups, queued turns, the outbox relay ----
+    workers: int = Field(
+        1, ge=0, le=16,
+        description="Worker threads `journey serve` starts (0: none; run `journey worker`).",
+    )
+    worker_poll_s: float = Field(0.5, gt=0, le=60, description="How often idle workers look.")
+    job_lease_s: float = Field(
+        120.0, gt=0, description="A claimed job or delivery not finished by then is retried."
+    )
+    outbox_max_attempts: int = Field(
+        8, ge=1, le=100, description="Delivery attempts before a message is dead-lettered."
+    )
+    outbox_backoff_base_s: float = Field(2.0, gt=0, description="First retry delay (doubles).")
+    outbox_backoff_max_s: float = Field(300.0, gt=0, description="Longest retry delay.")
+
+    # --- channels ---------------------------------------------------------------------------
+    public_url: str = Field(
+        "",
+        description="How providers reach this server (https://example.com). Twilio signs the "
+        "URL it called, so behind a proxy set this. Empty: the URL the request arrived on.",
+    )
+    channel_transports: dict[str, str] = Field(
+        default_factory=dict,
+        description='Override the transport per channel, JSON: {"sms": "webhook"}. Transports: '
+        "smtp, twilio, webhook, devbox, webchat. Default: smtp for email when smtp_host is set, "
+        "twilio for sms (whatsapp) when twilio_account_sid and twilio_sms_from "
+        "(twilio_whatsapp_from) are set, webchat for web_chat, else devbox (writes to "
+        "data_dir/outbox/<channel>.jsonl). A named transport must be fully configured.",
+    )
+    smtp_host: str = ""
+    smtp_port: int = Field(25, ge=1, le=65535)
+    smtp_username: str = ""
+    smtp_password: SecretStr = SecretStr("")
+    smtp_starttls: bool = False
+    smtp_timeout_s: float = Field(10.0, gt=0)
+    email_from: str = Field("Journey <hello@journey.local>", description="From: of outbound email.")
+    email_domain: str = Field("journey.local", description="The domain of our Message-IDs.")
+    email_signing_key: SecretStr = Field(
+        SecretStr(""),
+        description="Mailgun-style webhook signing key for inbound email (HMAC-SHA256 of "
+        "timestamp+token). Empty: inbound email needs an API key with messages:write.",
+    )
+    twilio_base_url: str = Field("https://api.twilio.com", description="Twilio's REST API.")
+    twilio_account_sid: str = ""
+    twilio_auth_token: SecretStr = SecretStr("")
+    twilio_sms_from: str = Field("", description="The SMS sender number, e.g. +14155550199.")
+    twilio_whatsapp_from: str = Field("", description="The WhatsApp sender, e.g. +14155550198.")
+    webhook_url: str = Field("", description="Where the generic webhook transport posts.")
+    webhook_secret: SecretStr = Field(
+        SecretStr(""), description="Signs outbound and verifies inbound generic webhooks."
+    )
+    provider_timeout_s: float = Field(10.0, gt=0)
+    session_secret: SecretStr = Field(
+        SecretStr(""),
+        description="Signs web-chat session tokens. Empty: a random key kept in "
+        "data_dir/session.key.",
+    )
+
     embedding_threads: int = Field(1, ge=1, le=16)
     max_text_chars: int = Field(4000, ge=1, description="Longest inbound text accepted.")
 
-    @field_validator("policy_path", "local_model_path", mode="before")
+    @field_validator("policy_path", "local_model_path", "journeys_path", mode="before")
     @classmethod
     def _empty_path_is_default(cls, value: object) -> object:
         return None if value in ("", None) else value

@@ -118,6 +118,8 @@ def make_container(
                 "api_keys",
                 {"test-admin": ["admin"], "test-writer": ["messages:write"]},
             ),
+            # no worker threads unless a test asks: it drives workers itself
+            workers=overrides.pop("workers", 0),
             **overrides,
         )
         container = build_container(

@@ -1,0 +1,241 @@
+"""The worker: queued turns, journey wake-ups and the outbox relay, from the database.
+
+``journey serve`` runs ``JOURNEY_WORKERS`` of these as threads beside the API; ``journey
+worker`` runs more in other processes. Every piece of work is claimed with a lease (``FOR
+UPDATE SKIP LOCKED`` on PostgreSQL), so any number of workers can share one database and each
+job or message is handled by one of them; a worker that dies leaves its lease to run out.
+
+One pass (:meth:`Worker.run_once`):
+
+1. due jobs: a queued turn runs the agent on its message; a journey job is re-evaluated (its
+   journey gone or disabled, a newer signal in ``stale_when``, a person owning the
+   conversation: cancelled with the reason) and otherwise wakes the agent proactively;
+2. due outbox rows: a message that waited (deferred, scheduled, proactive) is checked against
+   the customer's consent *now*; then the channel's adapter sends it with its idempotency key.
+   A transient failure is retried with exponential backoff and jitter; after
+   ``outbox_max_attempts`` (or a permanent failure) it is dead-lettered, and
+   ``journey outbox replay`` puts it back.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from agent.service import Orchestrator
+from channels.base import ChannelAdapter, Delivery, PermanentError, TransientError
+from journey.clock import Clock
+from journey.domain import Channel, Purpose
+from journey.hub import Hub
+from journey.jobs import MAX_JOB_ATTEMPTS, Job
+from journey.journeys import JourneysProvider
+from journey.outbox import OutboxRow, backoff
+from journey.settings import Settings
+from journey.store import Store
+from policy.contact import consent_problem
+from policy.loader import PolicyProvider
+
+log = logging.getLogger(__name__)
+
+JOBS_KEY = "jobs"
+
+
+@dataclass
+class Worker:
+    name: str
+    store: Store
+    orchestrator: Orchestrator
+    adapters: Mapping[Channel, ChannelAdapter]
+    policy: PolicyProvider
+    journeys: JourneysProvider
+    settings: Settings
+    clock: Clock
+    hub: Hub
+    company: str = ""
+    rng: random.Random = field(default_factory=random.Random)
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def run_once(self) -> int:
+        """One pass over due jobs and due messages; returns how many it handled."""
+        return self.run_jobs() + self.relay()
+
+    def run_forever(self, stop: threading.Event) -> None:
+        log.info("worker %s started", self.name)
+        while not stop.is_set():
+            seen = self.hub.version(JOBS_KEY)
+            try:
+                handled = self.run_once()
+            except Exception:  # the loop must survive a database hiccup
+                log.exception("worker %s: pass failed", self.name)
+                handled = 0
+            if not handled and not stop.is_set():
+                self.hub.wait(JOBS_KEY, seen, self.settings.worker_poll_s)
+        log.info("worker %s stopped", self.name)
+
+    # --- jobs -------------------------------------------------------------------------------
+
+    def run_jobs(self, limit: int = 10) -> int:
+        lease = timedelta(seconds=self.settings.job_lease_s)
+        jobs = self.store.jobs.claim(self.name, limit=limit, lease=lease)
+        for job in jobs:
+            try:
+                result = self._job(job)
+            except Exception as exc:
+                log.exception("job %s (%s) failed", job.id, job.kind)
+                retry = None if job.attempts >= MAX_JOB_ATTEMPTS else timedelta(
+                    seconds=backoff(job.attempts, 2.0, 300.0, self.rng))
+                self.store.jobs.fail(job.id, f"{type(exc).__name__}: {exc}", retry_in=retry)
+                continue
+            if result.get("cancelled"):
+                self.store.jobs.cancel_running(job.id, str(result["cancelled"]))
+            else:
+                self.store.jobs.finish(job.id, result)
+            if job.customer_id:
+                self.hub.notify(f"customer:{job.customer_id}")
+        return len(jobs)
+
+    def _job(self, job: Job) -> dict[str, Any]:
+        if job.kind == "turn":
+            turn = self.orchestrator.run_queued_turn(str(job.payload["message_id"]))
+            return {"decision_id": turn.decision.id, "duplicate": turn.duplicate}
+        if job.kind == "journey":
+            stale = self._stale(job)
+            if stale:
+                return {"cancelled": stale}
+            decision = self.orchestrator.run_proactive(job)
+            return {"decision_id": decision.id}
+        raise ValueError(f"unknown job kind {job.kind!r}")
+
+    def _stale(self, job: Job) -> str | None:
+        """Why a due journey job should not run any more, or None."""
+        journey = self.journeys.get().get(job.journey or "")
+        if journey is None or not journey.enabled:
+            return f"stale: journey {job.journey} is no longer defined or enabled"
+        customer_id = job.customer_id or ""
+        profile = self.store.get_customer(customer_id)
+        if profile is None:
+            return f"stale: customer {customer_id} is gone"
+        rule = journey.stale_when
+        if rule.stage_in and profile.lifecycle_stage in rule.stage_in:
+            return f"stale: the customer is now in {profile.lifecycle_stage}"
+        if rule.events:
+            since = job.created_at
+            newer = [e for e in self.store.recent_events(profile.id, since=since)
+                     if e.type in rule.events]
+            if newer:
+                e = newer[-1]
+                return f"stale: {e.type} ({e.id}) at {e.occurred_at.isoformat()} came after"
+        if rule.handoff_open:
+            conversation = self.store.open_conversation(profile.id)
+            handoff = self.store.active_handoff(conversation.id)
+            if handoff is not None:
+                return f"stale: a person owns the conversation (handoff {handoff.id})"
+        return None
+
+    # --- the outbox relay -----------------------------------------------------------------
+
+    def relay(self, limit: int = 20) -> int:
+        queue = self.store.outbox_queue
+        lease = timedelta(seconds=self.settings.job_lease_s)
+        rows = queue.claim(limit=limit, lease=lease)
+        for row in rows:
+            self._deliver(row)
+        return len(rows)
+
+    def _deliver(self, row: OutboxRow) -> None:
+        queue = self.store.outbox_queue
+        channel: Channel = row.channel  # type: ignore[assignment]
+        profile = self.store.get_customer(row.customer_id)
+        if profile is None:
+            queue.mark_dead(row.id, f"customer {row.customer_id} not found")
+            return
+        if not row.is_reply:
+            # a message that waited (deferred, scheduled, proactive) goes out only if the
+            # customer still consents now: an opt-out in the meantime cancels it
+            policy = self.policy.get()
+            purpose: Purpose = row.purpose  # type: ignore[assignment]
+            problem = consent_problem(
+                profile, channel, purpose, policy.contact.consent.purposes[purpose],
+                is_reply=False,
+            )
+            if problem == "consent_revoked":
+                queue.mark_cancelled(row.id, f"consent_revoked: no {purpose} consent on "
+                                             f"{channel} any more")
+                return
+        adapter = self.adapters.get(channel)
+        if adapter is None:
+            queue.mark_dead(row.id, f"no transport for {channel}")
+            return
+        try:
+            result = adapter.send(self._delivery(row, profile.first_name))
+        except PermanentError as exc:
+            queue.mark_dead(row.id, f"permanent: {exc}")
+            return
+        except Exception as exc:  # TransientError, or a bug in an adapter: retry, then DLQ
+            error = f"{'transient' if isinstance(exc, TransientError) else 'error'}: {exc}"
+            if row.attempts >= self.settings.outbox_max_attempts:
+                queue.mark_dead(row.id, f"{error} (after {row.attempts} attempts)")
+            else:
+                delay = backoff(row.attempts, self.settings.outbox_backoff_base_s,
+                                self.settings.outbox_backoff_max_s, self.rng)
+                queue.mark_retry(row.id, error, self.clock.now() + timedelta(seconds=delay))
+            return
+        queue.mark_sent(row.id, provider_message_id=result.provider_message_id,
+                        provider_status=result.provider_status, meta=result.meta)
+        self.hub.notify(f"customer:{row.customer_id}")
+
+    def _delivery(self, row: OutboxRow, first_name: str | None) -> Delivery:
+        meta = row.meta or {}
+        subject, in_reply_to, references = meta.get("subject"), None, []
+        message = self.store.get_message(row.message_id)
+        conversation_id = message.conversation_id if message else ""
+        if row.channel == "email":
+            thread = self.store.last_inbound_meta(row.customer_id, "email")
+            email = thread.get("email", {}) if thread else {}
+            if email.get("message_id"):
+                in_reply_to = email["message_id"]
+                references = [*email.get("references", []), email["message_id"]][-10:]
+                if row.is_reply and not subject:
+                    subject = email.get("subject")
+        return Delivery(
+            outbox_id=row.id, message_id=row.message_id, idempotency_key=row.idempotency_key,
+            customer_id=row.customer_id, conversation_id=conversation_id,
+            channel=row.channel,  # type: ignore[arg-type]
+            address=row.address, text=row.text,
+            purpose=row.purpose,  # type: ignore[arg-type]
+            is_reply=bool(row.is_reply), attempt=row.attempts, subject=subject,
+            in_reply_to=in_reply_to if row.is_reply else None,
+            references=references if row.is_reply else [],
+            first_name=first_name, company=self.company,
+        )
+
+
+class WorkerPool:
+    """``n`` worker threads sharing one container; stopped together."""
+
+    def __init__(self, workers: list[Worker]) -> None:
+        self.workers = workers
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=w.run_forever, args=(self._stop,), daemon=True,
+                             name=f"journey-{w.name}")
+            for w in workers
+        ]
+
+    def start(self) -> WorkerPool:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        for w in self.workers:
+            w.hub.notify(JOBS_KEY)
+        for t in self._threads:
+            t.join(timeout)
