@@ -34,6 +34,13 @@ class FixedClock:
         return self._now
 
 
+def aware(value: datetime | None) -> datetime | None:
+    """A datetime read back from the database as UTC-aware (SQLite drops the offset)."""
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 IdFactory = Callable[[str], str]
 
 

@@ -21,7 +21,7 @@ from sqlalchemy import Engine, and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from journey import db
-from journey.clock import Clock, IdFactory
+from journey.clock import Clock, IdFactory, aware
 
 JobKind = Literal["turn", "journey", "action"]
 JobStatus = Literal["pending", "running", "done", "cancelled", "failed"]
@@ -45,18 +45,10 @@ class Job(BaseModel):
     created_at: datetime
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    from datetime import UTC
-
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _job(row: Any) -> Job:
     data = dict(row._mapping)
     for key in ("due_at", "created_at"):
-        data[key] = _aware(data[key])
+        data[key] = aware(data[key])
     return Job.model_validate(data)
 
 
@@ -224,7 +216,7 @@ class Jobs:
 
     def next_due(self) -> datetime | None:
         with self.engine.connect() as conn:
-            return _aware(conn.execute(
+            return aware(conn.execute(
                 select(func.min(db.jobs.c.due_at)).where(db.jobs.c.status == "pending")
             ).scalar())
 

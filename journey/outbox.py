@@ -17,14 +17,14 @@ lease runs out; the provider call carries the same idempotency key, so it is not
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import Engine, and_, func, or_, select, update
 
 from journey import db
-from journey.clock import Clock
+from journey.clock import Clock, aware
 
 DUE_STATUSES = ("pending", "scheduled")
 
@@ -52,16 +52,10 @@ class OutboxRow(BaseModel):
     meta: dict[str, Any] | None = None
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _row(row: Any) -> OutboxRow:
     data = {k: v for k, v in dict(row._mapping).items() if k != "locked_until"}
     for key in ("created_at", "sent_at", "not_before", "next_attempt_at"):
-        data[key] = _aware(data.get(key))
+        data[key] = aware(data.get(key))
     return OutboxRow.model_validate(data)
 
 
@@ -185,6 +179,6 @@ class OutboxQueue:
         o = db.outbox
         when = func.coalesce(o.c.next_attempt_at, o.c.not_before, o.c.created_at)
         with self.engine.connect() as conn:
-            return _aware(conn.execute(
+            return aware(conn.execute(
                 select(func.min(when)).where(o.c.status.in_(DUE_STATUSES))
             ).scalar())
