@@ -519,9 +519,10 @@ def decide_journey(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str
     profile = _profile(state)
     proposed: list[ProposedAction] = []
     intent = journey.intent if journey else "proactive"
+    # the handoff packet: the journey's description (copied into the trigger when it fired)
+    summary = _journey_summary(str(trigger.get("description", "")), state)
     if journey is not None:
         steps = journey.actions
-        summary = _journey_summary(journey.description or journey.name, state)
         if steps.escalate is not None:
             proposed.append(EscalateToHuman(
                 queue=steps.escalate.queue, reason=steps.escalate.reason, summary=summary,
@@ -558,7 +559,7 @@ def decide_journey(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str
         "brain": info.model_dump(mode="json"),
         "proposed": [a.model_dump(mode="json") for a in proposed],
         "rejected": [],
-        "summary": _journey_summary(str(trigger.get("description", "")), state),
+        "summary": summary,
     }
 
 

@@ -95,10 +95,8 @@ def run(database: str, url: str, events: int, signals: int, data: Path) -> dict[
             store = container.store
             # the ingest fired journeys (pricing surges): let the worker finish them first, so
             # the latency below is one signal's, not a backlog's
-            while store.jobs.list(status="pending", kind="journey", limit=1000) and any(
-                j.due_at <= store.clock.now()
-                for j in store.jobs.list(status="pending", kind="journey", limit=1000)
-            ):
+            while any(j.due_at <= store.clock.now() for j in
+                      store.jobs.list(status="pending", kind="journey", limit=1000)):
                 time.sleep(0.1)
             for i in track(range(signals), description=f"{database}: signal → decision",
                            console=console):

@@ -122,8 +122,10 @@ def worker(
 
     from journey.runtime import build_container
 
-    settings = get_settings().model_copy(update={"brain": "rules"}) \
-        if get_settings().resolved_brain == "local" else get_settings()
+    settings = get_settings()
+    if settings.resolved_brain == "local":
+        # workers run queued turns; the local model is started by `journey serve`
+        settings = settings.model_copy(update={"brain": "rules"})
     with console.status("Loading the embedding model and the stores…"):
         container = build_container(settings)
     pool = container.make_workers(threads, prefix="cli").start()

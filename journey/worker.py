@@ -36,7 +36,7 @@ from journey.jobs import MAX_JOB_ATTEMPTS, Job
 from journey.journeys import JourneysProvider
 from journey.outbox import OutboxRow, backoff
 from journey.settings import Settings
-from journey.store import Store
+from journey.store import OPEN_HANDOFF, Store
 from policy.contact import consent_problem
 from policy.loader import PolicyProvider
 
@@ -132,8 +132,8 @@ class Worker:
                 e = newer[-1]
                 return f"stale: {e.type} ({e.id}) at {e.occurred_at.isoformat()} came after"
         if rule.handoff_open:
-            conversation = self.store.open_conversation(profile.id)
-            handoff = self.store.active_handoff(conversation.id)
+            handoff = next((h for h in self.store.handoffs(profile.id)
+                            if h.status in OPEN_HANDOFF), None)
             if handoff is not None:
                 return f"stale: a person owns the conversation (handoff {handoff.id})"
         return None
