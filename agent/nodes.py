@@ -32,6 +32,7 @@ from journey.domain import (
     UpdateCrm,
     Verdict,
 )
+from journey.handoffs import Handback, load_handback
 from journey.journeys import Journey
 from journey.store import Activity, TurnEffects
 from memory.vector import MemoryHit, MemoryRecord
@@ -48,6 +49,8 @@ _ACTION: TypeAdapter[ProposedAction] = TypeAdapter(ProposedAction)
 EVENT_WINDOW = timedelta(days=30)
 #: Earlier inbound messages this recent that resemble this one make it a repeat contact.
 REPEAT_WINDOW = timedelta(days=14)
+#: a handback this recent is in the bot's context (the people's notes and replies)
+HANDBACK_WINDOW = timedelta(days=7)
 
 
 def _profile(state: TurnState) -> CustomerProfile:
@@ -98,12 +101,17 @@ def load_context(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, 
     ][: svc.history_k]
     events = svc.store.recent_events(profile.id, since=svc.clock.now() - EVENT_WINDOW)
     handoff = svc.store.active_handoff(state["conversation_id"])
+    # people handed the conversation back: their notes, and what they said (not to repeat)
+    back = None if handoff else load_handback(
+        svc.store.engine, state["conversation_id"], since=svc.clock.now() - HANDBACK_WINDOW
+    )
     return {
         "profile": profile.model_dump(mode="json"),
         "recent": [m.model_dump(mode="json") for m in recent],
         "history": [h.model_dump(mode="json") for h in history],
         "events": [e.model_dump(mode="json") for e in events],
         "active_handoff": handoff.model_dump(mode="json") if handoff else None,
+        "handback": back.model_dump(mode="json") if back else None,
     }
 
 
@@ -149,6 +157,7 @@ def decide(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, Any]:
         writable_fields=tuple(policy.crm.writable_fields),
         policy_brief=policy_brief(policy),
         opt_out=state["opt_out"],
+        handback=Handback.model_validate(state["handback"]) if state.get("handback") else None,
     )
     # while a human owns the conversation the bot only records: no model call is spent
     brain = svc.rules_brain if handoff is not None else svc.brain
@@ -224,6 +233,7 @@ def policy_gate(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, A
             summary=state.get("summary", ""),
             # a journey's declared actions are the company's, not the model's
             origin="model" if inbound else "system",
+            human_said=tuple((state.get("handback") or {}).get("replies", ())),
         ),
     )
     return {

@@ -139,6 +139,9 @@ class Orchestrator:
         self._locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
         #: called after work is queued, so an in-process worker wakes at once
         self.on_enqueue: Callable[[], None] | None = None
+        #: called with each new inbound message (the inbox records one that arrives while
+        #: people own the conversation)
+        self.on_inbound: list[Callable[[Message], object]] = []
 
     def _lock(self, conversation_id: str) -> threading.Lock:
         return self._locks[zlib.crc32(conversation_id.encode()) % LOCK_STRIPES]
@@ -168,6 +171,8 @@ class Orchestrator:
         because both the message and its job are unique by the channel's message id."""
         accepted = self._store_inbound(request, meta)
         message = accepted.message
+        if accepted.is_new:
+            self._inbound(message)
         job_id = None
         if accepted.turn_status == "pending":
             job_id, _ = self.services.store.jobs.enqueue(
@@ -180,6 +185,10 @@ class Orchestrator:
             customer_id=message.customer_id, conversation_id=message.conversation_id,
             message_id=message.id, duplicate=not accepted.is_new, job_id=job_id,
         )
+
+    def _inbound(self, message: Message) -> None:
+        for hook in self.on_inbound:
+            hook(message)
 
     def run_queued_turn(self, message_id: str) -> TurnResult:
         """A worker runs a queued turn (at most once: a recorded decision is returned)."""
@@ -221,6 +230,8 @@ class Orchestrator:
         store = svc.store
         accepted = self._store_inbound(request)
         message = accepted.message
+        if accepted.is_new:
+            self._inbound(message)
         if not accepted.is_new:
             decision = self._wait_for(message)
             if decision is not None:

@@ -19,6 +19,7 @@ class TurnState(TypedDict, total=False):
     history: list[dict[str, Any]]  # MemoryHit, retrieved for this customer only
     events: list[dict[str, Any]]  # Event, newest first
     active_handoff: dict[str, Any] | None  # Handoff
+    handback: dict[str, Any] | None  # journey.handoffs.Handback: people handed it back lately
     # understand
     signals: dict[str, Any]  # agent.understand.Signals
     rule_stage: str

@@ -95,7 +95,9 @@ def serve(
                       "(first start: about 5 s to load).")
     console.print(f"  API docs:  {base}/docs")
     console.print("  Chat:      run `journey chat` in a second terminal "
-                  "(or `.venv/bin/journey chat`)")
+                  f"(or `.venv/bin/journey chat`), or open {base}/chat")
+    console.print(f"  Inbox:     {base}/console (sign in with an API key that has the inbox "
+                  "or admin scope; `journey init` wrote one to .env)")
     console.print(f"  Workers:   {settings.workers} (queued turns, journeys, the outbox relay)"
                   + ("; run `journey worker` for more" if settings.workers else
                      "; run `journey worker` to deliver anything"))

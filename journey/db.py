@@ -165,7 +165,8 @@ outbox = Table(
     "outbox",
     metadata,
     Column("id", String(40), primary_key=True),
-    Column("decision_id", String(40), ForeignKey("decisions.id"), nullable=False),
+    # null for a person's reply from the inbox (``meta.handoff_id`` says which handoff)
+    Column("decision_id", String(40), ForeignKey("decisions.id")),
     Column("message_id", String(40), ForeignKey("messages.id"), nullable=False),
     Column("customer_id", String(40), ForeignKey("customers.id"), nullable=False),
     Column("channel", String(20), nullable=False),
@@ -207,7 +208,30 @@ handoffs = Table(
     Column("status", String(20), nullable=False),
     _ts("created_at", nullable=False),
     _ts("updated_at", nullable=False),
+    # the inbox: who works it, when it was claimed and closed, how it ended
+    Column("assignee", String(200)),
+    _ts("claimed_at"),
+    _ts("closed_at"),
+    Column("closed_by", String(200)),
+    Column("outcome", String(40)),
     Index("ix_handoffs_conversation_status", "conversation_id", "status"),
+    Index("ix_handoffs_status_queue", "status", "queue", "created_at"),
+)
+
+#: What happened to a handoff: created, claimed, reply, note, customer_message, resolved,
+#: returned, sla_breached. A retried request with the same idempotency key finds its event.
+handoff_events = Table(
+    "handoff_events",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("handoff_id", String(40), ForeignKey("handoffs.id"), nullable=False),
+    Column("kind", String(30), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("body", Json, nullable=False),
+    Column("idempotency_key", String(200)),
+    _ts("created_at", nullable=False),
+    UniqueConstraint("handoff_id", "idempotency_key", name="uq_handoff_events_key"),
+    Index("ix_handoff_events_handoff_created", "handoff_id", "created_at"),
 )
 
 crm_activities = Table(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 Channel = Literal["web_chat", "email", "sms", "whatsapp"]
 CHANNELS: tuple[Channel, ...] = ("web_chat", "email", "sms", "whatsapp")
@@ -24,7 +24,9 @@ CHANNEL_IDENTITY: dict[Channel, IdentityKind] = {
 ConsentStatus = Literal["granted", "revoked", "unknown"]
 Direction = Literal["inbound", "outbound"]
 Sentiment = Literal["positive", "neutral", "negative"]
-Queue = Literal["sales", "support"]
+#: A handoff queue: ``sales`` and ``support`` always exist; the policy may declare more
+#: (``handoff.queues``) and route to them by intent, stage and customer value.
+Queue = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
 Priority = Literal["low", "normal", "high", "urgent"]
 Purpose = Literal["service", "marketing", "transactional"]
 Outcome = Literal["allow", "modify", "deny"]
@@ -156,7 +158,9 @@ class EscalateToHuman(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     tool: Literal["escalate_to_human"] = "escalate_to_human"
-    queue: Queue
+    queue: Queue = Field(
+        description="sales or support (the company's routing may pick a more specific team)"
+    )
     reason: str
     summary: str
     priority: Priority = "normal"

@@ -7,6 +7,9 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 
+#: the key idle workers wait on: "work was queued"
+JOBS_KEY = "jobs"
+
 
 class Hub:
     def __init__(self) -> None:

@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from journey import db
 from journey.clock import Clock, IdFactory, aware
 
-JobKind = Literal["turn", "journey", "action"]
+JobKind = Literal["turn", "journey", "action", "webhook"]
 JobStatus = Literal["pending", "running", "done", "cancelled", "failed"]
 #: A job that fails this many times is marked failed (visible in `journey jobs`).
 MAX_JOB_ATTEMPTS = 5

@@ -31,7 +31,7 @@ DUE_STATUSES = ("pending", "scheduled")
 
 class OutboxRow(BaseModel):
     id: str
-    decision_id: str
+    decision_id: str | None
     message_id: str
     customer_id: str
     channel: str

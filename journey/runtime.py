@@ -30,14 +30,16 @@ from journey import migrate
 from journey.clock import Clock, IdFactory, SystemClock, uuid_ids
 from journey.db import make_engine
 from journey.domain import Channel
-from journey.hub import Hub
+from journey.handoffs import HandoffService
+from journey.hub import JOBS_KEY, Hub
 from journey.journeys import JourneysProvider
 from journey.lifecycle import Lifecycle, load_lifecycle
 from journey.localllm import LocalModelError, LocalServer, start_local
 from journey.settings import Settings
 from journey.signals import SignalService
 from journey.store import Store
-from journey.worker import JOBS_KEY, Worker, WorkerPool
+from journey.webhooks import HandoffWebhooks
+from journey.worker import Worker, WorkerPool
 from memory.embeddings import MiniLMEmbedder, get_embedder
 from memory.vector import ChromaVectorMemory, VectorMemory
 from policy.brief import policy_brief
@@ -61,6 +63,8 @@ class Container:
     orchestrator: Orchestrator
     checkpointer: BaseCheckpointSaver[Any]
     policy: PolicyProvider
+    #: the human inbox (``/v1/handoffs``, the console)
+    handoffs: HandoffService
     #: Why the configured brain is not the one deciding (e.g. the local model failed to load).
     brain_note: str | None = None
     local_llm: LocalServer | None = None
@@ -69,6 +73,8 @@ class Container:
     journeys: JourneysProvider | None = None
     signals: SignalService | None = None
     adapters: dict[Channel, ChannelAdapter] = field(default_factory=dict)
+    #: signed handoff webhooks (None: ``handoff_webhook_url`` is not set)
+    webhooks: HandoffWebhooks | None = None
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
     def make_workers(self, n: int, prefix: str = "worker") -> WorkerPool:
@@ -81,7 +87,8 @@ class Container:
                 name=f"{prefix}-{host}-{os.getpid()}-{i}", store=self.store,
                 orchestrator=self.orchestrator, adapters=self.adapters, policy=self.policy,
                 journeys=self.journeys, settings=self.settings, clock=self.store.clock,
-                hub=self.hub, company=self.knowledge.company,
+                hub=self.hub, company=self.knowledge.company, webhooks=self.webhooks,
+                handoffs=self.handoffs,
             )
             for i in range(n)
         ]
@@ -257,6 +264,19 @@ def build_container(
                             on_enqueue=lambda: hub.notify(JOBS_KEY))
     adapters = build_adapters(settings, hub, clock)
     closers.append(lambda: close_adapters(adapters))
+    handoffs = HandoffService(store, policy, lifecycle.stages, hub=hub, memory=memory)
+    orchestrator.on_inbound.append(handoffs.record_customer_message)
+    webhooks = None
+    if settings.handoff_webhook_url:
+        secret = (settings.handoff_webhook_secret.get_secret_value()
+                  or settings.webhook_secret.get_secret_value())
+        if not secret:
+            raise ValueError("handoff_webhook_url is set but neither handoff_webhook_secret nor "
+                             "webhook_secret is: the webhooks must be signed")
+        http = httpx.Client(timeout=settings.provider_timeout_s)
+        closers.append(http.close)
+        webhooks = HandoffWebhooks(settings.handoff_webhook_url, secret, handoffs, clock, http)
+        store.handoff_webhooks = True
     return Container(
         settings=settings,
         engine=engine,
@@ -277,5 +297,7 @@ def build_container(
         journeys=journeys,
         signals=signals,
         adapters=adapters,
+        handoffs=handoffs,
+        webhooks=webhooks,
         _closers=closers,
     )

@@ -6,19 +6,28 @@ the app and the CLI use :func:`get_settings`.
 
 from __future__ import annotations
 
+import secrets
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BrainName = Literal["auto", "rules", "openai", "local"]
 LLMMode = Literal["auto", "tools", "json_schema", "json_object", "json_object_schema"]
 
 ALL_SCOPES = (
-    "messages:write", "customers:read", "conversations:read", "approvals:write", "admin"
+    "messages:write", "customers:read", "conversations:read", "approvals:write", "inbox",
+    "inbox:<queue>", "admin",
 )
+
+
+class ApiKey(BaseModel):
+    """An API key's holder: a name (an agent's, shown in the inbox) and scopes."""
+
+    name: str = Field("", max_length=200)
+    scopes: list[str] = Field(default_factory=list)
 
 
 class Settings(BaseSettings):
@@ -70,10 +79,12 @@ class Settings(BaseSettings):
     llm_temperature: float = Field(0.0, ge=0, le=2)
     llm_max_tokens: int = Field(600, gt=0)
 
-    api_keys: dict[str, list[str]] = Field(
+    api_keys: dict[str, list[str] | ApiKey] = Field(
         default_factory=dict,
-        description='API keys and their scopes, JSON: {"key": ["messages:write", ...]}. '
-        f"Scopes: {', '.join(ALL_SCOPES)}.",
+        description='API keys and their scopes, JSON: {"key": ["messages:write", ...]}, or '
+        'with a name (an agent in the inbox): {"key": {"name": "Alice", "scopes": '
+        '["inbox:support"]}}. '
+        f"Scopes: {', '.join(ALL_SCOPES)}; inbox covers every queue, inbox:<queue> one.",
     )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -144,6 +155,15 @@ class Settings(BaseSettings):
         SecretStr(""), description="Signs outbound and verifies inbound generic webhooks."
     )
     provider_timeout_s: float = Field(10.0, gt=0)
+    handoff_webhook_url: str = Field(
+        "",
+        description="Where signed handoff events (created, claimed, reply, note, "
+        "customer_message, resolved, returned) are POSTed, for a helpdesk or CRM to mirror "
+        "the inbox. Empty: none.",
+    )
+    handoff_webhook_secret: SecretStr = Field(
+        SecretStr(""), description="Signs handoff webhooks. Empty: webhook_secret."
+    )
     session_secret: SecretStr = Field(
         SecretStr(""),
         description="Signs web-chat session tokens. Empty: a random key kept in "
@@ -165,6 +185,16 @@ class Settings(BaseSettings):
             if value.startswith(prefix):
                 return "postgresql+psycopg://" + value[len(prefix) :]
         return value
+
+    def api_key(self, key: str) -> ApiKey | None:
+        """The holder of ``key`` (compared in constant time), or None."""
+        found = None
+        for known, spec in self.api_keys.items():
+            if secrets.compare_digest(known.encode(), key.encode()):
+                found = spec if isinstance(spec, ApiKey) else ApiKey(scopes=list(spec))
+                if not found.name:
+                    found = found.model_copy(update={"name": f"key-{known[:4]}"})
+        return found
 
     @property
     def resolved_database_url(self) -> str:

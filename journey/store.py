@@ -135,6 +135,8 @@ class Store:
         self.clock = clock or SystemClock()
         self.ids = ids
         self.jobs = Jobs(engine, self.clock, ids)
+        #: queue a signed webhook for every handoff event (``JOURNEY_HANDOFF_WEBHOOK_URL``)
+        self.handoff_webhooks = False
         self.outbox_queue = OutboxQueue(engine, self.clock)
         #: called as ``(survivor_id, merged_id)`` after two profiles were merged
         self.on_merge: list[Callable[[str, str], None]] = []
@@ -731,6 +733,33 @@ class Store:
         with self.engine.connect() as conn:
             return [self._handoff(r) for r in conn.execute(query).all()]
 
+    def add_handoff_event(
+        self,
+        conn: Connection,
+        handoff_id: str,
+        kind: str,
+        actor: str,
+        body: dict[str, Any],
+        *,
+        now: datetime,
+        idempotency_key: str | None = None,
+    ) -> str:
+        """Record what happened to a handoff, in the caller's transaction; with outbound
+        webhooks configured, the signed delivery is queued in the same transaction, so an event
+        is never recorded without its webhook (nor the other way round)."""
+        event_id = self.ids("hev")
+        conn.execute(insert(db.handoff_events).values(
+            id=event_id, handoff_id=handoff_id, kind=kind, actor=actor, body=body,
+            idempotency_key=idempotency_key, created_at=now,
+        ))
+        if self.handoff_webhooks:
+            conn.execute(insert(db.jobs).values(
+                id=self.ids("job"), kind="webhook", customer_id=None,
+                dedupe_key=f"webhook:{event_id}", payload={"event_id": event_id}, due_at=now,
+                status="pending", attempts=0, created_at=now, updated_at=now,
+            ))
+        return event_id
+
     def set_handoff_status(self, handoff_id: str, status: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(
@@ -753,6 +782,13 @@ class Store:
                 "created_at": _aware_dt(row.created_at),
             }
         )
+
+    def get_decision(self, decision_id: str) -> Decision | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(db.decisions).where(db.decisions.c.id == decision_id)
+            ).first()
+        return self._decision(row) if row else None
 
     def decision_for_job(self, job_id: str) -> Decision | None:
         with self.engine.connect() as conn:
@@ -893,6 +929,11 @@ class Store:
                 insert(db.handoffs).values(
                     **h.model_dump(exclude={"created_at"}), created_at=now, updated_at=now
                 )
+            )
+            self.add_handoff_event(
+                conn, h.id, "created", "bot", {"decision_id": decision_id, "queue": h.queue,
+                                               "priority": h.priority, "reason": h.reason},
+                now=now,
             )
         for a in effects.approvals:
             conn.execute(

@@ -24,25 +24,28 @@ import random
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from agent.service import Orchestrator
 from channels.base import ChannelAdapter, Delivery, PermanentError, TransientError
 from journey.clock import Clock
 from journey.domain import Channel, Purpose
-from journey.hub import Hub
+from journey.handoffs import HandoffService
+from journey.hub import JOBS_KEY, Hub
 from journey.jobs import MAX_JOB_ATTEMPTS, Job
 from journey.journeys import JourneysProvider
 from journey.outbox import OutboxRow, backoff
 from journey.settings import Settings
 from journey.store import OPEN_HANDOFF, Store
+from journey.webhooks import HandoffWebhooks
 from policy.contact import consent_problem
 from policy.loader import PolicyProvider
 
 log = logging.getLogger(__name__)
+#: how often (by the clock) a worker looks for handoffs past their SLA
+SLA_CHECK_S = 15.0
 
-JOBS_KEY = "jobs"
 
 
 @dataclass
@@ -57,13 +60,29 @@ class Worker:
     clock: Clock
     hub: Hub
     company: str = ""
+    #: delivers signed handoff webhooks (None: none configured)
+    webhooks: HandoffWebhooks | None = None
+    #: the inbox, whose SLA timers the worker watches (None: not watched)
+    handoffs: HandoffService | None = None
     rng: random.Random = field(default_factory=random.Random)
+    _sla_checked: datetime | None = None
 
     # --- the loop -------------------------------------------------------------------------
 
     def run_once(self) -> int:
         """One pass over due jobs and due messages; returns how many it handled."""
-        return self.run_jobs() + self.relay()
+        return self.run_jobs() + self.relay() + self.check_slas()
+
+    def check_slas(self) -> int:
+        """Every ``SLA_CHECK_S`` of the clock: record handoffs past their SLA (once each)."""
+        if self.handoffs is None:
+            return 0
+        now = self.clock.now()
+        if self._sla_checked is not None and (now - self._sla_checked).total_seconds() \
+                < SLA_CHECK_S:
+            return 0
+        self._sla_checked = now
+        return self.handoffs.check_slas()
 
     def run_forever(self, stop: threading.Event) -> None:
         log.info("worker %s started", self.name)
@@ -104,6 +123,10 @@ class Worker:
         if job.kind == "turn":
             turn = self.orchestrator.run_queued_turn(str(job.payload["message_id"]))
             return {"decision_id": turn.decision.id, "duplicate": turn.duplicate}
+        if job.kind == "webhook":
+            if self.webhooks is None:
+                return {"cancelled": "no handoff webhook is configured any more"}
+            return self.webhooks.deliver(str(job.payload["event_id"]))
         if job.kind == "journey":
             stale = self._stale(job)
             if stale:

@@ -6,9 +6,10 @@ personal data, card numbers, and the channel's format and length.
 
 from __future__ import annotations
 
+import difflib
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -246,3 +247,23 @@ def fit_to_channel(text: str, channel: ChannelPolicy) -> tuple[str, list[str]]:
         text = trim(text, channel.max_chars)
         changes.append("trim")
     return text, changes
+
+
+def _plain(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+def repeats(text: str, said: Sequence[str], threshold: float = 0.8) -> str | None:
+    """The earlier message ``text`` (nearly) repeats, or None: the same words in the same order
+    (difflib ratio at least ``threshold``), or one containing the other when it is long."""
+    mine = _plain(text)
+    for earlier in said:
+        theirs = _plain(earlier)
+        if not mine or not theirs:
+            continue
+        shorter, longer = sorted((mine, theirs), key=len)
+        if len(shorter) >= 30 and shorter in longer:
+            return earlier
+        if difflib.SequenceMatcher(None, mine, theirs, autojunk=False).ratio() >= threshold:
+            return earlier
+    return None

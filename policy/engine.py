@@ -52,6 +52,7 @@ from policy.contact import SentRecord, cap_exceeded, consent_problem, next_allow
 from policy.escalation import (
     Escalation,
     MessageFacts,
+    auto_queue,
     required_escalation,
     stalled,
     terms_pattern,
@@ -59,6 +60,16 @@ from policy.escalation import (
 from policy.model import Policy, fmt_duration
 
 PRIORITIES: tuple[Priority, ...] = ("low", "normal", "high", "urgent")
+
+
+def _number(value: Any) -> float | None:
+    """A profile attribute as a number (``"12000"`` and ``12000`` alike), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
 _PURPOSE_RANK: dict[Purpose, int] = {"transactional": 0, "service": 1, "marketing": 2}
 _TOOL_RANK = {"escalate_to_human": 0, "issue_credit": 1, "update_crm": 2, "send_message": 3}
 MAX_HANDOFF_TEXT = 4000
@@ -85,6 +96,9 @@ class Facts:
     #: A person approved this action (:meth:`PolicyEngine.recheck`): no approval step, no
     #: escalation rules, and an open handoff does not silence it (the person is the human).
     approved_by_person: bool = False
+    #: What a person told the customer before handing the conversation back: the bot must not
+    #: say it again.
+    human_said: Sequence[str] = ()
 
 
 @dataclass
@@ -206,7 +220,8 @@ class PolicyEngine:
         ):
             actions.append(
                 SendMessage(
-                    channel=inbound, text=policy.escalation.acknowledgement[escalation.queue]
+                    channel=inbound, text=policy.escalation.acknowledgement.get(
+                        escalation.queue, policy.escalation.acknowledgement["support"]),
                 )
             )
             added.add(len(actions) - 1)
@@ -357,6 +372,11 @@ class PolicyEngine:
 
         # suitability
         text = action.text
+        if is_reply and facts.human_said and not facts.approved_by_person:
+            earlier = content.repeats(text, facts.human_said)
+            if earlier is not None:
+                return j.deny("suitability", "repeats_human",
+                              f"a person already told the customer: {earlier[:120]!r}")
         own = [i.value for i in profile.identities if i.kind in ("email", "phone")]
         found = content.violations(text, policy.content, own)
         if found and not added:
@@ -458,8 +478,39 @@ class PolicyEngine:
                 "reason": action.reason[:MAX_HANDOFF_TEXT],
                 "summary": action.summary[:MAX_HANDOFF_TEXT],
             })
+        j.final = self._route(j.final, facts, j)
         state.escalating = True
         return j
+
+    def _route(self, action: EscalateToHuman, facts: Facts, j: _Judgement) -> EscalateToHuman:
+        """The queue a handoff goes to: a known queue, then the first routing rule (by the
+        message's intent, the customer's stage and value, the priority) that matches."""
+        handoff = self.policy.handoff
+        if action.queue not in handoff.queues:
+            queue = auto_queue(facts.message, self.policy.escalation)
+            j.modify("eligibility", "reroute", "unknown_queue",
+                     f"no queue {action.queue!r}; {queue} instead")
+            action = action.model_copy(update={"queue": queue})
+        value = _number(facts.profile.attributes.get(handoff.value_attribute))
+        intents = {facts.message.intent, facts.message.topic}
+        for rule in handoff.routing:
+            when = rule.when
+            if (
+                (when.queues and action.queue not in when.queues)
+                or (when.intents and not intents & set(when.intents))
+                or (when.stages and facts.profile.lifecycle_stage not in when.stages)
+                or (when.min_value is not None and (value is None or value < when.min_value))
+                or (when.priorities and action.priority not in when.priorities)
+            ):
+                continue
+            priority = max(action.priority, rule.priority or action.priority,
+                           key=PRIORITIES.index)
+            j.codes.append(f"routed:{rule.name}")
+            if (rule.queue, priority) != (action.queue, action.priority):
+                j.modify("eligibility", "reroute", "rerouted_by_routing",
+                         f"{action.queue}/{action.priority} → {rule.queue}/{priority}")
+            return action.model_copy(update={"queue": rule.queue, "priority": priority})
+        return action
 
     def _credit(self, action: IssueCredit, facts: Facts, state: _TurnState) -> _Judgement:
         j = _Judgement(final=action)

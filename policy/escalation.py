@@ -109,7 +109,7 @@ def _matches(rule: EscalationRule, facts: MessageFacts, policy: EscalationPolicy
     return matched
 
 
-def _auto_queue(facts: MessageFacts, policy: EscalationPolicy) -> Queue:
+def auto_queue(facts: MessageFacts, policy: EscalationPolicy) -> Queue:
     """Support terms first, then sales terms, then the message's best other intent."""
     def names(terms: list[str]) -> bool:
         return bool(terms) and terms_pattern(tuple(terms)).search(facts.text) is not None
@@ -129,6 +129,6 @@ def required_escalation(facts: MessageFacts, policy: EscalationPolicy) -> Escala
         matched = _matches(rule, facts, policy)
         if not matched:
             continue
-        queue = _auto_queue(facts, policy) if rule.queue == "auto" else rule.queue
+        queue = auto_queue(facts, policy) if rule.queue == "auto" else rule.queue
         return Escalation(rule.name, queue, rule.priority, rule.reason, matched)
     return None

@@ -246,7 +246,7 @@ class EscalationRule(_Strict):
     name: str = Field(pattern=r"^[a-z0-9_]+$")
     when: EscalationWhen
     #: ``auto``: sales when the message's best other intent is a sales topic, else support.
-    queue: Queue | Literal["auto"]
+    queue: Queue
     priority: Priority = "normal"
     reason: str
 
@@ -336,6 +336,98 @@ class CrmPolicy(_Strict):
     max_note_chars: int = Field(2000, gt=0)
 
 
+class QueueConfig(_Strict):
+    """A team that takes handoffs, and the service levels it promises."""
+
+    description: str = ""
+    #: A person claims a new handoff within this (scaled by ``priority_sla``).
+    claim_within: Duration = Field(default_factory=lambda: timedelta(minutes=15))
+    #: ...and resolves it (or returns it to the bot) within this.
+    resolve_within: Duration = Field(default_factory=lambda: timedelta(hours=8))
+
+
+def _default_queues() -> dict[str, QueueConfig]:
+    return {
+        "sales": QueueConfig(description="Buying questions, demos, quotes",
+                             claim_within=timedelta(minutes=15),
+                             resolve_within=timedelta(hours=4)),
+        "support": QueueConfig(description="Problems, complaints, account help",
+                               claim_within=timedelta(minutes=10),
+                               resolve_within=timedelta(hours=8)),
+    }
+
+
+_PRIORITY_SLA: dict[Priority, float] = {"urgent": 0.25, "high": 0.5, "normal": 1.0, "low": 2.0}
+
+
+class RouteWhen(_Strict):
+    """All given conditions must hold."""
+
+    #: The queue the escalation chose (an escalation rule, ``auto`` or the model).
+    queues: list[str] = Field(default_factory=list)
+    #: The message's intent (by the classifier) or its best other topic.
+    intents: list[str] = Field(default_factory=list)
+    stages: list[str] = Field(default_factory=list)
+    #: The customer's value (the profile attribute ``handoff.value_attribute``) at least this.
+    min_value: float | None = Field(None, ge=0)
+    priorities: list[Priority] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _some_condition(self) -> RouteWhen:
+        if not self.model_dump(exclude_defaults=True):
+            raise ValueError("a routing rule needs at least one condition")
+        return self
+
+
+class RoutingRule(_Strict):
+    """Send a handoff to ``queue`` (and raise its priority to at least ``priority``)."""
+
+    name: str = Field(pattern=r"^[a-z0-9_]+$")
+    when: RouteWhen
+    queue: Queue
+    priority: Priority | None = None
+
+
+class HandoffPolicy(_Strict):
+    """Queues, routing and service levels of the human inbox."""
+
+    queues: dict[Queue, QueueConfig] = Field(default_factory=_default_queues)
+    #: Checked in order after the escalation chose sales or support; the first match routes.
+    routing: list[RoutingRule] = Field(default_factory=list)
+    #: The profile attribute that holds a customer's value (for ``min_value``).
+    value_attribute: str = "lifetime_value"
+    #: SLA timers scaled by priority: an urgent handoff must be claimed 4x sooner.
+    priority_sla: dict[Priority, float] = Field(default_factory=lambda: dict(_PRIORITY_SLA))
+    #: A timer is "due soon" when less than this share of it is left.
+    due_soon: float = Field(0.25, gt=0, lt=1)
+    #: What a person may record when resolving.
+    outcomes: list[str] = Field(
+        default_factory=lambda: ["resolved", "sale", "refund", "no_action", "duplicate", "spam"],
+        min_length=1,
+    )
+
+    @model_validator(mode="after")
+    def _known_queues(self) -> HandoffPolicy:
+        missing = [q for q in ("sales", "support") if q not in self.queues]
+        if missing:
+            raise ValueError(f"handoff queues must include sales and support (missing {missing})")
+        _unique_names("routing rule", [r.name for r in self.routing])
+        for rule in self.routing:
+            for queue in (rule.queue, *rule.when.queues):
+                if queue not in self.queues:
+                    raise ValueError(
+                        f"routing rule {rule.name!r} names queue {queue!r}, which is not in "
+                        f"handoff.queues ({', '.join(self.queues)})"
+                    )
+        return self
+
+    def sla(self, queue: str, priority: str) -> tuple[timedelta, timedelta]:
+        """(claim within, resolve within) for a handoff in ``queue`` at ``priority``."""
+        config = self.queues.get(queue) or self.queues["support"]
+        factor = next((f for p, f in self.priority_sla.items() if p == priority), 1.0)
+        return config.claim_within * factor, config.resolve_within * factor
+
+
 class Policy(_Strict):
     """The whole policy. ``version`` is set by the loader to the file's content hash."""
 
@@ -345,7 +437,18 @@ class Policy(_Strict):
     content: ContentPolicy = Field(default_factory=ContentPolicy)
     approvals: list[ApprovalRule] = Field(default_factory=list)
     crm: CrmPolicy = Field(default_factory=CrmPolicy)
+    handoff: HandoffPolicy = Field(default_factory=HandoffPolicy)
     version: str = ""
+
+    @model_validator(mode="after")
+    def _escalation_queues_exist(self) -> Policy:
+        for rule in self.escalation.rules:
+            if rule.queue != "auto" and rule.queue not in self.handoff.queues:
+                raise ValueError(
+                    f"escalation rule {rule.name!r} names queue {rule.queue!r}, which is not "
+                    f"in handoff.queues ({', '.join(self.handoff.queues)})"
+                )
+        return self
 
     @model_validator(mode="after")
     def _crm_fields_disjoint(self) -> Policy:

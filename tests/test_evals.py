@@ -50,7 +50,7 @@ def test_suite_errors_name_their_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(
         "name: bad\ncases:\n  - id: one\n    fixtures:\n      customers: [{key: a}]\n"
-        "    turns:\n      - say: hi\n        channel: fax\n        expect: {handoff: legal}\n"
+        "    turns:\n      - say: hi\n        channel: fax\n        expect: {handoff: Legal!}\n"
     )
     with pytest.raises(SuiteError) as caught:
         load_suite(path)

@@ -19,6 +19,7 @@ from journey.domain import (
     RejectedCall,
     Sentiment,
 )
+from journey.handoffs import Handback
 from journey.lifecycle import Lifecycle
 from memory.vector import MemoryHit
 
@@ -64,6 +65,8 @@ class BrainInput:
     policy_brief: str = ""
     #: The policy reads this message as an opt-out (keyword, or classifier plus a cue word).
     opt_out: bool = False
+    #: People owned the conversation and handed it back: their notes and replies.
+    handback: Handback | None = None
 
 
 class Brain(Protocol):

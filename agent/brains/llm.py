@@ -224,9 +224,22 @@ class LLMBrain:
             hints += f"; seats: {data.signals.seats}"
         if data.signals.requirements:
             hints += f"; requirements: {', '.join(data.signals.requirements)}"
+        handback = "none"
+        if data.handback is not None:
+            back = data.handback
+            done = (f"resolved ({back.outcome})" if back.status == "resolved"
+                    else "returned the conversation to you")
+            lines = [f"{back.by or 'A colleague'} {done} at {back.closed_at:%Y-%m-%d %H:%M}."]
+            lines += [f"- note: {_quote(n[:MAX_SNIPPET])}" for n in back.notes]
+            lines += [f"- they told the customer: {_quote(r[:MAX_SNIPPET])}"
+                      for r in back.replies]
+            lines.append("Build on this; do not repeat what they already told the customer.")
+            handback = "\n".join(lines)
+
         def render() -> str:
             return render_file(
                 "decision_turn.md",
+                handback=handback,
                 profile=profile,
                 events="\n".join(events) or "none",
                 recent="\n".join(recent) or "none",

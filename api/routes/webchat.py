@@ -20,13 +20,13 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Header, HTTPException, Path, Query, status
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from agent.service import Accepted, CustomerRef
 from api.deps import ContainerDep
-from api.routes.channels import inbound_request
+from api.routes.channels import _check_api_key, inbound_request
 from channels.webchat import new_session_id, session_key, session_token, valid_session_token
 from journey.domain import Identity, Message
 from journey.runtime import Container
@@ -59,6 +59,18 @@ class SessionRequest(BaseModel):
     #: Unverified: kept as the profile attribute ``unverified_email``, never used as an
     #: identity, so typing someone else's address cannot attach this chat to their profile.
     email: str | None = Field(None, max_length=320)
+    #: Verified identities: the chat joins the customer's profile (their email, SMS and
+    #: WhatsApp history). Needs an API key with ``messages:write``.
+    signed_in: SignedIn | None = None
+
+
+class SignedIn(BaseModel):
+    """Who the visitor is, as your site knows after they signed in. Only your backend can say
+    this: it needs an API key with ``messages:write``."""
+
+    email: str | None = Field(None, min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
+    phone: str | None = Field(None, min_length=6, max_length=20, pattern=r"^\+?[0-9 ()-]{6,24}$")
+    crm_id: str | None = Field(None, min_length=1, max_length=200)
 
 
 class Session(BaseModel):
@@ -80,11 +92,28 @@ def _authorize(container: Container, session_id: str, token: str | None) -> None
 
 
 @router.post("/sessions", response_model=Session, status_code=status.HTTP_201_CREATED)
-def create_session(container: ContainerDep, body: SessionRequest | None = None) -> Session:
+def create_session(
+    request: Request, container: ContainerDep, body: SessionRequest | None = None
+) -> Session:
     """Start a chat session. With a name or email, the profile is created now; otherwise on the
-    first message."""
+    first message. With ``signed_in`` (from your backend, with an API key), the chat belongs to
+    that customer's profile from the start."""
     session_id = new_session_id()
-    if body is not None and (body.name or body.email):
+    if body is not None and body.signed_in is not None:
+        _check_api_key(request, container.settings, "messages:write")
+        who = body.signed_in
+        if not (who.email or who.phone or who.crm_id):
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY,
+                                "signed_in: give an email, phone or crm_id")
+        ref = CustomerRef(web_chat_id=session_id, email=who.email, phone=who.phone,
+                          crm_id=who.crm_id)
+        profile, _ = container.store.resolve_customer(
+            ref.identities(), container.lifecycle.default_stage, timezone="",
+            stages=container.lifecycle.stages,
+        )
+        if body.name and not profile.name:
+            container.store.update_customer(profile.id, name=body.name)
+    elif body is not None and (body.name or body.email):
         attributes = {"unverified_email": body.email.strip()} if body.email else {}
         container.store.create_customer(
             [Identity(kind="web_chat_id", value=session_id)], container.lifecycle.default_stage,

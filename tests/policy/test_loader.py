@@ -50,11 +50,35 @@ def test_errors_name_their_lines(tmp_path: Path) -> None:
         (4, "contact.caps.0"),
         (6, "contact.quiet_hours.start"),
         (10, "escalation.rules.0.when"),
-        (11, "escalation.rules.0.queue"),
         (14, "surprise"),
     ]
     assert "line 4: contact.caps.0" in str(caught.value)
     assert "give exactly one of 'window' or 'per: day'" in str(caught.value)
+
+
+def test_queues_must_be_declared(tmp_path: Path) -> None:
+    """An escalation or routing rule naming a queue the inbox does not have is refused."""
+    path = tmp_path / "policy.yaml"
+    path.write_text(
+        "escalation:\n  rules:\n    - {name: lawyers, when: {terms_any: [lawyer]}, queue: legal,"
+        " reason: r}\n"
+    )
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    assert "escalation rule 'lawyers' names queue 'legal', which is not in handoff.queues " \
+           "(sales, support)" in str(caught.value)
+    path.write_text(
+        "handoff:\n  queues: {sales: {}, support: {}, vip: {claim_within: 5m}}\n  routing:\n"
+        "    - {name: big, when: {min_value: 1000}, queue: vip}\n"
+        "    - {name: bad, when: {stages: [decision]}, queue: legal}\n"
+    )
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    assert "routing rule 'bad' names queue 'legal'" in str(caught.value)
+    path.write_text("handoff:\n  queues: {sales: {}}\n")
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    assert "must include sales and support" in str(caught.value)
 
 
 def test_yaml_syntax_errors_name_their_line(tmp_path: Path) -> None:
