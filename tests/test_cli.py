@@ -65,3 +65,21 @@ def test_init_writes_a_key_and_seed_demo_is_idempotent(tmp_path: Path) -> None:
     second = run(["seed-demo"], tmp_path)
     assert first.returncode == second.returncode == 0, first.stderr
     assert "4 customers, 5 events, 2 past messages" in second.stdout
+
+
+def test_handoffs_list_and_metrics(tmp_path: Path) -> None:
+    """A customer asks for a person; `journey handoffs` shows the open handoff with its SLA
+    badge, and the metrics count it."""
+    chat = run(["chat", "--brain", "rules", "--email", "dana@example.com"], tmp_path,
+               stdin="I want to talk to a person about my invoice\n")
+    assert chat.returncode == 0, chat.stderr
+    listed = run(["handoffs", "list"], tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    [row] = [line for line in listed.stdout.splitlines() if "hof_" in line]
+    assert "support" in row and "open" in row
+    assert "claim in 9m" in row or "claim in 10m" in row
+    assert run(["handoffs", "list", "--status", "bogus"], tmp_path).returncode == 2
+    metrics = run(["handoffs", "metrics"], tmp_path)
+    assert metrics.returncode == 0, metrics.stderr
+    [support] = [line for line in metrics.stdout.splitlines() if "support" in line]
+    assert "1 (1 active)" in support and "0 / 0" in support
