@@ -298,8 +298,7 @@ class HandoffService:
             query = query.where(h.c.customer_id == customer_id)
         query = query.order_by(h.c.created_at.desc(), h.c.id.desc()).limit(limit)
         with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
-            return [self._view(conn, r) for r in rows]
+            return self._views(conn, conn.execute(query).all())
 
     def view(self, agent: Agent, handoff_id: str) -> HandoffView:
         with self.engine.connect() as conn:
@@ -747,35 +746,58 @@ class HandoffService:
         return None
 
     def _view(self, conn: Connection, row: Any) -> HandoffView:
+        return self._views(conn, [row])[0]
+
+    def _views(self, conn: Connection, rows: Sequence[Any]) -> List[HandoffView]:
+        """Views of ``rows`` in four queries whatever their number (the console polls this)."""
+        if not rows:
+            return []
+        ids = [r.id for r in rows]
+        m, e = db.messages, db.handoff_events
+        # the customer's last channel per conversation: the newest inbound message's
+        newest = (
+            select(m.c.conversation_id, m.c.channel,
+                   func.row_number().over(
+                       partition_by=m.c.conversation_id,
+                       order_by=(m.c.created_at.desc(), m.c.id.desc())).label("n"))
+            .where(m.c.conversation_id.in_({r.conversation_id for r in rows}),
+                   m.c.direction == "inbound")
+            .subquery()
+        )
+        channels = dict(conn.execute(
+            select(newest.c.conversation_id, newest.c.channel).where(newest.c.n == 1)
+        ).all())
+        stamps: dict[str, dict[str, List[datetime]]] = {}
+        for hid, kind, at in conn.execute(
+            select(e.c.handoff_id, e.c.kind, e.c.created_at).where(
+                e.c.handoff_id.in_(ids), e.c.kind.in_(("reply", "customer_message")))
+        ).all():
+            stamps.setdefault(hid, {}).setdefault(kind, []).append(aware(at))
+        routing: dict[str, set[str]] = {}
+        for decision_id, code in conn.execute(
+            select(db.decision_reasons.c.decision_id, db.decision_reasons.c.code).where(
+                db.decision_reasons.c.decision_id.in_(
+                    [r.decision_id for r in rows if r.decision_id]),
+                db.decision_reasons.c.code.like("escalate_to_human:%"))
+        ).all():
+            routing.setdefault(decision_id, set()).add(code.split(":", 1)[1])
+        return [
+            self._build_view(row, channels.get(row.conversation_id), stamps.get(row.id, {}),
+                             routing.get(row.decision_id, set()))
+            for row in rows
+        ]
+
+    def _build_view(self, row: Any, channel: str | None, stamps: dict[str, List[datetime]],
+                    routing: set[str]) -> HandoffView:
         now = self.clock.now()
         handoff = self.policy.get().handoff
         claim_within, resolve_within = handoff.sla(row.queue, row.priority)
         created = aware(row.created_at)
         claimed = aware(row.claimed_at) if row.claimed_at else None
         closed = aware(row.closed_at) if row.closed_at else None
-        m, e = db.messages, db.handoff_events
-        channel = conn.execute(
-            select(m.c.channel).where(m.c.conversation_id == row.conversation_id,
-                                      m.c.direction == "inbound")
-            .order_by(m.c.created_at.desc(), m.c.id.desc()).limit(1)
-        ).scalar()
-        last_reply = conn.execute(
-            select(func.max(e.c.created_at)).where(e.c.handoff_id == row.id,
-                                                   e.c.kind == "reply")
-        ).scalar()
-        since = aware(last_reply) if last_reply else created
-        unread = conn.execute(
-            select(func.count()).select_from(e).where(
-                e.c.handoff_id == row.id, e.c.kind == "customer_message",
-                e.c.created_at >= since)
-        ).scalar_one() if row.status in ACTIVE else 0
-        decision_codes: List[str] = []
-        if row.decision_id:
-            decision_codes = list(conn.execute(
-                select(db.decision_reasons.c.code).where(
-                    db.decision_reasons.c.decision_id == row.decision_id,
-                    db.decision_reasons.c.code.like("escalate_to_human:%"))
-            ).scalars())
+        since = max(stamps.get("reply", [created]))
+        unread = sum(1 for at in stamps.get("customer_message", []) if at >= since) \
+            if row.status in ACTIVE else 0
         return HandoffView(
             id=row.id, conversation_id=row.conversation_id, customer_id=row.customer_id,
             customer_name=row.customer_name, queue=row.queue, priority=row.priority,
@@ -788,7 +810,7 @@ class HandoffService:
                              handoff.due_soon, "resolved" if row.status == "resolved"
                              else "returned"),
             unread=unread,
-            routing=sorted({c.split(":", 1)[1] for c in decision_codes}),
+            routing=sorted(routing),
         )
 
     def _events(self, conn: Connection, handoff_id: str) -> List[HandoffEvent]:
