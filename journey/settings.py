@@ -6,6 +6,7 @@ the app and the CLI use :func:`get_settings`.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from functools import lru_cache
 from pathlib import Path
@@ -192,8 +193,9 @@ class Settings(BaseSettings):
         for known, spec in self.api_keys.items():
             if secrets.compare_digest(known.encode(), key.encode()):
                 found = spec if isinstance(spec, ApiKey) else ApiKey(scopes=list(spec))
-                if not found.name:
-                    found = found.model_copy(update={"name": f"key-{known[:4]}"})
+                if not found.name:  # a name that does not give away any of the key
+                    digest = hashlib.sha256(known.encode()).hexdigest()[:8]
+                    found = found.model_copy(update={"name": f"key-{digest}"})
         return found
 
     @property

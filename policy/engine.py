@@ -62,6 +62,17 @@ from policy.model import Policy, fmt_duration
 PRIORITIES: tuple[Priority, ...] = ("low", "normal", "high", "urgent")
 
 
+def _merge_reasons(rule: str, model: str) -> str:
+    """The rule's reason and the model's, once: when one says what the other says, the longer."""
+    def plain(text: str) -> str:
+        return " ".join(text.lower().removeprefix("the ").split())
+
+    a, b = plain(rule), plain(model)
+    if a in b or b in a:
+        return model if len(b) > len(a) else rule
+    return f"{rule} ({model})"
+
+
 def _number(value: Any) -> float | None:
     """A profile attribute as a number (``"12000"`` and ``12000`` alike), else None."""
     if isinstance(value, bool):
@@ -461,8 +472,7 @@ class PolicyEngine:
             priority = max(action.priority, rule.priority, key=PRIORITIES.index)
             final = action.model_copy(update={
                 "queue": rule.queue, "priority": priority,
-                "reason": action.reason if action.reason == rule.reason
-                else f"{rule.reason} ({action.reason})"[:MAX_HANDOFF_TEXT],
+                "reason": _merge_reasons(rule.reason, action.reason)[:MAX_HANDOFF_TEXT],
                 "summary": action.summary[:MAX_HANDOFF_TEXT],
             })
             j.codes.append(f"escalation_rule:{rule.rule}")

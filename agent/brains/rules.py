@@ -34,6 +34,8 @@ PAYING_STAGES = {"retention", "advocacy"}
 #: intents) is read as churn risk.
 CHURN_PRIOR = 0.25
 ENTERPRISE_REQUIREMENTS = {"SSO", "SAML", "SCIM", "SOC 2", "quote", "contract", "data residency"}
+#: A human request names its topic when the classifier is at least this sure of it.
+TOPIC_SCORE = 0.3
 
 
 @dataclass
@@ -93,7 +95,9 @@ class RulesBrain:
             topic = signals.best_other_than("human_request", "small_talk", "off_topic")
             queue: Queue = "sales" if topic in SALES_TOPICS else "support"
             priority = "high" if signals.sentiment == "negative" else "normal"
-            escalate(queue, f"customer asked for a human (topic: {topic})", priority)
+            score = next((x.score for x in signals.intents if x.intent == topic), 0.0)
+            about = f" about {topic.replace('_', ' ')}" if topic and score >= TOPIC_SCORE else ""
+            escalate(queue, f"the customer asked for a human{about}", priority)
             reply = self._say(f"handoff_{queue}", data)
         elif intent_used == "buying_signal":
             if signals.seats:
