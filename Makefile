@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint install bench clean
+.PHONY: run test lint install browser bench clean
 
 $(STAMP): pyproject.toml requirements-models.txt requirements-local.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,9 +31,14 @@ run: install
 	$(BIN)/journey serve
 
 ## make test: install, lint, type-check, run the whole test suite, then gate on the eval suites
-test: install lint
+test: install lint browser
 	$(BIN)/pytest
 	$(BIN)/journey eval run evals/suites --brain rules --report build/eval
+
+## the headless Chromium the console's end-to-end test drives: Debian's package (root, apt)
+browser:
+	command -v chromium >/dev/null || \
+	  (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium fonts-liberation)
 
 lint: install
 	$(BIN)/ruff check .

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 
 import journey
 from agent.service import TurnInProgress
+from api import console
 from api.routes import (
     approvals,
     channels,
@@ -19,6 +20,7 @@ from api.routes import (
     customers,
     decisions,
     events,
+    handoffs,
     health,
     messages,
     outbox,
@@ -90,7 +92,8 @@ def create_app(settings: Settings | None = None, container: Container | None = N
 
     for module in (
         messages, events, channels, webchat, customers, conversations, decisions, approvals,
-        outbox, policy, health,
+        handoffs, outbox, policy, health,
     ):
         app.include_router(module.router)
+    console.install(app)
     return app
