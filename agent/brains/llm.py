@@ -230,9 +230,10 @@ class LLMBrain:
             done = (f"resolved ({back.outcome})" if back.status == "resolved"
                     else "returned the conversation to you")
             lines = [f"{back.by or 'A colleague'} {done} at {back.closed_at:%Y-%m-%d %H:%M}."]
-            lines += [f"- note: {_quote(n[:MAX_SNIPPET])}" for n in back.notes]
+            # the latest few: the section is never trimmed, so it stays small
+            lines += [f"- note: {_quote(n[:MAX_SNIPPET])}" for n in back.notes[-5:]]
             lines += [f"- they told the customer: {_quote(r[:MAX_SNIPPET])}"
-                      for r in back.replies]
+                      for r in back.replies[-3:]]
             lines.append("Build on this; do not repeat what they already told the customer.")
             handback = "\n".join(lines)
 
