@@ -38,7 +38,7 @@ def init(
     key = "jo_" + secrets.token_urlsafe(24)
     path.write_text(
         "# journey-orchestrator settings (see README.md, Configuration)\n"
-        f"JOURNEY_API_KEYS={json.dumps({key: ['admin']})}\n"
+        f"JOURNEY_API_KEYS={json.dumps({key: {'name': 'admin', 'scopes': ['admin']}})}\n"
         f"JOURNEY_CLI_API_KEY={key}\n",
         encoding="utf-8",
     )
@@ -97,7 +97,7 @@ def serve(
     console.print("  Chat:      run `journey chat` in a second terminal "
                   f"(or `.venv/bin/journey chat`), or open {base}/chat")
     console.print(f"  Inbox:     {base}/console (sign in with an API key that has the inbox "
-                  "or admin scope; `journey init` wrote one to .env)")
+                  "or admin scope, e.g. JOURNEY_CLI_API_KEY in .env)")
     console.print(f"  Workers:   {settings.workers} (queued turns, journeys, the outbox relay)"
                   + ("; run `journey worker` for more" if settings.workers else
                      "; run `journey worker` to deliver anything"))
