@@ -64,7 +64,15 @@ def test_init_writes_a_key_and_seed_demo_is_idempotent(tmp_path: Path) -> None:
     first = run(["seed-demo"], tmp_path)
     second = run(["seed-demo"], tmp_path)
     assert first.returncode == second.returncode == 0, first.stderr
-    assert "4 customers, 5 events, 2 past messages" in second.stdout
+    assert "4 customers, 5 events, 4 past messages" in second.stdout
+    # two of the demo's messages ask for people: one to support (a complaint by SMS after an
+    # email), one routed to key_accounts (a customer worth 84,000); seeding twice keeps two
+    listed = run(["handoffs", "list"], tmp_path).stdout
+    rows = sorted(line for line in listed.splitlines() if "hof_" in line)
+    assert len(rows) == 2
+    assert any("Marco Rossi" in r and "support" in r and "high" in r and "sms" in r
+               for r in rows)
+    assert any("Sam Lee" in r and "key_accounts" in r and "high" in r for r in rows)
 
 
 def test_handoffs_list_and_metrics(tmp_path: Path) -> None:
