@@ -486,13 +486,13 @@ class HandoffService:
                         self.store.ledger(profile.id, since=now - ledger_horizon(policy))],
             ),
         )
-        if action is None or {"rewrite", "trim"} & set(verdict.modifications):
+        if not isinstance(action, SendMessage) or {"rewrite", "trim"} & set(
+                verdict.modifications):
             raise Rejected(
                 f"the policy did not let this reply go out on {channel}: "
                 f"{', '.join(verdict.reason_codes)}"
                 + (f" ({verdict.detail})" if verdict.detail else "")
             )
-        assert isinstance(action, SendMessage)
         message_id, outbox_id = self.ids("msg"), self.ids("out")
         address = profile.address_for(action.channel) or ""
         try:

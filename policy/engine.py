@@ -23,6 +23,7 @@ with stable reason codes (listed in README.md, section Policy).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -60,6 +61,13 @@ from policy.escalation import (
 from policy.model import Policy, fmt_duration
 
 PRIORITIES: tuple[Priority, ...] = ("low", "normal", "high", "urgent")
+
+
+#: A reply that tells the customer people take over (kept when the policy escalates).
+_HANDOFF_WORDS = re.compile(
+    r"\b(team|colleagues?|person|human|agents?|specialists?|someone|connect\w*|hand\w* (you )?"
+    r"over|transfer\w*)\b", re.IGNORECASE,
+)
 
 
 def _merge_reasons(rule: str, model: str) -> str:
@@ -217,7 +225,13 @@ class PolicyEngine:
             required_escalation(msg, policy.escalation)
         )
         result.escalation = escalation
+        # the model did not see this escalation coming: a reply that does not say people take
+        # over ("How can I help?") becomes the queue's acknowledgement (recorded as a rewrite)
+        rewrite_ack: int | None = None
         if escalation and not any(isinstance(a, EscalateToHuman) for a in actions):
+            rewrite_ack = next((i for i, a in enumerate(actions)
+                                if isinstance(a, SendMessage) and a.channel == inbound
+                                and not _HANDOFF_WORDS.search(a.text)), None)
             actions.append(
                 EscalateToHuman(
                     queue=escalation.queue, priority=escalation.priority,
@@ -253,6 +267,16 @@ class PolicyEngine:
                 j = self._credit(action, facts, state)
             elif isinstance(action, UpdateCrm):
                 j = self._crm(action, facts, state)
+            elif i == rewrite_ack and escalation and isinstance(action, SendMessage):
+                ack = policy.escalation.acknowledgement.get(
+                    escalation.queue, policy.escalation.acknowledgement["support"])
+                j = self._send(
+                    action.model_copy(update={"text": ack}), facts, consent_now, zone, state,
+                    opt_out=opt_out, already_out=already_out, added=True,
+                )
+                if j.outcome != "deny":
+                    j.modify("suitability", "rewrite", "acknowledges_escalation",
+                             f"escalation rule {escalation.rule}: the reply says who takes over")
             else:
                 j = self._send(
                     action, facts, consent_now, zone, state,

@@ -359,7 +359,20 @@ def test_escalation_rules_add_the_escalation_the_model_forgot(
     handoff = result.approved[1]
     assert isinstance(handoff, EscalateToHuman)
     assert (handoff.queue, handoff.priority) == (queue, priority)
-    assert reply.reason_codes == ["handoff_acknowledgement"]
+    # the model's reply did not say people take over: the customer gets the acknowledgement
+    assert reply.outcome == "modify" and reply.modifications == ["rewrite"]
+    assert reply.reason_codes == ["handoff_acknowledgement", "acknowledges_escalation"]
+    sent = result.approved[0]
+    assert isinstance(sent, SendMessage)
+    assert sent.text.startswith(f"I'm connecting you with our {queue} team now.")
+
+
+def test_a_reply_that_already_hands_over_is_kept() -> None:
+    msg = message("get me a person", intent="human_request", topic="billing")
+    result = arbitrate([send(text="Of course, a colleague from billing will pick this up.")],
+                       msg=msg)
+    [reply, _] = result.verdicts
+    assert (reply.outcome, reply.reason_codes) == ("allow", ["handoff_acknowledgement"])
 
 
 def test_an_unsure_intent_does_not_fire_an_intent_rule() -> None:
