@@ -316,27 +316,33 @@ def _inbox_context(
 
 
 QueueQuery = Annotated[str | None, Query(max_length=60)]
+StatusQuery = Annotated[str | None, Query(max_length=20)]
+
+
+def _status(value: str | None) -> StatusFilter:
+    """A page, not an API: an empty or unknown filter shows the active handoffs."""
+    return next((s for s in STATUSES if s == value), "active")
 
 
 @router.get("/console", response_class=HTMLResponse)
 def inbox(
     request: Request, container: ContainerDep, session: SessionDep, templates: TemplatesDep,
-    queue: QueueQuery = None, status: StatusFilter = "active",
+    queue: QueueQuery = None, status: StatusQuery = None,
 ) -> HTMLResponse:
     """The inbox: the handoffs in the agent's queues, filtered, refreshed every 2 s."""
     context = _base(request, container, session) | _inbox_context(
-        container, session.agent, queue, status)
+        container, session.agent, queue, _status(status))
     return _page(request, templates, "console/inbox.html", context)
 
 
 @router.get("/console/inbox", response_class=HTMLResponse)
 def inbox_rows(
     request: Request, container: ContainerDep, session: SessionDep, templates: TemplatesDep,
-    queue: QueueQuery = None, status: StatusFilter = "active",
+    queue: QueueQuery = None, status: StatusQuery = None,
 ) -> HTMLResponse:
     """The inbox table alone (htmx polls it)."""
     context = _base(request, container, session) | _inbox_context(
-        container, session.agent, queue, status)
+        container, session.agent, queue, _status(status))
     return _page(request, templates, "console/_inbox_table.html", context)
 
 
