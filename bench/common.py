@@ -4,11 +4,59 @@ from __future__ import annotations
 
 import os
 import platform
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+import psycopg
+import uvicorn
+
+from api.app import create_app
+from journey.runtime import Container, build_container
+from journey.settings import Settings
 from journey.stats import percentile
 
-__all__ = ["machine", "percentile"]
+__all__ = ["machine", "percentile", "scratch_postgres", "served"]
 
 
 def machine() -> str:
     return f"{platform.machine()}, Python {platform.python_version()}, {os.cpu_count()} cores"
+
+
+@contextmanager
+def served(settings: Settings) -> Iterator[tuple[Container, str]]:
+    """The real app (and the worker threads its settings ask for) under uvicorn on a free
+    loopback port: (container, base URL); stopped and closed afterwards."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    container = build_container(settings)
+    server = uvicorn.Server(uvicorn.Config(create_app(container=container), host="127.0.0.1",
+                                           port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    try:
+        yield container, f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        container.close()
+
+
+@contextmanager
+def scratch_postgres(server_url: str) -> Iterator[str]:
+    """A new PostgreSQL database on ``server_url`` for one run (its SQLAlchemy URL); dropped
+    afterwards."""
+    name = f"jo_bench_{int(time.time())}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        base = server_url.rsplit("/", 1)[0].split("://", 1)[1]
+        yield f"postgresql+psycopg://{base}/{name}"
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

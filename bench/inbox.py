@@ -28,37 +28,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
-import uvicorn
 from common import machine as machine_name  # bench/common.py
-from common import percentile
+from common import percentile, scratch_postgres, served
 from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from api.app import create_app
-from journey.runtime import build_container
 from journey.settings import Settings
 
 console = Console()
 ADMIN, ALICE, BOB = "bench-admin", "bench-alice", "bench-bob"
 SAMPLES = 100
-
-
-def _serve(settings: Settings) -> tuple[Any, uvicorn.Server, threading.Thread, str]:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    container = build_container(settings)
-    server = uvicorn.Server(uvicorn.Config(create_app(container=container), host="127.0.0.1",
-                                           port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    return container, server, thread, f"http://127.0.0.1:{port}"
 
 
 def _ms(values: list[float]) -> tuple[float, float]:
@@ -72,14 +52,12 @@ def run(database: str, url: str, handoffs: int, data: Path) -> dict[str, Any]:
         api_keys={ADMIN: ["admin"], ALICE: {"name": "Alice", "scopes": ["inbox"]},
                   BOB: {"name": "Bob", "scopes": ["inbox"]}},
     )
-    container, server, thread, base = _serve(settings)
-
-    def http(key: str) -> httpx.Client:
-        return httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"},
-                            timeout=60)
-
     rng = random.Random(7)
-    try:
+    with served(settings) as (container, base):
+        def http(key: str) -> httpx.Client:
+            return httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"},
+                                timeout=60)
+
         with http(ADMIN) as admin, http(ALICE) as alice, http(BOB) as bob:
             for i in track(range(handoffs), description=f"{database}: {handoffs} handoffs",
                            console=console):
@@ -128,8 +106,9 @@ def run(database: str, url: str, handoffs: int, data: Path) -> dict[str, Any]:
                 view = admin.get(f"/v1/handoffs/{hid}").json()["handoff"]
                 agent = alice if view["assignee"] == "Alice" else bob
                 t0 = time.perf_counter()
-                r = agent.post(f"/v1/handoffs/{hid}/reply", json={"text": f"On it ({hid})"})
-                r.raise_for_status()
+                r = agent.post(f"/v1/handoffs/{hid}/reply", json={"text": "On it, checking now."})
+                if r.status_code != 201:
+                    raise RuntimeError(f"reply refused: {r.status_code} {r.text}")
                 message_id = r.json()["body"]["message_id"]
                 while message_id not in {m.id for m in store.outbound_since(
                         view["customer_id"], "web_chat", None)}:
@@ -137,10 +116,6 @@ def run(database: str, url: str, handoffs: int, data: Path) -> dict[str, Any]:
                         raise RuntimeError("a reply was not delivered within 30 s")
                     time.sleep(0.002)
                 replies.append((time.perf_counter() - t0) * 1000)
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        container.close()
     return {"database": database, "handoffs": handoffs, "list_ms": _ms(listed),
             "packet_ms": _ms(packets), "claim_ms": _ms(claims), "races": winners,
             "reply_to_chat_ms": _ms(replies)}
@@ -157,16 +132,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         results.append(run("sqlite", f"sqlite:///{tmp}/bench.sqlite", args.handoffs,
                            Path(tmp) / "a"))
-        name = f"jo_bench_{int(time.time())}"
-        with psycopg.connect(args.pg, autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            base = args.pg.rsplit("/", 1)[0].split("://", 1)[1]
-            results.append(run("postgresql", f"postgresql+psycopg://{base}/{name}",
-                               args.handoffs, Path(tmp) / "b"))
-        finally:
-            with psycopg.connect(args.pg, autocommit=True) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        with scratch_postgres(args.pg) as url:
+            results.append(run("postgresql", url, args.handoffs, Path(tmp) / "b"))
     table = Table(title=f"the inbox with {args.handoffs} open handoffs on {machine_name()}")
     for col in ("database", "list 100 p50 / p95 ms", "packet p50 / p95 ms",
                 "claim p50 / p95 ms", "races with one winner", "reply → chat p50 / p95 ms"):

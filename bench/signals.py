@@ -19,43 +19,22 @@ import argparse
 import json
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
-import uvicorn
 from common import machine as machine_name  # bench/common.py
-from common import percentile
+from common import percentile, scratch_postgres, served
 from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from api.app import create_app
-from journey.runtime import build_container
 from journey.settings import Settings
 
 console = Console()
 KEY = "bench-key"
 DITTOFEED_RECOMPUTE_S = 120.0
-
-
-def _serve(settings: Settings) -> tuple[Any, uvicorn.Server, threading.Thread, str]:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    container = build_container(settings)
-    server = uvicorn.Server(uvicorn.Config(create_app(container=container), host="127.0.0.1",
-                                           port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    return container, server, thread, f"http://127.0.0.1:{port}"
 
 
 def _events(n: int, run: str) -> list[dict[str, Any]]:
@@ -74,48 +53,43 @@ def run(database: str, url: str, events: int, signals: int, data: Path) -> dict[
         data_dir=data, database_url=url, brain="rules", workers=1,
         api_keys={KEY: ["admin"]},
     )
-    container, server, thread, base = _serve(settings)
     headers = {"Authorization": f"Bearer {KEY}"}
-    try:
-        with httpx.Client(base_url=base, headers=headers, timeout=60) as http:
-            run_id = f"r{int(time.time())}"
-            batch = _events(events, run_id)
-            http.post("/v1/events", json={"events": batch[:100]})  # warm-up
-            started = time.perf_counter()
-            batch_s = []
-            for i in track(range(100, events, 100), description=f"{database}: ingest",
-                           console=console):
-                t0 = time.perf_counter()
-                r = http.post("/v1/events", json={"events": batch[i:i + 100]})
-                r.raise_for_status()
-                batch_s.append(time.perf_counter() - t0)
-            elapsed = time.perf_counter() - started
-            ingested = events - 100
-            latencies = []
-            store = container.store
-            # the ingest fired journeys (pricing surges): let the worker finish them first, so
-            # the latency below is one signal's, not a backlog's
-            while any(j.due_at <= store.clock.now() for j in
-                      store.jobs.list(status="pending", kind="journey", limit=1000)):
-                time.sleep(0.1)
-            for i in track(range(signals), description=f"{database}: signal → decision",
-                           console=console):
-                email = f"nps{i}@{run_id}.example"
-                t0 = time.perf_counter()
-                r = http.post("/v1/events", json={"events": [{
-                    "id": f"{run_id}-nps-{i}", "type": "nps_answered",
-                    "properties": {"score": 3}, "customer": {"email": email}}]})
-                r.raise_for_status()
-                cid = r.json()["results"][0]["customer_id"]
-                while not store.decisions(customer_id=cid):
-                    if time.perf_counter() - t0 > 30:
-                        raise RuntimeError("no decision within 30 s")
-                    time.sleep(0.002)
-                latencies.append((time.perf_counter() - t0) * 1000)
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        container.close()
+    with served(settings) as (container, base), \
+            httpx.Client(base_url=base, headers=headers, timeout=60) as http:
+        run_id = f"r{int(time.time())}"
+        batch = _events(events, run_id)
+        http.post("/v1/events", json={"events": batch[:100]})  # warm-up
+        started = time.perf_counter()
+        batch_s = []
+        for i in track(range(100, events, 100), description=f"{database}: ingest",
+                       console=console):
+            t0 = time.perf_counter()
+            r = http.post("/v1/events", json={"events": batch[i:i + 100]})
+            r.raise_for_status()
+            batch_s.append(time.perf_counter() - t0)
+        elapsed = time.perf_counter() - started
+        ingested = events - 100
+        latencies = []
+        store = container.store
+        # the ingest fired journeys (pricing surges): let the worker finish them first, so
+        # the latency below is one signal's, not a backlog's
+        while any(j.due_at <= store.clock.now() for j in
+                  store.jobs.list(status="pending", kind="journey", limit=1000)):
+            time.sleep(0.1)
+        for i in track(range(signals), description=f"{database}: signal → decision",
+                       console=console):
+            email = f"nps{i}@{run_id}.example"
+            t0 = time.perf_counter()
+            r = http.post("/v1/events", json={"events": [{
+                "id": f"{run_id}-nps-{i}", "type": "nps_answered",
+                "properties": {"score": 3}, "customer": {"email": email}}]})
+            r.raise_for_status()
+            cid = r.json()["results"][0]["customer_id"]
+            while not store.decisions(customer_id=cid):
+                if time.perf_counter() - t0 > 30:
+                    raise RuntimeError("no decision within 30 s")
+                time.sleep(0.002)
+            latencies.append((time.perf_counter() - t0) * 1000)
     return {
         "database": database,
         "events_per_s": round(ingested / elapsed, 1),
@@ -139,16 +113,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         results.append(run("sqlite", f"sqlite:///{tmp}/bench.sqlite", args.events,
                            args.signals, Path(tmp) / "a"))
-        name = f"jo_bench_{int(time.time())}"
-        with psycopg.connect(args.pg, autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            base = args.pg.rsplit("/", 1)[0].split("://", 1)[1]
-            results.append(run("postgresql", f"postgresql+psycopg://{base}/{name}",
-                               args.events, args.signals, Path(tmp) / "b"))
-        finally:
-            with psycopg.connect(args.pg, autocommit=True) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        with scratch_postgres(args.pg) as url:
+            results.append(run("postgresql", url, args.events, args.signals, Path(tmp) / "b"))
     table = Table(title=f"signals on {machine_name()}")
     for col in ("database", "events/s", "batch of 100 p50/p95 ms",
                 "signal → decision p50 ms", "p95 ms", "vs Dittofeed 120 s"):

@@ -524,13 +524,8 @@ class HandoffService:
                 conn.execute(update(db.conversations)
                              .where(db.conversations.c.id == row.conversation_id)
                              .values(updated_at=now))
-        except IntegrityError:
-            # the same idempotency key, committed by a concurrent retry: return that one
-            with self.engine.connect() as conn:
-                seen = self._by_key(conn, handoff_id, idempotency_key or "")
-            if seen is None:
-                raise
-            return seen
+        except IntegrityError as exc:
+            return self._raced(handoff_id, idempotency_key, exc)
         if self.memory is not None:
             self.memory.add([MemoryRecord(
                 id=message_id, customer_id=row.customer_id, conversation_id=row.conversation_id,
@@ -559,12 +554,8 @@ class HandoffService:
                     conn, handoff_id, "note", agent.name, {"text": text}, now=now,
                     idempotency_key=idempotency_key,
                 )
-        except IntegrityError:
-            with self.engine.connect() as conn:
-                seen = self._by_key(conn, handoff_id, idempotency_key or "")
-            if seen is None:
-                raise
-            return seen
+        except IntegrityError as exc:
+            return self._raced(handoff_id, idempotency_key, exc)
         self._changed()
         return self._event(event_id)
 
@@ -826,6 +817,15 @@ class HandoffService:
                 select(db.handoff_events).where(db.handoff_events.c.id == event_id)
             ).one()
         return _event(row)
+
+    def _raced(self, handoff_id: str, key: str | None, exc: IntegrityError) -> HandoffEvent:
+        """A concurrent retry with the same idempotency key committed first: its event is the
+        answer. Any other integrity error is raised again."""
+        with self.engine.connect() as conn:
+            seen = self._by_key(conn, handoff_id, key) if key else None
+        if seen is None:
+            raise exc
+        return seen
 
     @staticmethod
     def _by_key(conn: Connection, handoff_id: str, key: str) -> HandoffEvent | None:

@@ -13,6 +13,7 @@ import uvicorn
 
 from api.app import create_app
 from journey.runtime import Container
+from journey.worker import Worker
 
 
 def free_port() -> int:
@@ -46,3 +47,16 @@ def running_server(container: Container, port: int | None = None) -> Iterator[st
 def client(base: str, key: str | None = "test-admin") -> httpx.Client:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     return httpx.Client(base_url=base, headers=headers, timeout=60)
+
+
+def one_worker(container: Container, name: str = "test") -> Worker:
+    """A worker over ``container`` that the test drives itself (``run_once``, :func:`drain`)."""
+    return container.make_workers(1, prefix=name).workers[0]
+
+
+def drain(worker: Worker) -> int:
+    """Run ``worker`` until it finds nothing to do; returns how much it handled."""
+    total = 0
+    while handled := worker.run_once():
+        total += handled
+    return total

@@ -16,11 +16,10 @@ from channels.webhook import verify_webhook
 from journey.clock import FixedClock
 from journey.domain import Identity
 from journey.runtime import Container
-from journey.worker import Worker
 from tests.conftest import ContainerFactory
 from tests.fakes import ScriptedModel, content, decision
 from tests.providers import WebhookReceiver
-from tests.server import client, running_server
+from tests.server import client, drain, one_worker, running_server
 
 KEYS: dict[str, Any] = {
     "test-admin": ["admin"],
@@ -31,17 +30,6 @@ KEYS: dict[str, Any] = {
     "reader-key": ["conversations:read"],
 }
 ASK_FOR_PERSON = "Can I talk to a person please?"
-
-
-def _worker(container: Container) -> Worker:
-    return container.make_workers(1, prefix="test").workers[0]
-
-
-def _drain(worker: Worker) -> int:
-    total = 0
-    while handled := worker.run_once():
-        total += handled
-    return total
 
 
 def _say(http: httpx.Client, text: str, *, channel: str = "web_chat",
@@ -74,12 +62,12 @@ def test_a_handoff_from_request_to_return_to_bot(
     """The whole life of a handoff through the API, with the customer's side checked at each
     step: the bot goes silent while a person owns the conversation and answers again after."""
     container, base = inbox
-    worker = _worker(container)
+    worker = one_worker(container)
     admin, alice, bob = client(base), client(base, "alice-key"), client(base, "bob-key")
 
     turn = _say(admin, ASK_FOR_PERSON)
     assert "escalate_to_human" in [a["tool"] for a in turn["actions"]]
-    _drain(worker)  # the bot's acknowledgement reaches the chat
+    drain(worker)  # the bot's acknowledgement reaches the chat
     customer_id, conversation_id = turn["customer_id"], turn["conversation_id"]
     [view] = alice.get("/v1/handoffs", params={"queue": "support", "status": "open"}).json()
     assert view["customer_id"] == customer_id and view["queue"] == "support"
@@ -121,7 +109,7 @@ def test_a_handoff_from_request_to_return_to_bot(
     rows = [r for r in container.store.outbox_queue.list(limit=50)
             if r.text == "Hi Dana, Alice here."]
     assert len(rows) == 1 and rows[0].decision_id is None and rows[0].status == "pending"
-    _drain(worker)
+    drain(worker)
     seen = container.store.outbound_since(customer_id, "web_chat", None)
     assert [(m.author, m.text) for m in seen][-1] == ("human:Alice", "Hi Dana, Alice here.")
 
@@ -327,20 +315,20 @@ def test_handoff_events_are_mirrored_by_signed_webhooks(
         container = make_container(api_keys=KEYS,
                                    handoff_webhook_url=f"{helpdesk.base_url}/hooks/handoffs",
                                    handoff_webhook_secret="hd-secret")
-        worker = _worker(container)
+        worker = one_worker(container)
         with running_server(container) as base:
             admin, alice = client(base), client(base, "alice-key")
             hid = _open_handoff(admin)["id"]
             helpdesk.down = True
             alice.post(f"/v1/handoffs/{hid}/claim")
-            _drain(worker)  # the receiver is down: both deliveries wait for a retry
+            drain(worker)  # the receiver is down: both deliveries wait for a retry
             assert helpdesk.received == []
             helpdesk.down = False
             clock.advance(minutes=10)
             alice.post(f"/v1/handoffs/{hid}/reply", json={"text": "Hello from Alice"})
             _say(admin, "Great, thanks")
             alice.post(f"/v1/handoffs/{hid}/resolve", json={"outcome": "resolved"})
-            _drain(worker)
+            drain(worker)
     kinds = [r["json"]["type"] for r in helpdesk.received]
     assert sorted(kinds) == sorted(["handoff.created", "handoff.claimed", "handoff.reply",
                                     "handoff.customer_message", "handoff.resolved"])

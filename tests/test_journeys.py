@@ -18,9 +18,8 @@ from journey.clock import FixedClock
 from journey.domain import Identity
 from journey.journeys import JourneysError, JourneysProvider, parse_journeys
 from journey.runtime import Container
-from journey.worker import Worker
 from tests.conftest import ContainerFactory
-from tests.server import client, free_port, running_server
+from tests.server import client, drain, free_port, one_worker, running_server
 
 
 class Inbox:
@@ -42,17 +41,6 @@ def smtp() -> Iterator[tuple[Inbox, int]]:
     controller.start()
     yield inbox, port
     controller.stop()
-
-
-def _worker(container: Container) -> Worker:
-    return container.make_workers(1, prefix="test").workers[0]
-
-
-def _drain(worker: Worker) -> int:
-    total = 0
-    while handled := worker.run_once():
-        total += handled
-    return total
 
 
 def _events(http: Any, *events: dict[str, Any]) -> dict[str, Any]:
@@ -88,12 +76,12 @@ def test_pricing_surge_cancels_the_generic_nurture_and_alerts_sales(
     inbox, port = smtp  # the test clock starts at 15:00 UTC: 10:00 in New York
     container = make_container(smtp_host="127.0.0.1", smtp_port=port)
     cid = _dana(container)
-    worker = _worker(container)
+    worker = one_worker(container)
     start = clock.now()
     with running_server(container) as base, client(base) as http:
         fired = _events(http, _ev("dl1", "content_download", start, DANA, asset="whitepaper"))
         assert fired["results"][0]["fired"] == ["whitepaper_nurture"]
-        assert _drain(worker) == 0  # the nurture is due at 10:30, not now
+        assert drain(worker) == 0  # the nurture is due at 10:30, not now
         clock.advance(minutes=15)
         results = _events(http, *[
             _ev(f"pv{i}", "page_view", clock.now() + timedelta(seconds=20 * i), DANA,
@@ -102,9 +90,9 @@ def test_pricing_surge_cancels_the_generic_nurture_and_alerts_sales(
         clock.advance(minutes=1)
         assert [r["fired"] for r in results] == [[], [], ["pricing_surge"]]
         assert results[2]["stage"] == "decision"
-        _drain(worker)
+        drain(worker)
         clock.advance(minutes=20)  # 10:36: past the nurture's due time
-        _drain(worker)
+        drain(worker)
         view = http.get(f"/v1/customers/{cid}").json()
     jobs = {j["journey"]: j for j in view["jobs"]}
     assert jobs["whitepaper_nurture"]["status"] == "cancelled"
@@ -136,11 +124,11 @@ def test_without_a_surge_the_nurture_goes_out_by_email_when_due(
     inbox, port = smtp
     container = make_container(smtp_host="127.0.0.1", smtp_port=port)
     cid = _dana(container)
-    worker = _worker(container)
+    worker = one_worker(container)
     with running_server(container) as base, client(base) as http:
         _events(http, _ev("dl1", "content_download", clock.now(), DANA, asset="whitepaper"))
         clock.advance(minutes=31)
-        _drain(worker)
+        drain(worker)
         view = http.get(f"/v1/customers/{cid}").json()
     (sent,) = inbox.messages
     assert sent["To"] == "dana@example.com"
@@ -157,15 +145,15 @@ def test_cart_abandonment_goes_by_email_when_sms_is_not_consented(
     inbox, port = smtp
     container = make_container(smtp_host="127.0.0.1", smtp_port=port)
     cid = _dana(container, email={"service": "granted", "marketing": "granted"})
-    worker = _worker(container)
+    worker = one_worker(container)
     with running_server(container) as base, client(base) as http:
         fired = _events(http, _ev("c1", "cart_abandoned", clock.now(), DANA, value=129))
         assert fired["results"][0]["fired"] == ["cart_abandonment"]
         clock.advance(minutes=30)
-        _drain(worker)
+        drain(worker)
         assert inbox.messages == []  # due after an hour
         clock.advance(minutes=31)
-        _drain(worker)
+        drain(worker)
         view = http.get(f"/v1/customers/{cid}").json()
     (decision,) = container.store.decisions(customer_id=cid)
     (send,) = [v for v in decision.verdicts if v.tool == "send_message"]
@@ -188,13 +176,13 @@ def test_a_checkout_before_the_reminder_is_due_cancels_it(
     inbox, port = smtp
     container = make_container(smtp_host="127.0.0.1", smtp_port=port)
     cid = _dana(container)
-    worker = _worker(container)
+    worker = one_worker(container)
     with running_server(container) as base, client(base) as http:
         _events(http, _ev("c1", "cart_abandoned", clock.now(), DANA))
         clock.advance(minutes=20)
         _events(http, _ev("k1", "checkout_completed", clock.now(), DANA))
         clock.advance(minutes=45)
-        _drain(worker)
+        drain(worker)
         view = http.get(f"/v1/customers/{cid}").json()
     (job,) = [j for j in view["jobs"] if j["journey"] == "cart_abandonment"]
     assert job["status"] == "cancelled"
@@ -212,16 +200,16 @@ def test_a_proactive_message_in_quiet_hours_waits_for_the_morning(
     clock.advance(seconds=(night.now() - clock.now()).total_seconds())
     container = make_container(smtp_host="127.0.0.1", smtp_port=port)
     cid = _dana(container)
-    worker = _worker(container)
+    worker = one_worker(container)
     with running_server(container) as base, client(base) as http:
         _events(http, _ev("n1", "nps_answered", clock.now(), DANA, score=10))
-        _drain(worker)
+        drain(worker)
         early = http.get(f"/v1/customers/{cid}").json()
         clock.advance(hours=9, minutes=29)  # 07:59 in New York
-        _drain(worker)
+        drain(worker)
         assert inbox.messages == []
         clock.advance(minutes=1)  # 08:00
-        _drain(worker)
+        drain(worker)
         late = http.get(f"/v1/customers/{cid}").json()
     (row,) = early["outbox"]
     assert row["status"] == "scheduled"
@@ -241,13 +229,13 @@ def test_a_deferred_message_is_cancelled_if_the_customer_opts_out_overnight(
     clock.advance(hours=12, minutes=30)  # 03:30 UTC next day
     container = make_container(smtp_host="127.0.0.1", smtp_port=port)
     cid = _dana(container)
-    worker = _worker(container)
+    worker = one_worker(container)
     with running_server(container) as base, client(base) as http:
         _events(http, _ev("n1", "nps_answered", clock.now(), DANA, score=9))
-        _drain(worker)
+        drain(worker)
         container.store.update_customer(cid, consent={"email": {"marketing": "revoked"}})
         clock.advance(hours=10)
-        _drain(worker)
+        drain(worker)
         view = http.get(f"/v1/customers/{cid}").json()
     (row,) = view["outbox"]
     assert row["status"] == "cancelled" and row["last_error"].startswith("consent_revoked")
@@ -294,7 +282,7 @@ def test_an_email_reply_is_threaded_under_the_customers_message(
     In-Reply-To/References of the customer's Message-ID and the subject as "Re: …"."""
     inbox, port = smtp
     container = make_container(smtp_host="127.0.0.1", smtp_port=port)
-    worker = _worker(container)
+    worker = one_worker(container)
     with running_server(container) as base, client(base) as http:
         accepted = http.post("/v1/channels/email/inbound", data={
             "from": "Dana Reyes <dana@example.com>", "subject": "Growth plan",
@@ -309,7 +297,7 @@ def test_an_email_reply_is_threaded_under_the_customers_message(
             "Message-Id": "<abc123@mail.example.com>",
         })
         assert again.json()["duplicate"] is True
-        _drain(worker)
+        drain(worker)
     (sent,) = inbox.messages
     assert sent["To"] == "dana@example.com"
     assert sent["Subject"] == "Re: Growth plan"

@@ -20,7 +20,7 @@ from journey.runtime import Container
 from journey.worker import Worker
 from tests.conftest import ContainerFactory
 from tests.providers import FakeTwilio
-from tests.server import free_port, running_server
+from tests.server import free_port, one_worker, running_server
 
 SID = "AC" + "0" * 32
 
@@ -33,10 +33,6 @@ def _twilio_settings(twilio: FakeTwilio, **extra: Any) -> dict[str, Any]:
     }
 
 
-def _worker(container: Container, name: str = "test") -> Worker:
-    return container.make_workers(1, prefix=name).workers[0]
-
-
 def _sms_turns(container: Container, n: int) -> None:
     """``n`` customers text us; their turns run and each queues one SMS reply."""
     for i in range(n):
@@ -44,7 +40,7 @@ def _sms_turns(container: Container, n: int) -> None:
             channel="sms", customer=CustomerRef(phone=f"+1415555{i:04d}"),
             text="Hi, what plans do you offer?", external_id=f"SMin{i:04d}",
         ))
-    worker = _worker(container, "turns")
+    worker = one_worker(container, "turns")
     while worker.run_jobs():
         pass
 
@@ -61,7 +57,7 @@ def test_a_flaky_then_down_provider_loses_nothing_and_sends_nothing_twice(
         _sms_turns(container, n)
         queue = container.store.outbox_queue
         assert queue.counts() == {"pending": n}
-        worker = _worker(container)
+        worker = one_worker(container)
 
         def run_for(seconds: int) -> None:
             for _ in range(seconds):
@@ -100,7 +96,7 @@ def test_a_permanent_error_is_dead_lettered_at_once(
         twilio.invalid_numbers.add("+14155550001")
         container = make_container(**_twilio_settings(twilio))
         _sms_turns(container, 2)
-        worker = _worker(container)
+        worker = one_worker(container)
         worker.relay()
     by_address = {r.address: r for r in container.store.outbox_queue.list()}
     bad = by_address["+14155550001"]
@@ -126,7 +122,7 @@ def test_fifty_concurrent_deliveries_of_one_webhook_store_one_message_and_send_o
             with ThreadPoolExecutor(50) as pool:
                 codes = list(pool.map(deliver, range(50)))
             assert codes == [200] * 50
-            worker = _worker(container)
+            worker = one_worker(container)
             while worker.run_once():
                 pass
     store = container.store
@@ -147,7 +143,7 @@ def test_status_callbacks_record_delivery(make_container: ContainerFactory) -> N
             twilio, public_url=f"http://127.0.0.1:{port}"))
         _sms_turns(container, 1)
         with running_server(container, port) as base:
-            worker = _worker(container)
+            worker = one_worker(container)
             worker.relay()
             (message,) = twilio.messages
             assert message["status_callback"] == f"{base}/v1/channels/twilio/status"
@@ -165,7 +161,7 @@ def test_several_workers_share_the_queue_and_send_each_message_once(
         first = make_container(**_twilio_settings(twilio))
         second = make_container(**_twilio_settings(twilio))  # another process's engine
         _sms_turns(first, n)
-        workers = [_worker(first, "a1"), _worker(first, "a2"), _worker(second, "b1")]
+        workers = [one_worker(first, "a1"), one_worker(first, "a2"), one_worker(second, "b1")]
         go = threading.Barrier(len(workers))
         handled: dict[str, int] = {}
 
