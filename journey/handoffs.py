@@ -232,8 +232,6 @@ def human_duration(seconds: float) -> str:
 List = list
 ACTIVE: tuple[HandoffStatus, ...] = ("open", "claimed")
 STATUSES = ("open", "claimed", "resolved", "returned", "active", "closed")
-#: The hub key the inbox listens on (a new handoff, a claim, a customer message).
-INBOX_KEY = "inbox"
 PACKET_MESSAGES = 20
 PACKET_DECISIONS = 10
 MAX_TEXT = 4000
@@ -475,13 +473,13 @@ class HandoffService:
             raise Conflict("the customer has not written on any channel we can answer on")
         policy = self.policy.get()
         now = self.clock.now()
-        active = self.store.active_handoff(row.conversation_id)
         verdict, action = PolicyEngine(policy).recheck(
             SendMessage(channel=channel, text=text, purpose="service"),
             Facts(
                 profile=profile,
                 message=MessageFacts(text="", intent="", confidence=1.0, sentiment="neutral"),
-                inbound_channel=channel, now=now, stages=self.stages, active_handoff=active,
+                inbound_channel=channel, now=now, stages=self.stages,
+                active_handoff=Store._handoff(row),
                 ledger=[SentRecord(e.channel, e.purpose, e.at, e.is_reply) for e in
                         self.store.ledger(profile.id, since=now - ledger_horizon(policy))],
             ),
@@ -635,9 +633,6 @@ class HandoffService:
         if recorded:
             self._changed()
         return recorded
-
-    def handback(self, conversation_id: str) -> Handback | None:
-        return load_handback(self.engine, conversation_id)
 
     # --- internals ---------------------------------------------------------------------------
 
@@ -836,10 +831,10 @@ class HandoffService:
         return _event(row) if row else None
 
     def _changed(self, *, jobs: bool = False) -> None:
-        if self.hub is not None:
-            self.hub.notify(INBOX_KEY)
-            if jobs or self.store.handoff_webhooks:
-                self.hub.notify(JOBS_KEY)
+        """Wake an idle worker when there is work for it: a reply to deliver, webhooks to send
+        (the console and API read the database; nothing else waits on a handoff)."""
+        if self.hub is not None and (jobs or self.store.handoff_webhooks):
+            self.hub.notify(JOBS_KEY)
 
 
 class Handback(BaseModel):
