@@ -40,6 +40,7 @@ from policy.brief import policy_brief
 from policy.contact import SentRecord
 from policy.engine import Facts, PolicyEngine, is_opt_in, is_opt_out, ledger_horizon
 from policy.escalation import MessageFacts
+from policy.later import OPT_OUT_CONFIRMATION, LaterSend, recheck_later
 from policy.model import Policy
 from prompts import render
 from tools import ToolContext, ToolError, run_tool
@@ -281,10 +282,12 @@ def act(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, Any]:
             continue
         action = _ACTION.validate_python(approved)
         is_reply = _is_reply(approved, channel, verdict)
+        run_ctx = replace(ctx, deliver_at=verdict.deliver_at, is_reply=is_reply)
+        if "confirm" in verdict.modifications:
+            # the relay lets this one message through the channel the customer just left
+            run_ctx = replace(run_ctx, meta={**ctx.meta, OPT_OUT_CONFIRMATION: True})
         try:
-            verdict.result = run_tool(
-                action, replace(ctx, deliver_at=verdict.deliver_at, is_reply=is_reply)
-            )
+            verdict.result = run_tool(action, run_ctx)
             verdict.executed = True
         except ToolError as exc:
             verdict.outcome = "deny"
@@ -432,22 +435,16 @@ def run_approval(svc: TurnServices, approval_id: str, answer: dict[str, Any]) ->
         return svc.store.decide_approval(
             approval, "rejected", by=by, note=note, result={}, effects=effects
         )
-    profile = svc.store.get_customer(approval.customer_id)
+    check = recheck_later(
+        svc.policy.get(), svc.lifecycle.stages, svc.store,
+        LaterSend(kind="approval", action=_ACTION.validate_python(approval.action),
+                  customer_id=approval.customer_id, conversation_id=approval.conversation_id,
+                  is_reply=bool(approval.is_reply)),
+        svc.clock.now(),
+    )
+    verdict, action, profile = check.verdict, check.action, check.profile
     if profile is None:
         raise LookupError(f"customer {approval.customer_id} not found")
-    held = _ACTION.validate_python(approval.action)
-    policy = svc.policy.get()
-    now = svc.clock.now()
-    channel = getattr(held, "channel", None)
-    verdict, action = PolicyEngine(policy).recheck(held, Facts(
-        profile=profile,
-        message=MessageFacts(text="", intent="", confidence=1.0, sentiment="neutral"),
-        inbound_channel=channel if approval.is_reply else None,
-        now=now,
-        stages=svc.lifecycle.stages,
-        active_handoff=svc.store.active_handoff(approval.conversation_id),
-        ledger=_ledger(svc, profile.id, policy, now),
-    ))
     if action is None:
         return svc.store.decide_approval(
             approval, "blocked", by=by, note=note,

@@ -39,9 +39,7 @@ from journey.domain import Channel, Decision, Message, SendMessage
 from journey.hub import JOBS_KEY, Hub
 from journey.store import Store
 from memory.vector import MemoryRecord, VectorMemory
-from policy.contact import SentRecord
-from policy.engine import Facts, PolicyEngine, ledger_horizon
-from policy.escalation import MessageFacts
+from policy.later import LaterSend, recheck_later
 from policy.loader import PolicyProvider
 
 HandoffStatus = Literal["open", "claimed", "resolved", "returned"]
@@ -358,13 +356,18 @@ class HandoffService:
         event = self._event(event_id)
         return event, self.view(Agent(name="webhook"), event.handoff_id)
 
-    def metrics(self, *, since: datetime | None = None) -> HandoffMetrics:
+    def metrics(
+        self, agent: Agent | None = None, *, since: datetime | None = None
+    ) -> HandoffMetrics:
         """Per queue: handoffs created, how long claims and resolutions took (median, p90),
-        SLAs met and missed, resolved by a person vs returned to the bot, outcomes."""
+        SLAs met and missed, resolved by a person vs returned to the bot, outcomes. With an
+        ``agent`` whose key covers some queues, only those queues are counted."""
         h = db.handoffs
         query = select(h)
         if since is not None:
             query = query.where(h.c.created_at >= since)
+        if agent is not None and agent.queues is not None:
+            query = query.where(h.c.queue.in_(sorted(agent.queues)))
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
         handoff = self.policy.get().handoff
@@ -465,25 +468,20 @@ class HandoffService:
             if idempotency_key and (seen := self._by_key(conn, handoff_id, idempotency_key)):
                 return seen
         self._must_hold(row, agent, "reply")
-        profile = self.store.get_customer(row.customer_id)
-        if profile is None:  # pragma: no cover
-            raise NotFound(f"customer {row.customer_id} not found")
         channel = self._reply_channel(row)
         if channel is None:
             raise Conflict("the customer has not written on any channel we can answer on")
-        policy = self.policy.get()
         now = self.clock.now()
-        verdict, action = PolicyEngine(policy).recheck(
-            SendMessage(channel=channel, text=text, purpose="service"),
-            Facts(
-                profile=profile,
-                message=MessageFacts(text="", intent="", confidence=1.0, sentiment="neutral"),
-                inbound_channel=channel, now=now, stages=self.stages,
-                active_handoff=Store._handoff(row),
-                ledger=[SentRecord(e.channel, e.purpose, e.at, e.is_reply) for e in
-                        self.store.ledger(profile.id, since=now - ledger_horizon(policy))],
-            ),
+        check = recheck_later(
+            self.policy.get(), self.stages, self.store,
+            LaterSend(kind="person", action=SendMessage(channel=channel, text=text),
+                      customer_id=row.customer_id, conversation_id=row.conversation_id,
+                      is_reply=True, by_person=True, handoff=Store._handoff(row)),
+            now,
         )
+        verdict, action, profile = check.verdict, check.action, check.profile
+        if profile is None:  # pragma: no cover - a handoff's customer always exists
+            raise NotFound(f"customer {row.customer_id} not found")
         if not isinstance(action, SendMessage) or {"rewrite", "trim"} & set(
                 verdict.modifications):
             raise Rejected(

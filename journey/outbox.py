@@ -123,6 +123,13 @@ class OutboxQueue:
     def mark_dead(self, row_id: str, error: str) -> bool:
         return self._finish(row_id, status="dead", last_error=error[:2000])
 
+    def mark_deferred(self, row_id: str, until: datetime, reason: str) -> bool:
+        """Not now (quiet hours when it came due): due again at ``until``; this claim does
+        not count as an attempt."""
+        o = db.outbox
+        return self._finish(row_id, status="scheduled", not_before=until, next_attempt_at=until,
+                            attempts=o.c.attempts - 1, last_error=reason[:2000])
+
     def mark_cancelled(self, row_id: str, reason: str) -> bool:
         return self._finish(row_id, status="cancelled", last_error=reason[:2000])
 

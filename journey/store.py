@@ -64,6 +64,8 @@ class CrmChange(BaseModel):
 class LedgerEntry(BaseModel):
     """An outbound message as the frequency caps count it."""
 
+    #: its outbox row
+    id: str
     channel: Channel
     purpose: Purpose
     at: datetime
@@ -958,13 +960,13 @@ class Store:
         at = func.coalesce(db.outbox.c.not_before, db.outbox.c.created_at)
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(db.outbox.c.channel, db.outbox.c.purpose, at.label("at"),
-                       db.outbox.c.is_reply)
+                select(db.outbox.c.id, db.outbox.c.channel, db.outbox.c.purpose,
+                       at.label("at"), db.outbox.c.is_reply)
                 .where(db.outbox.c.customer_id == customer_id, at >= since,
                        db.outbox.c.status != "cancelled")
             ).all()
         return [
-            LedgerEntry(channel=r.channel, purpose=r.purpose, at=_aware_dt(r.at),
+            LedgerEntry(id=r.id, channel=r.channel, purpose=r.purpose, at=_aware_dt(r.at),
                         is_reply=bool(r.is_reply))
             for r in rows
         ]

@@ -10,8 +10,10 @@ One pass (:meth:`Worker.run_once`):
 1. due jobs: a queued turn runs the agent on its message; a journey job is re-evaluated (its
    journey gone or disabled, a newer signal in ``stale_when``, a person owning the
    conversation: cancelled with the reason) and otherwise wakes the agent proactively;
-2. due outbox rows: a message that waited (deferred, scheduled, proactive) is checked against
-   the customer's consent *now*; then the channel's adapter sends it with its idempotency key.
+2. due outbox rows: every message, a retry or a replayed dead letter too, is checked by the
+   policy again right before it is sent (:func:`policy.later.recheck_later`: consent and the
+   open handoff as they are now, quiet hours, caps, content); a revoked channel carries only
+   the opt-out confirmation. Then the channel's adapter sends it with its idempotency key.
    A transient failure is retried with exponential backoff and jitter; after
    ``outbox_max_attempts`` (or a permanent failure) it is dead-lettered, and
    ``journey outbox replay`` puts it back.
@@ -30,7 +32,7 @@ from typing import Any
 from agent.service import Orchestrator
 from channels.base import ChannelAdapter, Delivery, PermanentError, TransientError
 from journey.clock import Clock
-from journey.domain import Channel, Purpose
+from journey.domain import Channel, Message, SendMessage
 from journey.handoffs import HandoffService
 from journey.hub import JOBS_KEY, Hub
 from journey.jobs import MAX_JOB_ATTEMPTS, Job
@@ -39,7 +41,7 @@ from journey.outbox import OutboxRow, backoff
 from journey.settings import Settings
 from journey.store import OPEN_HANDOFF, Store
 from journey.webhooks import HandoffWebhooks
-from policy.contact import consent_problem
+from policy.later import OPT_OUT_CONFIRMATION, LaterSend, Recheck, recheck_later
 from policy.loader import PolicyProvider
 
 log = logging.getLogger(__name__)
@@ -171,52 +173,79 @@ class Worker:
             self._deliver(row)
         return len(rows)
 
+    def _recheck(self, row: OutboxRow, conversation_id: str) -> Recheck:
+        """The policy on this message now: the customer's consent and the open handoff as they
+        are at send time, quiet hours, caps (this row not counted twice), the content rules."""
+        meta = row.meta or {}
+        send = LaterSend(
+            kind="delivery",
+            action=SendMessage(channel=row.channel,  # type: ignore[arg-type]
+                               text=row.text, purpose=row.purpose),  # type: ignore[arg-type]
+            customer_id=row.customer_id, conversation_id=conversation_id,
+            is_reply=bool(row.is_reply), outbox_id=row.id, decision_id=row.decision_id,
+            opt_out_confirmation=bool(meta.get(OPT_OUT_CONFIRMATION)),
+            by_person=bool(meta.get("handoff_id")),
+        )
+        return recheck_later(self.policy.get(), self.orchestrator.services.lifecycle.stages,
+                             self.store, send, self.clock.now())
+
     def _deliver(self, row: OutboxRow) -> None:
         queue = self.store.outbox_queue
         channel: Channel = row.channel  # type: ignore[assignment]
-        profile = self.store.get_customer(row.customer_id)
+        message = self.store.get_message(row.message_id)
+        check = self._recheck(row, message.conversation_id if message else "")
+        verdict, profile = check.verdict, check.profile
         if profile is None:
             queue.mark_dead(row.id, f"customer {row.customer_id} not found")
             return
-        if not row.is_reply:
-            # a message that waited (deferred, scheduled, proactive) goes out only if the
-            # customer still consents now: an opt-out in the meantime cancels it
-            policy = self.policy.get()
-            purpose: Purpose = row.purpose  # type: ignore[assignment]
-            problem = consent_problem(
-                profile, channel, purpose, policy.contact.consent.purposes[purpose],
-                is_reply=False,
-            )
-            if problem == "consent_revoked":
-                queue.mark_cancelled(row.id, f"consent_revoked: no {purpose} consent on "
-                                             f"{channel} any more")
-                return
+        codes = ", ".join(verdict.reason_codes)
+        if check.action is None:
+            why = f"{codes}: {verdict.detail}" if verdict.detail else codes
+            if "channel_unavailable" in verdict.reason_codes:
+                self._retry(row, f"policy: {why}")  # the channel is marked down: wait
+            else:
+                queue.mark_cancelled(row.id, why)
+            return
+        if set(verdict.modifications) - {"defer"}:
+            # the policy in force would change the text or the channel: it does not go out
+            # altered behind the transcript's back
+            queue.mark_cancelled(row.id, f"{codes}: {verdict.detail}".rstrip(": "))
+            return
+        if check.deliver_at is not None and check.deliver_at > self.clock.now():
+            queue.mark_deferred(row.id, check.deliver_at, f"{codes}: {verdict.detail}")
+            return
         adapter = self.adapters.get(channel)
         if adapter is None:
             queue.mark_dead(row.id, f"no transport for {channel}")
             return
         try:
-            result = adapter.send(self._delivery(row, profile.first_name))
+            result = adapter.send(self._delivery(row, profile.first_name, message))
         except PermanentError as exc:
             queue.mark_dead(row.id, f"permanent: {exc}")
             return
         except Exception as exc:  # TransientError, or a bug in an adapter: retry, then DLQ
-            error = f"{'transient' if isinstance(exc, TransientError) else 'error'}: {exc}"
-            if row.attempts >= self.settings.outbox_max_attempts:
-                queue.mark_dead(row.id, f"{error} (after {row.attempts} attempts)")
-            else:
-                delay = backoff(row.attempts, self.settings.outbox_backoff_base_s,
-                                self.settings.outbox_backoff_max_s, self.rng)
-                queue.mark_retry(row.id, error, self.clock.now() + timedelta(seconds=delay))
+            self._retry(row, f"{'transient' if isinstance(exc, TransientError) else 'error'}: "
+                             f"{exc}")
             return
         queue.mark_sent(row.id, provider_message_id=result.provider_message_id,
                         provider_status=result.provider_status, meta=result.meta)
         self.hub.notify(f"customer:{row.customer_id}")
 
-    def _delivery(self, row: OutboxRow, first_name: str | None) -> Delivery:
+    def _retry(self, row: OutboxRow, error: str) -> None:
+        """Try again later (exponential backoff with jitter), or dead-letter after the last
+        attempt."""
+        queue = self.store.outbox_queue
+        if row.attempts >= self.settings.outbox_max_attempts:
+            queue.mark_dead(row.id, f"{error} (after {row.attempts} attempts)")
+            return
+        delay = backoff(row.attempts, self.settings.outbox_backoff_base_s,
+                        self.settings.outbox_backoff_max_s, self.rng)
+        queue.mark_retry(row.id, error, self.clock.now() + timedelta(seconds=delay))
+
+    def _delivery(self, row: OutboxRow, first_name: str | None,
+                  message: Message | None) -> Delivery:
         meta = row.meta or {}
         subject, in_reply_to, references = meta.get("subject"), None, []
-        message = self.store.get_message(row.message_id)
         conversation_id = message.conversation_id if message else ""
         if row.channel == "email":
             thread = self.store.last_inbound_meta(row.customer_id, "email")

@@ -115,6 +115,10 @@ class Facts:
     #: A person approved this action (:meth:`PolicyEngine.recheck`): no approval step, no
     #: escalation rules, and an open handoff does not silence it (the person is the human).
     approved_by_person: bool = False
+    #: The relay is about to deliver a message decided earlier (:mod:`policy.later`): it was
+    #: already arbitrated, so no escalation rules and no approval step; it goes out as it is
+    #: or not at all (no other channel, no rewrite), and only at an allowed time.
+    delivery: bool = False
     #: What a person told the customer before handing the conversation back: the bot must not
     #: say it again.
     human_said: Sequence[str] = ()
@@ -221,7 +225,8 @@ class PolicyEngine:
             )
 
         # escalation rules: code decides whether this turn goes to a human
-        escalation = None if facts.active_handoff or facts.approved_by_person else (
+        escalation = None if (
+            facts.active_handoff or facts.approved_by_person or facts.delivery) else (
             required_escalation(msg, policy.escalation)
         )
         result.escalation = escalation
@@ -282,7 +287,8 @@ class PolicyEngine:
                     action, facts, consent_now, zone, state,
                     opt_out=opt_out, already_out=already_out, added=i in added,
                 )
-            if j.outcome != "deny" and j.final is not None and not facts.approved_by_person:
+            if j.outcome != "deny" and j.final is not None and not (
+                    facts.approved_by_person or facts.delivery):
                 self._approval(j, state)
             verdict = Verdict(
                 action_index=i,
@@ -373,7 +379,7 @@ class PolicyEngine:
         if problem is not None:
             code, detail = problem
             alternative = None
-            if not is_reply and contact.switch_channels:
+            if not is_reply and contact.switch_channels and not facts.delivery:
                 alternative = self._switch(profile, purpose, state, exclude=channel)
             if alternative is None:
                 return j.deny("eligibility", code, detail)
@@ -421,7 +427,7 @@ class PolicyEngine:
                 j.deny("suitability", codes[0], detail)
                 j.codes.extend(codes[1:])
                 return j
-            if any(v.on_violation == "block" for v in found):
+            if facts.delivery or any(v.on_violation == "block" for v in found):
                 j.deny("suitability", codes[0], detail)
                 j.codes.extend(codes[1:])
                 return j
