@@ -14,7 +14,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
 from common import machine as machine_name  # bench/common.py
 from common import percentile
 from rich.console import Console
@@ -26,11 +25,12 @@ from evals.runner import SUITES_DIR, load_suites
 from journey.demo import DEMO_FILE
 from journey.runtime import build_container
 from journey.settings import Settings
+from prompts import read_yaml
 
 
 def conversations(limit: int) -> list[tuple[str, str]]:
     """(channel, text) from the demo data, then the eval suites' customer turns."""
-    demo = yaml.safe_load(DEMO_FILE.read_text())
+    demo = read_yaml(DEMO_FILE)
     out = [(m["channel"], m["text"]) for c in demo["customers"] for m in c.get("messages", [])]
     for suite in load_suites([SUITES_DIR]):
         for case in suite.cases:

@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from prompts import read_yaml
+
 if TYPE_CHECKING:
     from evals.runner import CaseRun
     from evals.schema import Suite
@@ -29,7 +31,7 @@ err = Console(stderr=True)
 
 
 def thresholds_for(brain: str, path: Path = THRESHOLDS) -> dict[str, float]:
-    data: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    data: dict[str, Any] = read_yaml(path) or {}
     return {**data.get("default", {}), **data.get(brain, {})}
 
 
@@ -81,7 +83,8 @@ def run(
         raise typer.Exit(2)
     try:
         suites = load_suites(paths or [SUITES_DIR])
-    except (SuiteError, FileNotFoundError) as exc:
+        limits = thresholds_for(brain)  # before the run: a broken file is refused at once
+    except (SuiteError, FileNotFoundError, yaml.YAMLError) as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
     selected = [
@@ -93,7 +96,6 @@ def run(
         raise typer.Exit(2)
     runs, scores = execute(selected, brain=brain, repeat=repeat, judge=_judge() if judge else None)
     result = build_report(runs, scores, brain=brain, suites=[s.name for s in suites])
-    limits = thresholds_for(brain)
     if fail_under is not None:
         limits["pass_rate"] = fail_under
     missed = gate(result, limits)

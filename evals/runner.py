@@ -30,6 +30,7 @@ from memory.embeddings import MiniLMEmbedder, get_embedder
 from memory.vector import InMemoryVectorMemory
 from policy.loader import default_policy_path
 from policy.model import Policy
+from prompts import parse_yaml
 
 SUITES_DIR = Path(__file__).with_name("suites")
 
@@ -112,10 +113,11 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 def case_policy(case: Case, base: Path | None = None) -> str:
     """The policy YAML the case runs under: the base policy with the case's overrides."""
-    text = (base or default_policy_path()).read_text(encoding="utf-8")
+    path = base or default_policy_path()
+    text = path.read_text(encoding="utf-8")
     if not case.fixtures.policy:
         return text
-    merged = _merge(yaml.safe_load(text) or {}, case.fixtures.policy)
+    merged = _merge(parse_yaml(text, str(path)) or {}, case.fixtures.policy)
     return yaml.safe_dump(merged, sort_keys=False, allow_unicode=True)
 
 

@@ -7,10 +7,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, Field, model_validator
 
 from journey.domain import CustomerProfile, Event
+from prompts import read_yaml
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "prompts" / "lifecycle.yaml"
 
@@ -105,5 +105,5 @@ def _holds(
 
 
 def load_lifecycle(path: Path = DEFAULT_PATH) -> Lifecycle:
-    with path.open(encoding="utf-8") as fh:
-        return Lifecycle.model_validate(yaml.safe_load(fh))
+    """The lifecycle file; a repeated key raises :class:`prompts.DuplicateKeyError`."""
+    return Lifecycle.model_validate(read_yaml(path))

@@ -1,7 +1,8 @@
 """Validate YAML text against a pydantic model with errors that name their line.
 
-Used for the policy file and eval suites: a person edits them by hand, so "line 12:
-escalation.rules.0.queue: Input should be 'sales' or 'support'" beats a stack trace.
+Used for the policy file, journeys and eval suites: a person edits them by hand, so "line 12:
+escalation.rules.0.queue: Input should be 'sales' or 'support'" beats a stack trace. A key
+written twice in one mapping is refused ("line 40: duplicate key 'content' (first at line 12)").
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
+
+from prompts.yamlfile import DuplicateKeyError, StrictLoader, parse_yaml
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -66,8 +69,10 @@ def validate_yaml(
 ) -> M:
     """``model`` from YAML ``text``; raises ``error`` with line-numbered problems."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data: Any = yaml.safe_load(text)
+        root = yaml.compose(text, Loader=StrictLoader)
+        data: Any = parse_yaml(text, source)
+    except DuplicateKeyError as exc:
+        raise error(source, [Problem(d.line, d.message) for d in exc.duplicates]) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None

@@ -11,7 +11,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
+from prompts.yamlfile import DuplicateKeyError, StrictLoader, parse_yaml, read_yaml
+
+__all__ = [
+    "PROMPTS_DIR", "DuplicateKeyError", "PromptError", "StrictLoader", "load_text", "load_yaml",
+    "parse_yaml", "path", "placeholders", "read_yaml", "render", "render_file",
+]
 
 PROMPTS_DIR = Path(__file__).resolve().parent
 
@@ -26,8 +31,8 @@ def path(name: str) -> Path:
 
 @lru_cache
 def load_yaml(name: str) -> Any:
-    with path(name).open(encoding="utf-8") as fh:
-        return yaml.safe_load(fh)
+    """A YAML file here (or at an absolute path); a repeated key is refused, naming the file."""
+    return read_yaml(path(name))
 
 
 @lru_cache

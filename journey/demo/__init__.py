@@ -6,19 +6,19 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rich.progress import track
 
 from agent.service import CustomerRef, InboundRequest
 from journey.domain import Event
 from journey.runtime import Container
+from prompts import read_yaml
 
 DEMO_FILE = Path(__file__).with_name("demo.yaml")
 
 
 def seed(container: Container, path: Path = DEMO_FILE, progress: bool = False) -> dict[str, int]:
     """Load the demo data. Idempotent: customers by identity, events and messages by id."""
-    data: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data: dict[str, Any] = read_yaml(path)  # a repeated key is refused before anything is seeded
     store = container.store
     now = store.clock.now()
     counts = {"customers": 0, "events": 0, "turns": 0}
