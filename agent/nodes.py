@@ -235,6 +235,8 @@ def policy_gate(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, A
             # a journey's declared actions are the company's, not the model's
             origin="model" if inbound else "system",
             human_said=tuple((state.get("handback") or {}).get("replies", ())),
+            rule_stage=state["rule_stage"],
+            customer_said=_customer_said(state),
         ),
     )
     return {
@@ -246,6 +248,13 @@ def policy_gate(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, A
         "policy_inputs": result.inputs,
         "policy_version": policy.version,
     }
+
+
+def _customer_said(state: TurnState) -> tuple[str, ...]:
+    """The customer's own words: this message and the recent ones (quotes are not claims)."""
+    inbound = state.get("inbound")
+    earlier = [m["text"] for m in state.get("recent", []) if m.get("direction") == "inbound"]
+    return tuple(earlier + ([inbound["text"]] if inbound else []))
 
 
 def act(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, Any]:

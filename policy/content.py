@@ -202,6 +202,25 @@ def redact_cards(text: str) -> str:
     return _CARD.sub(mask, normalise(text))
 
 
+#: A customer's message shorter than this is not treated as a quote (common short phrases).
+MIN_QUOTE = 8
+
+
+def unquoted(text: str, quotes: Iterable[str]) -> str:
+    """``text`` without the customer's own words: a CRM note or handoff summary may quote what
+    the customer wrote ("wants 30% off"), which is not the bot saying it. Whole messages are
+    cut out; a text that is itself a piece of one of them is nothing of the bot's."""
+    text = normalise(text)
+    stripped = text.strip()
+    for quote in sorted({normalise(q).strip() for q in quotes}, key=len, reverse=True):
+        if len(quote) < MIN_QUOTE:
+            continue
+        if stripped and stripped in quote:
+            return ""
+        text = text.replace(quote, " ")
+    return text
+
+
 def safe_text(policy: ContentPolicy, found: list[Violation]) -> str:
     """The safe template for the first violation that has one, else the default."""
     for v in found:

@@ -122,6 +122,12 @@ class Facts:
     #: What a person told the customer before handing the conversation back: the bot must not
     #: say it again.
     human_said: Sequence[str] = ()
+    #: The stage the declared lifecycle rules give this turn (None: none fired): the only
+    #: stage change a brain may make, besides the policy's ``crm.model_stage_moves``.
+    rule_stage: str | None = None
+    #: The customer's own messages this turn and just before: a CRM note or handoff summary
+    #: may quote them without that counting as the bot's claim.
+    customer_said: Sequence[str] = ()
 
 
 @dataclass
@@ -160,9 +166,15 @@ class _Judgement:
         self.step = step
         if mod not in self.mods:
             self.mods.append(mod)
-        self.codes.append(code)
+        if code not in self.codes:
+            self.codes.append(code)
         if detail:
             self.detail = f"{self.detail}; {detail}" if self.detail else detail
+
+    def withheld(self, mod: Modification, argument: str, found: list[content.Violation]) -> None:
+        """A free-text argument broke the content rules and was dropped or replaced."""
+        for v in found:
+            self.modify("suitability", mod, v.code, f"{argument}: {v.detail}")
 
 
 def is_opt_out(
@@ -498,29 +510,81 @@ class PolicyEngine:
                           "the conversation already has an open handoff")
         if state.escalating:
             return j.deny("priority", "duplicate_action", "one escalation per turn")
+        if rule is None and not self.policy.escalation.allow_model_escalation:
+            return j.deny("eligibility", "no_escalation_rule", "no escalation rule matched")
+        reason, summary = self._handoff_text(action, facts, rule, j)
+        asked = PRIORITIES.index(action.priority)
         if rule is not None:
-            priority = max(action.priority, rule.priority, key=PRIORITIES.index)
+            # the rule decides the priority: a model may ask for less, never for more
             final = action.model_copy(update={
-                "queue": rule.queue, "priority": priority,
-                "reason": _merge_reasons(rule.reason, action.reason)[:MAX_HANDOFF_TEXT],
-                "summary": action.summary[:MAX_HANDOFF_TEXT],
+                "queue": rule.queue, "priority": rule.priority,
+                "reason": _merge_reasons(rule.reason, reason)[:MAX_HANDOFF_TEXT],
+                "summary": summary[:MAX_HANDOFF_TEXT],
             })
             j.codes.append(f"escalation_rule:{rule.rule}")
-            if (final.queue, final.priority) != (action.queue, action.priority):
+            if final.queue != action.queue or PRIORITIES.index(final.priority) > asked:
                 j.modify("eligibility", "reroute", "rerouted_by_rule",
                          f"{action.queue}/{action.priority} → {final.queue}/{final.priority}")
-            j.final = final
-        elif not self.policy.escalation.allow_model_escalation:
-            return j.deny("eligibility", "no_escalation_rule", "no escalation rule matched")
         else:
             j.codes.append("model_escalation")
-            j.final = action.model_copy(update={
-                "reason": action.reason[:MAX_HANDOFF_TEXT],
-                "summary": action.summary[:MAX_HANDOFF_TEXT],
+            cap = self.policy.escalation.max_model_priority
+            final = action.model_copy(update={
+                "priority": min(action.priority, cap, key=PRIORITIES.index),
+                "reason": reason[:MAX_HANDOFF_TEXT], "summary": summary[:MAX_HANDOFF_TEXT],
             })
-        j.final = self._route(j.final, facts, j)
+        if PRIORITIES.index(final.priority) < asked:
+            j.modify("eligibility", "reroute", "priority_capped",
+                     f"{action.priority} asked, {final.priority} given "
+                     + (f"(escalation rule {rule.rule})" if rule else "(the policy's "
+                        "max_model_priority)"))
+        j.final = self._route(final, facts, j)
         state.escalating = True
         return j
+
+    def _screen(self, text: str, facts: Facts) -> tuple[str, list[content.Violation]]:
+        """Free text a WRITE tool stores (a CRM note, a handoff summary, a credit's reason):
+        the text with card numbers masked, and the content rules it breaks otherwise. The
+        customer's own words quoted in it are not the bot's claims."""
+        masked = content.redact_cards(text)
+        own = [i.value for i in facts.profile.identities if i.kind in ("email", "phone")]
+        found = content.violations(content.unquoted(masked, facts.customer_said),
+                                   self.policy.content, own)
+        return masked, [v for v in found if v.code != "payment_card_number"]
+
+    def _stored_text(
+        self, text: str, argument: str, facts: Facts, j: _Judgement,
+        mod: Modification = "drop_fields",
+    ) -> str | None:
+        """``text`` as it may be stored, card numbers masked; None when it breaks another
+        content rule (recorded on the verdict as ``mod``)."""
+        masked, found = self._screen(text, facts)
+        if found:
+            j.withheld(mod, argument, found)
+            return None
+        if masked != content.normalise(text):
+            j.modify("suitability", "redact", "payment_card_number",
+                     f"card numbers masked in {argument}")
+        return masked
+
+    def _free_text(
+        self, text: str, argument: str, facts: Facts, j: _Judgement, fallback: str
+    ) -> str:
+        """``text`` as it may be stored, or ``fallback`` when it breaks a content rule."""
+        kept = self._stored_text(text, argument, facts, j, "rewrite")
+        return fallback if kept is None else kept
+
+    def _handoff_text(
+        self, action: EscalateToHuman, facts: Facts, rule: Escalation | None, j: _Judgement
+    ) -> tuple[str, str]:
+        """The handoff's reason and summary as a person will read them: what the model wrote,
+        unless it breaks the content rules (then the rule's reason and the packet code built)."""
+        fallback = rule.reason if rule else "escalated by the model (its reason was withheld)"
+        reason = self._free_text(action.reason, "reason", facts, j, fallback)
+        summary = action.summary
+        if summary != facts.summary:  # the packet built by code is not the model's text
+            summary = self._free_text(summary, "summary", facts, j,
+                                      facts.summary or facts.message.text or fallback)
+        return reason, summary
 
     def _route(self, action: EscalateToHuman, facts: Facts, j: _Judgement) -> EscalateToHuman:
         """The queue a handoff goes to: a known queue, then the first routing rule (by the
@@ -562,6 +626,10 @@ class PolicyEngine:
                           f"{action.amount:g} > the {limit:g} the bot may issue")
         if state.credited:
             return j.deny("priority", "duplicate_action", "one credit per turn")
+        reason = self._free_text(action.reason, "reason", facts, j,
+                                 "proposed by the model (its reason was withheld)")
+        if reason != action.reason:
+            j.final = action.model_copy(update={"reason": reason[:500]})
         state.credited = True
         return j
 
@@ -578,15 +646,7 @@ class PolicyEngine:
             if text and len(text) > crm.max_note_chars:
                 return j.deny("suitability", "too_long",
                               f"note/task over {crm.max_note_chars} characters")
-        final = action
-        redacted = {
-            k: content.redact_cards(v) for k, v in (("note", action.note), ("task", action.task))
-            if v and content.redact_cards(v) != v
-        }
-        if redacted:
-            final = final.model_copy(update=redacted)
-            j.modify("suitability", "redact", "payment_card_number",
-                     "card numbers masked in " + ", ".join(sorted(redacted)))
+        final = self._crm_text(action, facts, j)
         current = facts.profile.lifecycle_stage
         if (
             action.stage is not None and current in facts.stages
@@ -595,9 +655,18 @@ class PolicyEngine:
             final = final.model_copy(update={"stage": None})
             j.modify("suitability", "drop_fields", "stage_regression",
                      f"{current} → {action.stage} goes backwards")
-        unknown = sorted(set(action.fields) - set(crm.writable_fields))
+        elif (
+            final.stage is not None and final.stage != current
+            and final.stage != facts.rule_stage and not facts.approved_by_person
+            and not any(m.allows(current, final.stage) for m in crm.model_stage_moves)
+        ):
+            final = final.model_copy(update={"stage": None})
+            j.modify("suitability", "drop_fields", "stage_not_allowed",
+                     f"{current} → {action.stage}: no lifecycle rule moves it and the policy's "
+                     "crm.model_stage_moves does not allow it")
+        unknown = sorted(set(final.fields) - set(crm.writable_fields))
         if unknown:
-            kept = {k: v for k, v in action.fields.items() if k in crm.writable_fields}
+            kept = {k: v for k, v in final.fields.items() if k in crm.writable_fields}
             final = final.model_copy(update={"fields": kept})
             j.modify("suitability", "drop_fields", "field_not_writable", f"dropped {unknown}")
         if not (final.stage or final.fields or final.note or final.task):
@@ -608,6 +677,32 @@ class PolicyEngine:
         state.crm_done = True
         j.final = final
         return j
+
+    def _crm_text(self, action: UpdateCrm, facts: Facts, j: _Judgement) -> UpdateCrm:
+        """The note, task and text fields as they may be stored: one that breaks the content
+        rules is dropped, card numbers are masked."""
+        update: dict[str, Any] = {}
+        for name in ("note", "task"):
+            value = getattr(action, name)
+            if value:
+                kept = self._stored_text(value, name, facts, j)
+                if kept != value:
+                    update[name] = kept
+        fields: dict[str, Any] = {}
+        for key, value in action.fields.items():
+            if isinstance(value, str):
+                kept = self._stored_text(value, f"fields.{key}", facts, j)
+                if kept is not None:
+                    fields[key] = kept
+            elif isinstance(value, list):
+                items = [self._stored_text(v, f"fields.{key}", facts, j) for v in value]
+                if None not in items:
+                    fields[key] = items
+            else:
+                fields[key] = value
+        if fields != action.fields:
+            update["fields"] = fields
+        return action.model_copy(update=update) if update else action
 
     # --- approval ---------------------------------------------------------------------------
 

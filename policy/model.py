@@ -255,6 +255,9 @@ class EscalationPolicy(_Strict):
     rules: list[EscalationRule] = Field(default_factory=list)
     #: The model may escalate on its own judgement when no rule fires.
     allow_model_escalation: bool = True
+    #: The highest priority a model's own escalation gets (when a rule matches, the rule's
+    #: priority is the handoff's, whatever the model asked; routing rules may raise it).
+    max_model_priority: Priority = "high"
     sales_topics: list[str] = Field(
         default_factory=lambda: ["pricing", "buying_signal", "demo_request"]
     )
@@ -328,12 +331,26 @@ class ApprovalRule(_Strict):
     priorities: list[Priority] = Field(default_factory=list)
 
 
+class StageMove(_Strict):
+    """A stage change a brain may make on its own (``from: "*"`` is any stage)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    from_stage: str = Field(alias="from", min_length=1)
+    to: str = Field(min_length=1)
+
+    def allows(self, current: str, target: str) -> bool:
+        return self.to == target and self.from_stage in ("*", current)
+
+
 class CrmPolicy(_Strict):
     writable_fields: list[str] = Field(default_factory=list)
     protected_fields: list[str] = Field(
         default_factory=lambda: ["email", "phone", "consent", "customer_id", "id", "plan"]
     )
     max_note_chars: int = Field(2000, gt=0)
+    #: Stage changes a brain may make without a lifecycle rule (the declared rules in
+    #: prompts/lifecycle.yaml always may); empty: only the rules move customers.
+    model_stage_moves: list[StageMove] = Field(default_factory=list)
 
 
 class QueueConfig(_Strict):

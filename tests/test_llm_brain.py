@@ -96,7 +96,10 @@ def test_native_tool_calls_become_proposed_actions(make_container: ContainerFact
     assert "customer_id" not in str(request["tools"])
     assert result.decision.intent == "human_request"
     assert result.decision.sentiment == "negative"
-    assert [h.priority for h in c.store.handoffs(result.customer_id)] == ["high"]
+    # the model asked for high; the matching rule (explicit_human_request) gives normal
+    assert [h.priority for h in c.store.handoffs(result.customer_id)] == ["normal"]
+    escalation = next(a for a in result.actions if a.tool == "escalate_to_human")
+    assert "priority_capped" in escalation.reason_codes
 
 
 def test_invalid_output_is_repaired_once(make_container: ContainerFactory) -> None:

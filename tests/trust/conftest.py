@@ -10,7 +10,7 @@ import pytest
 from tests.channels.conftest import Served, ServeFactory, serve
 from tests.providers import FakeTwilio
 
-__all__ = ["Served", "ServeFactory", "serve"]
+__all__ = ["ServeFactory", "Served", "serve"]
 
 SID = "AC" + "0" * 32
 TWILIO_INBOUND = "/v1/channels/twilio/inbound"
