@@ -296,6 +296,20 @@ jobs = Table(
 )
 
 
+#: Signed webhooks already accepted (a Mailgun token, a generic webhook's signature), kept while
+#: their signature could still pass as fresh: a second use of one is a replay (``ReplayGuard``).
+webhook_receipts = Table(
+    "webhook_receipts",
+    metadata,
+    Column("source", String(20), primary_key=True),
+    # the SHA-256 (hex) of the token or signature
+    Column("key", String(64), primary_key=True),
+    _ts("first_seen_at", nullable=False),
+    _ts("expires_at", nullable=False),
+    Index("ix_webhook_receipts_source_expires", "source", "expires_at"),
+)
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite files get WAL, foreign keys and their folder created."""
     if url.startswith("sqlite"):

@@ -2,11 +2,14 @@
 signed webhook, and Twilio's delivery-status callbacks.
 
 Each request is authenticated before anything is stored: a missing or wrong signature is a 403
-and the database is untouched. An accepted message is stored and its turn queued
-(``Orchestrator.accept``); the reply leaves later through the outbox, never in the webhook's
-answer, so a provider that retries a webhook gets the first result and nothing is sent twice.
-Bodies are read raw (signatures cover the exact bytes) and parsed here: form-encoded, multipart
-or JSON.
+and the database is untouched. A signature is used once: a signed Mailgun or generic webhook
+whose signature was already accepted is a replay, a 403 before anything is stored
+(:class:`journey.replay.ReplayGuard`, shared by every process through the database). An
+accepted message is stored and its turn queued (``Orchestrator.accept``); the reply leaves
+later through the outbox, never in the webhook's answer, so a provider that delivers the same
+message again (the same message id under a new signature, or Twilio's same MessageSid) gets the
+first result and nothing is sent twice. Bodies are read raw (signatures cover the exact bytes)
+and parsed here: form-encoded, multipart or JSON.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from datetime import timedelta
 from email import policy
 from email.parser import BytesParser
 from email.utils import parseaddr
@@ -28,7 +32,13 @@ from starlette.concurrency import run_in_threadpool
 from agent.service import Accepted, CustomerRef, InboundRequest
 from api.deps import ContainerDep, require
 from channels.twilio import WHATSAPP, valid_twilio_signature
-from channels.webhook import SIGNATURE_HEADER, webhook_signature_problem
+from channels.webhook import (
+    SIGNATURE_HEADER,
+    TOLERANCE_S,
+    sign_webhook,
+    webhook_signature_problem,
+)
+from journey.replay import ReplayGuard
 from journey.runtime import Container
 from journey.settings import Settings
 
@@ -37,11 +47,16 @@ router = APIRouter(prefix="/v1/channels", tags=["channels"])
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 #: Mailgun's advice: refuse a signed timestamp further than this from now (a replay).
 EMAIL_SIGNATURE_MAX_AGE_S = 300
+#: An accepted signature is remembered for its window on both sides of its timestamp, so it is
+#: refused as long as it could pass as fresh (another process's clock may differ a little).
+EMAIL_REPLAY_MEMORY_S = 2 * EMAIL_SIGNATURE_MAX_AGE_S
+WEBHOOK_REPLAY_MEMORY_S = 2 * TOLERANCE_S
+REPLAYED = "this signature was already used: a replay is refused"
 MAX_EXTERNAL_ID = 200
 #: InboundRequest's limit on text
 MAX_TEXT = 4000
 
-_DENIED = {"description": "missing or invalid signature; nothing was stored"}
+_DENIED = {"description": "missing, invalid or replayed signature; nothing was stored"}
 _UNCONFIGURED = {"description": "the provider's secret is not configured"}
 _TWIML = {"description": "empty TwiML: the reply is sent later", "content": {"text/xml": {}}}
 
@@ -143,7 +158,36 @@ def _text(fields: dict[str, Any], *names: str) -> str:
     return ""
 
 
+async def _accept_once(
+    container: Container, source: str, key: str, memory_s: float, inbound: InboundRequest,
+    meta: dict[str, Any] | None = None,
+) -> Accepted:
+    """Store ``inbound`` if its signature ``key`` was never used (403 otherwise, nothing stored).
+
+    The key is recorded (and committed) first. If storing then fails, the key is released so
+    the provider's retry of this request is accepted. A process killed between the two steps
+    leaves the key recorded and nothing stored: the provider's retries with that signature are
+    refused until it expires (a new delivery with a new signature is accepted). A failure after
+    the message was stored but before its turn was queued releases the key too: for Mailgun,
+    whose signature does not cover the body, the token is then usable once more in its window."""
+    store = container.store
+    guard = ReplayGuard(store.engine, store.clock)
+    until = store.clock.now() + timedelta(seconds=memory_s)
+    if not await run_in_threadpool(guard.first_use, source, key, until):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, REPLAYED)
+    try:
+        return await run_in_threadpool(container.orchestrator.accept, inbound, meta=meta)
+    except Exception:
+        await run_in_threadpool(guard.release, source, key)
+        raise
+
+
 # --- Twilio --------------------------------------------------------------------------------
+#
+# No replay table for Twilio: its signature covers the URL and every form field, so a replay
+# cannot change the sender, the text or anything else; and an identical replay carries the same
+# MessageSid, the message's external id, which stores it once (``duplicate``). Twilio's own
+# retries are deduplicated the same way.
 
 
 def _signed_url(request: Request, settings: Settings) -> str:
@@ -245,7 +289,9 @@ def _check_api_key(request: Request, settings: Settings, scope: str) -> None:
     require(scope)(settings, bearer, request.headers.get("x-api-key"))
 
 
-def _check_mailgun_signature(fields: dict[str, Any], key: str, now: float) -> None:
+def _check_mailgun_signature(fields: dict[str, Any], key: str, now: float) -> str:
+    """The token of a valid, fresh Mailgun signature (403 otherwise). The signature covers only
+    the timestamp and the token, not the message: the token is the key against replays."""
     nested = fields.get("signature")
     signed = nested if isinstance(nested, dict) else fields
     timestamp, token = _text(signed, "timestamp"), _text(signed, "token")
@@ -259,6 +305,7 @@ def _check_mailgun_signature(fields: dict[str, Any], key: str, now: float) -> No
     expected = hmac.new(key.encode(), (timestamp + token).encode(), hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected.encode(), signature.encode()):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "invalid Mailgun signature")
+    return token
 
 
 @router.post(
@@ -272,16 +319,16 @@ async def email_inbound(request: Request, container: ContainerDep) -> Accepted:
     `subject`, `stripped-text` (else `body-plain`), `Message-Id`, `In-Reply-To`, `References`.
 
     With `JOURNEY_EMAIL_SIGNING_KEY` set the Mailgun signature (`timestamp`, `token`,
-    `signature`) is required and must be under 5 minutes old; without it the request needs an
-    API key with `messages:write`. The subject and thread ids are kept on the message for the
-    reply's threading. A text longer than 4000 characters is cut to that (the message's
-    `meta.email.truncated_from` keeps the original length)."""
+    `signature`) is required, must be under 5 minutes old and is accepted once (a token seen
+    before is a replay: 403); without it the request needs an API key with `messages:write`.
+    The subject and thread ids are kept on the message for the reply's threading. A text longer
+    than 4000 characters is cut to that (the message's `meta.email.truncated_from` keeps the
+    original length)."""
     settings = container.settings
     _, fields = await _fields(request)
     key = settings.email_signing_key.get_secret_value()
-    if key:
-        _check_mailgun_signature(fields, key, _now(container))
-    else:
+    token = _check_mailgun_signature(fields, key, _now(container)) if key else None
+    if token is None:
         _check_api_key(request, settings, "messages:write")
     name, address = parseaddr(_text(fields, "from", "sender"))
     if "@" not in address:
@@ -306,12 +353,24 @@ async def email_inbound(request: Request, container: ContainerDep) -> Accepted:
         channel="email", customer=CustomerRef(email=address, name=name or None),
         text=text, external_id=_external_id(message_id),
     )
-    return await run_in_threadpool(
-        container.orchestrator.accept, inbound, meta={"email": email}
-    )
+    meta = {"email": email}
+    if token is None:  # an API key's holder, not a signature: nothing to replay
+        return await run_in_threadpool(container.orchestrator.accept, inbound, meta=meta)
+    return await _accept_once(container, "mailgun", token, EMAIL_REPLAY_MEMORY_S, inbound, meta)
 
 
 # --- generic webhook -----------------------------------------------------------------------
+
+
+def _webhook_key(secret: str, header: str, raw: bytes) -> str:
+    """The signature a valid ``header`` carries, in one canonical form (``t=<t>,v1=<ours>``):
+    extra ``v1`` values, spaces or another order do not make a captured header new."""
+    signed_at = ""
+    for part in header.split(","):  # as webhook_signature_problem reads it: the last t
+        name, _, value = part.strip().partition("=")
+        if name == "t":
+            signed_at = value
+    return sign_webhook(secret, raw, int(signed_at))
 
 
 @router.post(
@@ -322,7 +381,8 @@ async def email_inbound(request: Request, container: ContainerDep) -> Accepted:
 async def webhook_inbound(request: Request, container: ContainerDep) -> Accepted:
     """A message from any channel, as JSON `{channel, customer: {...}, text, external_id}`,
     signed with `JOURNEY_WEBHOOK_SECRET`: `X-Journey-Signature: t=<unix>,v1=<hex HMAC-SHA256 of
-    "<t>.<raw body>">`, at most 5 minutes old."""
+    "<t>.<raw body>">`, at most 5 minutes old and accepted once (a signature used before is a
+    replay: 403)."""
     secret = container.settings.webhook_secret.get_secret_value()
     if not secret:
         raise HTTPException(
@@ -330,13 +390,13 @@ async def webhook_inbound(request: Request, container: ContainerDep) -> Accepted
             "the generic webhook is not configured: set JOURNEY_WEBHOOK_SECRET",
         )
     raw = await request.body()
-    problem = webhook_signature_problem(
-        secret, request.headers.get(SIGNATURE_HEADER), raw, _now(container)
-    )
+    header = request.headers.get(SIGNATURE_HEADER) or ""
+    problem = webhook_signature_problem(secret, header, raw, _now(container))
     if problem:
         raise HTTPException(status.HTTP_403_FORBIDDEN, problem)
     try:
         inbound = InboundRequest.model_validate_json(raw)
     except ValidationError as exc:
         raise _invalid(_errors(exc)) from exc
-    return await run_in_threadpool(container.orchestrator.accept, inbound)
+    key = _webhook_key(secret, header, raw)
+    return await _accept_once(container, "webhook", key, WEBHOOK_REPLAY_MEMORY_S, inbound)

@@ -73,8 +73,12 @@ def test_a_signed_email_is_stored_with_its_thread(serve: ServeFactory) -> None:
     assert [j.payload for j in container.store.jobs.list(kind="turn")] == [
         {"message_id": message.id}]
 
-    # Mailgun retries: the same Message-Id is stored once
-    again = signed_email(served)
+    # the same signature again is a replay, refused (tests/trust/test_webhook_replays.py)
+    assert signed_email(served).status_code == 403
+    # Mailgun delivers it again under a new signature: the same Message-Id is stored once
+    again = httpx.post(served.base + EMAIL, data={
+        **email_fields(), **mailgun_signature(now(container), token="tok-2")
+    })
     assert again.status_code == 200
     assert again.json()["duplicate"] is True
     assert again.json()["message_id"] == message.id
@@ -186,7 +190,10 @@ def test_a_signed_generic_webhook_is_accepted_once(serve: ServeFactory) -> None:
     first = signed_post(served, MESSAGE)
     assert first.status_code == 200, first.text
     assert first.json()["duplicate"] is False
-    assert signed_post(served, MESSAGE).json()["duplicate"] is True
+    # the same signature again is a replay (403); a new one for the same message is a duplicate
+    assert signed_post(served, MESSAGE).status_code == 403
+    again = signed_post(served, MESSAGE, t=now(served.container) - 1)
+    assert again.json()["duplicate"] is True
     [message] = served.container.store.messages()
     assert (message.channel, message.text, message.external_id) == (
         "whatsapp", "Is the Growth plan monthly?", "wamid.1")
