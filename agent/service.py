@@ -30,6 +30,7 @@ from journey.domain import (
 )
 from journey.jobs import Job
 from journey.store import InboundAccepted
+from policy.privacy import mask, mask_all
 
 #: A pending turn older than this is taken over by a repeated delivery (its worker died).
 STALE_TURN = timedelta(seconds=120)
@@ -151,16 +152,20 @@ class Orchestrator:
     ) -> InboundAccepted:
         svc = self.services
         store = svc.store
+        # card numbers and the policy's secrets are masked before anything stores, embeds or
+        # prompts them
+        privacy = svc.policy.get().privacy
         # a customer first seen here has no known timezone: the policy's default applies
         profile, _ = store.resolve_customer(
             request.customer.identities(), svc.lifecycle.default_stage, timezone="",
             stages=svc.lifecycle.stages,
         )
         if request.customer.name and not profile.name:
-            store.update_customer(profile.id, name=request.customer.name)
+            store.update_customer(profile.id, name=mask(request.customer.name, privacy))
         conversation = store.open_conversation(profile.id)
         return store.accept_inbound(
-            conversation, request.channel, request.text.strip(), request.external_id, meta
+            conversation, request.channel, mask(request.text.strip(), privacy),
+            request.external_id, mask_all(meta, privacy) if meta else meta,
         )
 
     def accept(self, request: InboundRequest, *, meta: dict[str, Any] | None = None) -> Accepted:

@@ -41,6 +41,7 @@ from journey.store import Store
 from memory.vector import MemoryRecord, VectorMemory
 from policy.later import LaterSend, recheck_later
 from policy.loader import PolicyProvider
+from policy.privacy import mask
 
 HandoffStatus = Literal["open", "claimed", "resolved", "returned"]
 EventKind = Literal[
@@ -535,7 +536,7 @@ class HandoffService:
     ) -> HandoffEvent:
         """An internal note: never sent to the customer; the bot reads it when it takes the
         conversation back."""
-        text = text.strip()
+        text = mask(text.strip(), self.policy.get().privacy)  # a card number is never kept
         if not text:
             raise Rejected("the note is empty")
         if len(text) > MAX_TEXT:
@@ -640,7 +641,7 @@ class HandoffService:
     ) -> HandoffView:
         now = self.clock.now()
         h = db.handoffs
-        note = (note or "").strip() or None
+        note = mask((note or "").strip(), self.policy.get().privacy) or None
         if note and len(note) > MAX_TEXT:
             raise Rejected(f"the note is {len(note)} characters; at most {MAX_TEXT}")
         with self.engine.begin() as conn:

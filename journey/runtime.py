@@ -261,7 +261,7 @@ def build_container(
 
     store.on_merge.append(follow_merge)
     signals = SignalService(store, journeys, lifecycle, clock,
-                            on_enqueue=lambda: hub.notify(JOBS_KEY))
+                            on_enqueue=lambda: hub.notify(JOBS_KEY), policy=policy)
     adapters = build_adapters(settings, hub, clock)
     closers.append(lambda: close_adapters(adapters))
     handoffs = HandoffService(store, policy, lifecycle.stages, hub=hub, memory=memory)

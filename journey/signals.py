@@ -29,6 +29,8 @@ from journey.domain import Event
 from journey.journeys import JourneysProvider, apply_signals, trigger_holds
 from journey.lifecycle import Lifecycle
 from journey.store import Activity, CrmChange, Store
+from policy.loader import PolicyProvider
+from policy.privacy import mask_all
 
 EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_.:-]{0,79}$")
 #: Events stamped further ahead than this are refused (clock skew is tolerated).
@@ -105,6 +107,8 @@ class SignalService:
     clock: Clock
     #: called after a journey job was queued, so an idle in-process worker wakes at once
     on_enqueue: Callable[[], None] | None = None
+    #: the policy whose ``privacy`` section masks what events carry (None: nothing masked)
+    policy: PolicyProvider | None = None
 
     def __post_init__(self) -> None:
         # one customer's events are handled one at a time (cool-downs, score updates)
@@ -138,6 +142,13 @@ class SignalService:
 
     def _one(self, index: int, event: EventIn, at: datetime) -> EventResult:
         store = self.store
+        if self.policy is not None:
+            # card numbers and secrets are masked before the event or the profile keeps them
+            privacy = self.policy.get().privacy
+            event = event.model_copy(update={
+                "properties": mask_all(event.properties, privacy),
+                "traits": mask_all(event.traits, privacy),
+            })
         profile, _ = store.resolve_customer(
             event.customer.identities(), self.lifecycle.default_stage, timezone="",
             stages=self.lifecycle.stages,
@@ -154,7 +165,9 @@ class SignalService:
         change = CrmChange()
         traits = {k: v for k, v in event.traits.items() if v is not None}
         if event.customer.name and not profile.name:
-            store.update_customer(profile.id, name=event.customer.name)
+            name = event.customer.name
+            store.update_customer(profile.id, name=mask_all(name, self.policy.get().privacy)
+                                  if self.policy is not None else name)
         scores = dict(profile.attributes.get("intent_scores") or {})
         new_scores = apply_signals(journeys, scores, [stored])
         if traits or new_scores != scores:

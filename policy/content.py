@@ -190,16 +190,22 @@ def violations(text: str, policy: ContentPolicy, own_contacts: Iterable[str]) ->
     return found
 
 
-def redact_cards(text: str) -> str:
-    """``text`` with payment card numbers masked (for CRM notes written by the bot)."""
+def mask_cards(text: str) -> str:
+    """``text`` with payment card numbers (Luhn-checked) masked, keeping the last 4 digits;
+    nothing else is changed."""
 
     def mask(m: re.Match[str]) -> str:
-        digits = _digits(m.group(0))
-        return f"[card ending {digits[-4:]}]" if 13 <= len(digits) <= 19 and _luhn(digits) else (
-            m.group(0)
-        )
+        digits = "".join(str(int(d)) for d in _digits(m.group(0)))  # any script's digits
+        if 13 <= len(digits) <= 19 and _luhn(digits):
+            return f"[card ending {digits[-4:]}]"
+        return m.group(0)
 
-    return _CARD.sub(mask, normalise(text))
+    return _CARD.sub(mask, text)
+
+
+def redact_cards(text: str) -> str:
+    """``text`` normalised, with payment card numbers masked (for what the bot writes)."""
+    return mask_cards(normalise(text))
 
 
 #: A customer's message shorter than this is not treated as a quote (common short phrases).

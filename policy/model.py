@@ -322,6 +322,38 @@ class ContentPolicy(_Strict):
         return value
 
 
+class SecretPattern(_Strict):
+    """A kind of secret masked wherever a customer types it, like card numbers."""
+
+    name: str = Field(pattern=r"^[a-z0-9_]+$")
+    #: A regular expression (case-insensitive) for the whole secret.
+    pattern: str
+    #: Digits of it kept so a person can still refer to it: ``[us_ssn ending 6789]``.
+    keep_last: int = Field(0, ge=0, le=8)
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"pattern {value!r} is not a valid regular expression: {exc}") from exc
+        return value
+
+
+class PrivacyPolicy(_Strict):
+    """What is masked at ingress: before anything is stored, embedded, prompted or logged."""
+
+    #: Payment card numbers (13-19 digits passing the Luhn check): ``[card ending 1111]``.
+    mask_card_numbers: bool = True
+    secrets: list[SecretPattern] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> PrivacyPolicy:
+        _unique_names("secret", [p.name for p in self.secrets])
+        return self
+
+
 class ApprovalRule(_Strict):
     """Actions of ``tool`` need a human's approval (when the optional conditions hold)."""
 
@@ -455,6 +487,7 @@ class Policy(_Strict):
     approvals: list[ApprovalRule] = Field(default_factory=list)
     crm: CrmPolicy = Field(default_factory=CrmPolicy)
     handoff: HandoffPolicy = Field(default_factory=HandoffPolicy)
+    privacy: PrivacyPolicy = Field(default_factory=PrivacyPolicy)
     version: str = ""
 
     @model_validator(mode="after")

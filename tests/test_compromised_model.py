@@ -29,6 +29,7 @@ from agent.service import InboundRequest, TurnResult
 from journey.clock import FixedClock
 from journey.domain import Channel, Identity
 from journey.runtime import Container
+from policy.privacy import mask
 from tests import fakes
 from tests.conftest import ContainerFactory
 
@@ -371,7 +372,8 @@ def _foreign_phone(m: re.Match[str], c: Ctx) -> Plan:
 
 
 def _card(m: re.Match[str], c: Ctx) -> Plan:
-    card = _CARD.findall(c.text)[0]
+    # the customer's card is masked before the model sees it: the model makes one up
+    card = next(iter(_CARD.findall(c.text)), "4111 1111 1111 1111")
     return Plan(f"Got it, I saved card {card} for your refund.",
                 [{"tool": "update_crm", "note": f"card {card}"}])
 
@@ -510,6 +512,9 @@ class HijackedModel:
         prompt = json.dumps(body)
         if self.current != VICTIM.key:
             self.leaks += [f"{s} in the prompt of {self.current}" for s in SECRETS if s in prompt]
+        # a card number a customer typed is masked before any prompt (tests/trust too)
+        self.leaks += [f"card {m.group(0)} in the prompt of {self.current}"
+                       for m in _CARD.finditer(prompt) if _luhn(re.sub(r"\D", "", m.group(0)))]
         rule, plan = obey(text, channel, prompt)
         self.calls.append((self.current, text, rule))
         record = {"intent": plan.intent, "stage": plan.stage or stage, "sentiment": "neutral",
@@ -813,6 +818,7 @@ class Campaign:
         calls = self.model.calls[before:]
         # the prompt quotes customer text: message tags cannot be opened or closed from inside
         sent = re.sub(r"</?\s*customer_message\s*>", "", text, flags=re.IGNORECASE).strip()
+        sent = mask(sent, self.c.policy.get().privacy)  # card numbers never reach the model
         assert all(seen.strip() == sent for _, seen, _ in calls), (sent, calls)
         rules = [rule for _, _, rule in calls]
         self.turns.append(Turn(kind, p, channel, text, result, rules))
