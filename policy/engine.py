@@ -58,7 +58,7 @@ from policy.escalation import (
     stalled,
     terms_pattern,
 )
-from policy.model import Policy, fmt_duration
+from policy.model import Policy, fmt_duration, keyword_form
 
 PRIORITIES: tuple[Priority, ...] = ("low", "normal", "high", "urgent")
 
@@ -183,21 +183,21 @@ def is_opt_out(
     """A carrier keyword alone (on the keyword channels), or the classifier's opt-out with a
     cue word in the text."""
     consent = policy.contact.consent
-    word = text.strip().strip(".!").upper()
-    if word in consent.opt_out_keywords and (
-        channel is None or channel in consent.keyword_channels
-    ):
+    word = keyword_form(text)
+    keywords = (*consent.opt_out_keywords, *consent.opt_out_keywords_extra)
+    if word in keywords and (channel is None or channel in consent.keyword_channels):
         return True
     return (
         message.intent == "opt_out"
         and message.confidence >= consent.opt_out_intent_confidence
-        and terms_pattern(tuple(consent.opt_out_cues)).search(text) is not None
+        and terms_pattern(tuple(consent.opt_out_cues)).search(content.normalise(text))
+        is not None
     )
 
 
 def is_opt_in(text: str, policy: Policy, channel: Channel | None = None) -> bool:
     consent = policy.contact.consent
-    word = text.strip().strip(".!").upper()
+    word = keyword_form(text)
     return word in consent.opt_in_keywords and (
         channel is None or channel in consent.keyword_channels
     )

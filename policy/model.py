@@ -7,6 +7,7 @@ is the documented default. ``journey policy explain`` prints the effective polic
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import time, timedelta
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -90,9 +91,13 @@ class ConsentPolicy(_Strict):
     """
 
     purposes: dict[Purpose, ConsentRule] = Field(default_factory=lambda: dict(_CONSENT_RULES))
+    #: The carrier-standard keywords (CTIA): a message that is one of them, however typed
+    #: (any case, full-width or accented letters, spaced out, with punctuation), opts out.
     opt_out_keywords: list[str] = Field(
         default_factory=lambda: ["STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"]
     )
+    #: More opt-out keywords, e.g. in the customers' other languages (ARRET, BAJA, STOPP).
+    opt_out_keywords_extra: list[str] = Field(default_factory=list)
     opt_in_keywords: list[str] = Field(default_factory=lambda: ["START", "UNSTOP", "YES"])
     #: Where a bare keyword is an opt-out (carrier keywords). On other channels "cancel" or
     #: "end" alone usually means something else; there the classifier and a cue decide.
@@ -122,10 +127,22 @@ class ConsentPolicy(_Strict):
             raise ValueError(f"consent rule missing for purposes {sorted(missing)}")
         return value
 
-    @field_validator("opt_out_keywords", "opt_in_keywords")
+    @field_validator("opt_out_keywords", "opt_out_keywords_extra", "opt_in_keywords")
     @classmethod
     def _upper(cls, value: list[str]) -> list[str]:
-        return [v.strip().upper() for v in value if v.strip()]
+        found = [keyword_form(v) for v in value if keyword_form(v)]
+        bad = [v for v in value if v.strip() and not keyword_form(v)]
+        if bad:
+            raise ValueError(f"keywords must contain letters: {bad}")
+        return found
+
+
+def keyword_form(text: str) -> str:
+    """How a keyword is compared: compatibility forms folded (full-width letters), accents
+    dropped, only the letters kept, upper case: "Ｓ t.o.p!", "S T O P" and "stop" are "STOP",
+    "Arrêt" is "ARRET"."""
+    decomposed = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", text))
+    return "".join(c for c in decomposed if c.isalpha()).upper()
 
 
 class FrequencyCap(_Strict):
