@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 import journey
 from agent.service import TurnInProgress
 from api import console
+from api.ratelimit import RateLimited, RateLimiter
 from api.routes import (
     approvals,
     channels,
@@ -54,7 +55,9 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = container is None
-        app.state.container = built = container or build_container(settings or get_settings())
+        resolved = container.settings if container else settings or get_settings()
+        app.state.limiter = RateLimiter(resolved)  # the abuse limits (checked before building)
+        app.state.container = built = container or build_container(resolved)
         # the worker threads: queued turns, journey wake-ups, the outbox relay
         pool = built.make_workers(built.settings.workers).start() \
             if built.settings.workers else None
@@ -88,6 +91,13 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         return JSONResponse(
             status_code=409,
             content={"detail": f"message {exc} is being handled right now; retry shortly"},
+        )
+
+    @app.exception_handler(RateLimited)
+    async def _limited(request: Request, exc: RateLimited) -> JSONResponse:
+        return JSONResponse(
+            status_code=429, content={"detail": exc.detail},
+            headers={"Retry-After": str(exc.retry_after)},
         )
 
     for module in (

@@ -3,7 +3,9 @@
 Server-rendered Jinja2 (``api/templates``) with htmx for the live parts; every asset is served
 from ``api/static`` (no CDN, no build step). The console calls the handoff service in-process.
 
-Signing in: an agent posts their API key (one with an ``inbox`` scope) once. The cookie never
+Signing in: an agent posts their API key (one with an ``inbox`` scope) once. Failed attempts
+are limited per client address (``JOURNEY_RATE_LIMIT_LOGIN``); over the limit the address gets
+the form back with ``429`` and ``Retry-After``, whatever key it sends. The cookie never
 holds the key: it is ``<sha256 of the key>.<issued at>.<HMAC>`` under the web-chat session
 secret, HttpOnly, SameSite=Strict, valid 12 hours. Each request finds the key again by its hash
 in the settings, so removing a key ends its sessions. Every POST carries a CSRF token derived
@@ -32,7 +34,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from api.deps import ContainerDep, agent_for_key
+from api.deps import CallerDep, ContainerDep, agent_for_key
+from api.ratelimit import RateLimited
 from channels.webchat import session_key
 from journey.clock import aware
 from journey.domain import Decision, Message
@@ -260,13 +263,21 @@ def login_form(
 
 
 @router.post(LOGIN, response_class=HTMLResponse)
-def login(request: Request, container: ContainerDep, templates: TemplatesDep, form: FormDep
-          ) -> Response:
+def login(request: Request, container: ContainerDep, templates: TemplatesDep, form: FormDep,
+          caller: CallerDep) -> Response:
     settings = container.settings
     key = form.get("key", "").strip()
     target = _safe_next(form.get("next"))
     known = _known_key(settings, _key_id(key)) if key else None
     agent = agent_for_key(settings, known) if known else None
+    try:
+        caller.limiter.check("login", caller.address)  # a blocked address learns nothing
+        if agent is None:
+            caller.hit("login")  # only failed attempts count
+    except RateLimited as exc:
+        context = _base(request, container, None) | {"next": target, "error": exc.detail}
+        return _page(request, templates, "console/login.html", context, 429,
+                     headers={"Retry-After": str(exc.retry_after)})
     if agent is None:
         error, status_code = (
             ("This API key has no inbox scope: it needs 'inbox' or 'inbox:<queue>'.", 403)
@@ -531,12 +542,12 @@ def metrics(request: Request, container: ContainerDep, session: SessionDep,
             templates: TemplatesDep) -> HTMLResponse:
     """Handoff outcomes per queue: time to claim and to resolve, human vs returned."""
     agent = session.agent
-    found = container.handoffs.metrics()
+    found = container.handoffs.metrics(agent)  # only the queues the agent's key covers
     context = _base(request, container, session) | {
         "metrics": found,
-        "rows": [q for q in found.queues if agent.covers(q.queue)]
-        # the total counts every queue: shown to agents who see them all
-        + ([found.total] if agent.queues is None else []),
+        # the total of the agent's queues; for one queue it would repeat that queue's row
+        "rows": found.queues + ([found.total] if agent.queues is None or len(agent.queues) > 1
+                                else []),
     }
     return _page(request, templates, "console/metrics.html", context)
 

@@ -1,13 +1,17 @@
-"""Dependencies: the service container and API-key scopes, as ``Annotated`` aliases."""
+"""Dependencies: the service container, API-key scopes and the rate limits, as ``Annotated``
+aliases."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 
+from api.ratelimit import RateLimiter, Rule, key_id
 from journey.handoffs import Agent
 from journey.runtime import Container
 from journey.settings import ApiKey, Settings
@@ -29,11 +33,39 @@ def get_settings_dep(request: Request) -> Settings:
 ContainerDep = Annotated[Container, Depends(get_container)]
 
 
+@dataclass(frozen=True)
+class Caller:
+    """Who sent the request, for the rate limits: the app's limiter and the client's address."""
+
+    limiter: RateLimiter
+    address: str
+
+    def hit(self, rule: Rule) -> None:
+        """Count this request against the client's address (429 when over)."""
+        self.limiter.hit(rule, self.address)
+
+
+def get_caller(request: Request) -> Caller:
+    limiter: RateLimiter = request.app.state.limiter
+    return Caller(limiter, request.client.host if request.client else "unknown")
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
 def _key(
-    bearer: HTTPAuthorizationCredentials | None, header: str | None, settings: Settings
+    bearer: HTTPAuthorizationCredentials | None, header: str | None, settings: Settings,
+    caller: Caller | None,
 ) -> ApiKey:
+    """The key's holder. With a ``caller``, the key's requests are counted by its hash, and
+    missing or unknown keys by the client's address; an address over that limit is refused
+    everything, so a right guess tells it nothing."""
     key = (bearer.credentials if bearer else None) or header
+    if caller is not None:
+        caller.limiter.check("api_key_failures", caller.address)
     if not key:
+        if caller is not None:
+            caller.hit("api_key_failures")
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
@@ -41,26 +73,44 @@ def _key(
         )
     holder = settings.api_key(key)
     if holder is None:
+        if caller is not None:
+            caller.hit("api_key_failures")
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "unknown API key", headers={"WWW-Authenticate": "Bearer"}
         )
+    if caller is not None:
+        caller.limiter.hit("api", key_id(key))
     return holder
 
 
 def require(scope: str) -> Callable[..., str]:
-    """A dependency that admits a request whose key has ``scope`` (or ``admin``)."""
+    """A dependency that admits a request whose key has ``scope`` (or ``admin``), within the
+    key's rate limit. Called directly, it limits only when given the ``caller``
+    (:func:`check_api_key` does that)."""
 
     def check(
         settings: Annotated[Settings, Depends(get_settings_dep)],
         bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
         header: Annotated[str | None, Security(_header)],
+        caller: Annotated[Caller | None, Depends(get_caller)] = None,
     ) -> str:
-        holder = _key(bearer, header, settings)
+        holder = _key(bearer, header, settings, caller)
         if scope in holder.scopes or "admin" in holder.scopes:
             return holder.name
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"this API key lacks the scope {scope!r}")
 
     return check
+
+
+def check_api_key(request: Request, scope: str) -> str:
+    """:func:`require`, rate limits included, for a route that needs a key only sometimes."""
+    scheme, credentials = get_authorization_scheme_param(request.headers.get("authorization"))
+    bearer = (
+        HTTPAuthorizationCredentials(scheme=scheme, credentials=credentials)
+        if scheme.lower() == "bearer" and credentials else None
+    )
+    return require(scope)(get_settings_dep(request), bearer, request.headers.get("x-api-key"),
+                          get_caller(request))
 
 
 def agent_for_key(settings: Settings, key: str) -> Agent | None:
@@ -81,10 +131,11 @@ def inbox_agent(
     settings: Annotated[Settings, Depends(get_settings_dep)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
     header: Annotated[str | None, Security(_header)],
+    caller: CallerDep,
 ) -> Agent:
     """The agent behind the request's key: a key with ``inbox`` (every queue),
-    ``inbox:<queue>`` (those queues) or ``admin``."""
-    agent = agent_of(_key(bearer, header, settings))
+    ``inbox:<queue>`` (those queues) or ``admin``; within the key's rate limit."""
+    agent = agent_of(_key(bearer, header, settings, caller))
     if agent is None:
         raise HTTPException(
             status.HTTP_403_FORBIDDEN,

@@ -6,9 +6,10 @@ only wakes the streams of this process (``hub``), and streams elsewhere find it 
 poll.
 
 The widget cannot hold an API key, so it holds a session instead: a random id (``wc_...``) and a
-token, the HMAC-SHA256 of the id under the session secret (``session_secret``, or a random key
-created once in ``<data_dir>/session.key``). The token proves the server issued that id, with no
-session table to look up.
+token, ``<issued at, unix seconds>.<HMAC-SHA256 of "<id>.<issued at>">`` under the session secret
+(``session_secret``, or a random key created once in ``<data_dir>/session.key``). The token
+proves the server issued that id, and when, with no session table to look up; it expires
+``webchat_session_ttl_s`` after it was issued.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import hmac
 import os
 import secrets
 import tempfile
+from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 from channels.base import Delivery, SendResult
 from journey.hub import Hub
@@ -73,12 +76,29 @@ def new_session_id() -> str:
     return SESSION_PREFIX + secrets.token_urlsafe(18)
 
 
-def session_token(key: bytes, session_id: str) -> str:
-    return hmac.new(key, session_id.encode(), hashlib.sha256).hexdigest()
+TokenCheck = Literal["valid", "wrong", "expired"]
 
 
-def valid_session_token(key: bytes, session_id: str, token: str | None) -> bool:
-    """Constant-time check of a session's token."""
-    return bool(token) and hmac.compare_digest(
-        session_token(key, session_id).encode(), (token or "").encode()
-    )
+def _mac(key: bytes, session_id: str, issued: str) -> str:
+    return hmac.new(key, f"{session_id}.{issued}".encode(), hashlib.sha256).hexdigest()
+
+
+def session_token(key: bytes, session_id: str, issued: datetime) -> str:
+    """The token of a session issued at ``issued``."""
+    stamp = str(int(issued.timestamp()))
+    return f"{stamp}.{_mac(key, session_id, stamp)}"
+
+
+def check_session_token(
+    key: bytes, session_id: str, token: str | None, *, now: datetime, ttl_s: float
+) -> TokenCheck:
+    """``valid``; ``wrong`` (missing, forged, another session's); or ``expired`` (ours, issued
+    ``ttl_s`` or more before ``now``). The signature is compared in constant time."""
+    if not token or not token.isascii():
+        return "wrong"
+    stamp, _, mac = token.partition(".")
+    if not stamp.isdigit() or len(stamp) > 12:
+        return "wrong"
+    if not hmac.compare_digest(_mac(key, session_id, stamp).encode(), mac.encode()):
+        return "wrong"
+    return "expired" if now.timestamp() - int(stamp) >= ttl_s else "valid"

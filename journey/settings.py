@@ -173,6 +173,35 @@ class Settings(BaseSettings):
 
     embedding_threads: int = Field(1, ge=1, le=16)
     max_text_chars: int = Field(4000, ge=1, description="Longest inbound text accepted.")
+    max_body_bytes: int = Field(
+        2 * 1024 * 1024, ge=1024,
+        description="Largest request body accepted (413 beyond it); a batch of 1,000 events "
+        "fits in the default.",
+    )
+
+    # --- abuse limits (the `limits` library; "" switches one off) ----------------------------
+    rate_limit_storage: str = Field(
+        "memory://",
+        description="Where the counters live: memory:// (per process) or a limits storage URI "
+        "such as redis://127.0.0.1:6379 (shared by every process).",
+    )
+    rate_limit_login: str = Field(
+        "10/minute", description="Console sign-in attempts per client IP."
+    )
+    rate_limit_webchat_sessions: str = Field(
+        "20/minute", description="Anonymous web-chat sessions started per client IP."
+    )
+    rate_limit_webchat_messages: str = Field(
+        "30/minute", description="Web-chat messages per client IP (each may cost a model call)."
+    )
+    rate_limit_api: str = Field(
+        "1200/minute",
+        description="Requests per API key (and failed key checks per client IP).",
+    )
+    webchat_session_ttl_s: float = Field(
+        86400.0, gt=0,
+        description="How long a web-chat session token is valid after it was issued.",
+    )
 
     @field_validator("policy_path", "local_model_path", "journeys_path", mode="before")
     @classmethod

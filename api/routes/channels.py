@@ -25,12 +25,11 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
-from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from agent.service import Accepted, CustomerRef, InboundRequest
-from api.deps import ContainerDep, require
+from api.deps import ContainerDep, check_api_key
 from channels.twilio import WHATSAPP, valid_twilio_signature
 from channels.webhook import (
     SIGNATURE_HEADER,
@@ -279,16 +278,6 @@ async def twilio_status(request: Request, container: ContainerDep) -> StatusReco
 # --- email -----------------------------------------------------------------------------------
 
 
-def _check_api_key(request: Request, settings: Settings, scope: str) -> None:
-    """The API-key check of :func:`api.deps.require`, for a route that needs it only sometimes."""
-    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-    bearer = (
-        HTTPAuthorizationCredentials(scheme=scheme, credentials=credentials.strip())
-        if scheme.lower() == "bearer" and credentials.strip() else None
-    )
-    require(scope)(settings, bearer, request.headers.get("x-api-key"))
-
-
 def _check_mailgun_signature(fields: dict[str, Any], key: str, now: float) -> str:
     """The token of a valid, fresh Mailgun signature (403 otherwise). The signature covers only
     the timestamp and the token, not the message: the token is the key against replays."""
@@ -329,7 +318,7 @@ async def email_inbound(request: Request, container: ContainerDep) -> Accepted:
     key = settings.email_signing_key.get_secret_value()
     token = _check_mailgun_signature(fields, key, _now(container)) if key else None
     if token is None:
-        _check_api_key(request, settings, "messages:write")
+        check_api_key(request, "messages:write")
     name, address = parseaddr(_text(fields, "from", "sender"))
     if "@" not in address:
         name, address = parseaddr(_text(fields, "sender"))

@@ -6,6 +6,8 @@ queue) or ``admin``. The key's name (``JOURNEY_API_KEYS``) is the agent's name.
 State changes are idempotent and race-safe: of two agents claiming at once one gets 200 and the
 other 409; repeating a change you already made returns the same result; a reply or note sent
 again with the same ``Idempotency-Key`` header is recorded (and delivered) once.
+
+Each key has a rate limit (``JOURNEY_RATE_LIMIT_API``): over it, ``429`` with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from fastapi import APIRouter, Header, HTTPException, Path, Query
 from pydantic import BaseModel, Field
 
 from api.deps import ContainerDep, InboxAgent
+from api.ratelimit import LIMITED
 from journey.handoffs import (
     HandoffError,
     HandoffEvent,
@@ -40,6 +43,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     409: {"description": "the handoff's state does not allow this (claimed by someone else, "
                          "not claimed yet, already closed)"},
     422: {"description": "invalid input, or the policy refused the reply"},
+    **LIMITED,
 }
 
 
@@ -65,7 +69,7 @@ def _call(fn: Callable[[], T]) -> T:
         raise HTTPException(exc.status_code, exc.detail) from None
 
 
-@router.get("", response_model=list[HandoffView])
+@router.get("", response_model=list[HandoffView], responses=LIMITED)
 def list_handoffs(
     container: ContainerDep,
     agent: InboxAgent,
@@ -82,7 +86,7 @@ def list_handoffs(
         agent, queue=queue, status=status, customer_id=customer_id, limit=limit))
 
 
-@router.get("/metrics", response_model=HandoffMetrics)
+@router.get("/metrics", response_model=HandoffMetrics, responses=LIMITED)
 def handoff_metrics(
     container: ContainerDep,
     agent: InboxAgent,
@@ -90,8 +94,9 @@ def handoff_metrics(
     = None,
 ) -> HandoffMetrics:
     """Per queue: time to claim and to resolve (median, p90), SLAs met and missed, resolved by
-    a person vs returned to the bot, outcomes."""
-    return container.handoffs.metrics(since=since)
+    a person vs returned to the bot, outcomes; only the queues your key covers (and their
+    total)."""
+    return container.handoffs.metrics(agent, since=since)
 
 
 @router.get("/{handoff_id}", response_model=HandoffPacket, responses=_ERRORS)

@@ -1,7 +1,8 @@
 """The browser chat widget's API: no API key (a web page cannot keep one secret), a signed
 session instead (:mod:`channels.webchat`).
 
-1. ``POST /v1/webchat/sessions`` → ``{session_id, token}``;
+1. ``POST /v1/webchat/sessions`` → ``{session_id, token}`` (the token expires
+   ``webchat_session_ttl_s`` after it was issued: then the widget starts a new session);
 2. ``POST /v1/webchat/{session_id}/messages`` with ``X-Session-Token`` → 202, the turn is queued;
 3. ``GET /v1/webchat/{session_id}/stream?token=...`` → Server-Sent Events, one ``message`` event
    per reply (``id`` = the message id, so a reconnecting ``EventSource`` resumes after the last
@@ -9,6 +10,10 @@ session instead (:mod:`channels.webchat`).
 
 The stream wakes at once when this process delivers a reply (``Hub``), and polls the database
 every 2 s for replies sent by other processes (a separate ``journey worker``).
+
+Anonymous sessions and messages are rate limited per client address (``429`` with
+``Retry-After``); a signed-in session is started by your backend with its API key, and counts
+against that key's limit instead.
 """
 
 from __future__ import annotations
@@ -25,12 +30,14 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from agent.service import Accepted, CustomerRef
-from api.deps import ContainerDep
-from api.routes.channels import _check_api_key, inbound_request
-from channels.webchat import new_session_id, session_key, session_token, valid_session_token
+from api.deps import CallerDep, ContainerDep, check_api_key
+from api.ratelimit import LIMITED
+from api.routes.channels import inbound_request
+from channels.webchat import check_session_token, new_session_id, session_key, session_token
 from journey.domain import Identity, Message
 from journey.runtime import Container
 from journey.store import Store
+from policy.privacy import mask
 
 router = APIRouter(prefix="/v1/webchat", tags=["webchat"])
 
@@ -48,7 +55,7 @@ SessionId = Annotated[
     str, Path(pattern=r"^wc_[A-Za-z0-9_-]{8,64}$", description="From POST /v1/webchat/sessions")
 ]
 _DENIED: dict[int | str, dict[str, Any]] = {
-    403: {"description": "wrong or missing session token"}
+    403: {"description": "wrong or missing session token, or the session expired"}
 }
 
 
@@ -87,20 +94,31 @@ class ChatMessage(BaseModel):
 
 
 def _authorize(container: Container, session_id: str, token: str | None) -> None:
-    if not valid_session_token(session_key(container.settings), session_id, token):
+    found = check_session_token(
+        session_key(container.settings), session_id, token,
+        now=container.store.clock.now(), ttl_s=container.settings.webchat_session_ttl_s,
+    )
+    if found == "expired":
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "session expired: start a new session")
+    if found != "valid":
         raise HTTPException(status.HTTP_403_FORBIDDEN, "wrong or missing session token")
 
 
-@router.post("/sessions", response_model=Session, status_code=status.HTTP_201_CREATED)
+@router.post("/sessions", response_model=Session, status_code=status.HTTP_201_CREATED,
+             responses=LIMITED)
 def create_session(
-    request: Request, container: ContainerDep, body: SessionRequest | None = None
+    request: Request, container: ContainerDep, caller: CallerDep,
+    body: SessionRequest | None = None,
 ) -> Session:
     """Start a chat session. With a name or email, the profile is created now; otherwise on the
     first message. With ``signed_in`` (from your backend, with an API key), the chat belongs to
     that customer's profile from the start."""
+    if body is None or body.signed_in is None:
+        caller.hit("webchat_sessions")  # anonymous: limited per address
     session_id = new_session_id()
+    privacy = container.policy.get().privacy  # a card number typed as a name is not kept
     if body is not None and body.signed_in is not None:
-        _check_api_key(request, container.settings, "messages:write")
+        check_api_key(request, "messages:write")  # limited per key, not per address
         who = body.signed_in
         if not (who.email or who.phone or who.crm_id):
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY,
@@ -112,16 +130,19 @@ def create_session(
             stages=container.lifecycle.stages,
         )
         if body.name and not profile.name:
-            container.store.update_customer(profile.id, name=body.name)
+            container.store.update_customer(profile.id, name=mask(body.name, privacy))
     elif body is not None and (body.name or body.email):
-        attributes = {"unverified_email": body.email.strip()} if body.email else {}
+        attributes = {"unverified_email": mask(body.email.strip(), privacy)} if body.email \
+            else {}
         container.store.create_customer(
             [Identity(kind="web_chat_id", value=session_id)], container.lifecycle.default_stage,
-            name=body.name or None, timezone="", attributes=attributes,
+            name=mask(body.name, privacy) if body.name else None, timezone="",
+            attributes=attributes,
         )
     return Session(
         session_id=session_id,
-        token=session_token(session_key(container.settings), session_id),
+        token=session_token(session_key(container.settings), session_id,
+                            container.store.clock.now()),
     )
 
 
@@ -129,15 +150,17 @@ def create_session(
     "/{session_id}/messages",
     response_model=Accepted,
     status_code=status.HTTP_202_ACCEPTED,
-    responses=_DENIED,
+    responses=_DENIED | LIMITED,
 )
 def post_message(
     session_id: SessionId,
     body: ChatMessage,
     container: ContainerDep,
+    caller: CallerDep,
     x_session_token: Annotated[str | None, Header()] = None,
 ) -> Accepted:
     """Send the customer's message; the reply arrives on the stream."""
+    caller.hit("webchat_messages")  # each may cost a model call
     _authorize(container, session_id, x_session_token)
     # external ids are unique per channel: scope the widget's ids to the session
     external_id = f"{session_id}:{body.client_message_id or secrets.token_hex(8)}"

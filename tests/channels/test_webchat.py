@@ -64,6 +64,13 @@ def say(served: Served, session_id: str, token: str, text: str,
     )
 
 
+def signed(served: Served, key: bytes, session_id: str) -> str:
+    """The token of a session issued now: ``<issued at>.<HMAC of "<id>.<issued at>">``."""
+    issued = int(served.container.store.clock.now().timestamp())
+    return f"{issued}." + hmac.new(key, f"{session_id}.{issued}".encode(),
+                                   hashlib.sha256).hexdigest()
+
+
 def test_a_session_token_is_the_hmac_of_its_id_under_a_private_key(serve: ServeFactory) -> None:
     served = serve()
     session_id, token = new_session(served)
@@ -71,17 +78,17 @@ def test_a_session_token_is_the_hmac_of_its_id_under_a_private_key(serve: ServeF
     key_file = served.container.settings.data_dir / "session.key"
     assert os.stat(key_file).st_mode & 0o777 == 0o600
     key = bytes.fromhex(key_file.read_text().strip())
-    assert token == hmac.new(key, session_id.encode(), hashlib.sha256).hexdigest()
+    assert token == signed(served, key, session_id)
     # the key is created once
     other_id, other_token = new_session(served)
-    assert other_token == hmac.new(key, other_id.encode(), hashlib.sha256).hexdigest()
+    assert other_token == signed(served, key, other_id)
     assert served.container.store.counts()["customers"] == 0
 
 
 def test_a_configured_session_secret_is_used(serve: ServeFactory) -> None:
     served = serve(session_secret="shh")
     session_id, token = new_session(served)
-    assert token == hmac.new(b"shh", session_id.encode(), hashlib.sha256).hexdigest()
+    assert token == signed(served, b"shh", session_id)
     assert not (served.container.settings.data_dir / "session.key").exists()
 
 
