@@ -1,15 +1,36 @@
-"""Schema migrations: ``upgrade(engine)`` brings any database to the newest schema."""
+"""Schema migrations: ``upgrade(engine)`` brings any database to the newest schema.
+
+Every process migrates the database when it starts (``journey serve``, ``journey worker``, the
+CLI), so several can start together on one empty database. Concurrent CREATE TABLEs collide
+(PostgreSQL: UniqueViolation on ``pg_type``; SQLite: "table already exists"), so migrations run
+one at a time: under a PostgreSQL advisory lock taken first in the migration transaction, or an
+exclusive lock on a file beside the SQLite file (``<file>.migrate.lock``; an in-memory database
+needs none). The next process waits, then finds the schema at head and does nothing. Alembic
+keeps the running migration in module globals, so one process also migrates in one thread at a
+time. ``postgres_lock`` serves the LangGraph checkpointer's own tables the same way.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import fcntl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
+import psycopg
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+#: Advisory lock keys (any fixed 64-bit numbers; these spell "journey" and a digit): the schema
+#: migrations, and the LangGraph checkpointer's tables (``runtime.make_checkpointer``).
+MIGRATIONS_LOCK = 0x6A6F75726E657901
+CHECKPOINTS_LOCK = 0x6A6F75726E657902
+
+_one_thread = threading.Lock()
 
 
 def alembic_config(engine: Engine) -> Config:
@@ -19,29 +40,71 @@ def alembic_config(engine: Engine) -> Config:
     return cfg
 
 
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing), waiting for any holder.
+    The lock goes with the open file: a process that dies releases it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+@contextmanager
+def postgres_lock(conninfo: str, key: int, poll_s: float = 0.1) -> Iterator[None]:
+    """Hold the session-level advisory lock ``key`` on a connection of its own (libpq
+    ``conninfo``), waiting for any holder; closing the connection releases it.
+
+    It polls ``pg_try_advisory_lock`` instead of waiting in ``pg_advisory_lock``: a waiting
+    statement holds a snapshot, and the holder's CREATE INDEX CONCURRENTLY (the checkpointer's
+    migrations) waits for every snapshot in the database: it would wait for its own waiters."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        while True:
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+            if row and row[0]:
+                break
+            time.sleep(poll_s)
+        yield
+
+
+def _sqlite_lock(engine: Engine) -> AbstractContextManager[None]:
+    database = engine.url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return nullcontext()  # in memory (or a URI, left alone): no lock
+    return file_lock(Path(database).with_name(Path(database).name + ".migrate.lock"))
+
+
 def _run(engine: Engine, step: Callable[[Config], None]) -> None:
     cfg = alembic_config(engine)
-    if engine.dialect.name != "sqlite":
-        with engine.begin() as connection:
-            cfg.attributes["connection"] = connection
-            step(cfg)
-        return
-    with engine.connect() as connection:
-        # SQLite rebuilds a table to change a column (batch mode); with foreign keys enforced,
-        # dropping the old table would fail. SQLite's documented procedure: enforcement off
-        # outside the transaction, rebuild, check the keys, enforcement back on.
-        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
-        connection.commit()
-        try:
-            with connection.begin():
+    with _one_thread:
+        if engine.dialect.name != "sqlite":
+            with engine.begin() as connection:
+                if engine.dialect.name == "postgresql":
+                    # held until this transaction ends (commit, rollback, or a dead session)
+                    connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATIONS_LOCK})")
                 cfg.attributes["connection"] = connection
                 step(cfg)
-                broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
-                if broken:
-                    raise RuntimeError(f"a migration broke foreign keys: {broken[:5]}")
-        finally:
-            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
-            connection.commit()
+            return
+        with _sqlite_lock(engine), engine.connect() as connection:
+            _run_sqlite(connection, cfg, step)
+
+
+def _run_sqlite(connection: Connection, cfg: Config, step: Callable[[Config], None]) -> None:
+    # SQLite rebuilds a table to change a column (batch mode); with foreign keys enforced,
+    # dropping the old table would fail. SQLite's documented procedure: enforcement off
+    # outside the transaction, rebuild, check the keys, enforcement back on.
+    connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+    connection.commit()
+    try:
+        with connection.begin():
+            cfg.attributes["connection"] = connection
+            step(cfg)
+            broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+            if broken:
+                raise RuntimeError(f"a migration broke foreign keys: {broken[:5]}")
+    finally:
+        connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+        connection.commit()
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:

@@ -107,7 +107,8 @@ def pg_conninfo(database_url: str) -> str:
 
 
 def make_checkpointer(settings: Settings) -> tuple[BaseCheckpointSaver[Any], Callable[[], None]]:
-    """SQLite saver beside the SQLite store, Postgres saver with PostgreSQL."""
+    """SQLite saver beside the SQLite store, Postgres saver with PostgreSQL (its tables are
+    created under an advisory lock)."""
     if settings.is_postgres:
         from langgraph.checkpoint.postgres import PostgresSaver
         from psycopg.rows import dict_row
@@ -121,8 +122,14 @@ def make_checkpointer(settings: Settings) -> tuple[BaseCheckpointSaver[Any], Cal
             open=True,
         )
         saver: BaseCheckpointSaver[Any] = PostgresSaver(pool)  # type: ignore[arg-type]
-        saver.setup()  # type: ignore[attr-defined]
+        # setup() creates its tables and records its version without a lock: two processes
+        # starting together collide (UniqueViolation), so one at a time, as journey.migrate does
+        with migrate.postgres_lock(pg_conninfo(settings.resolved_database_url),
+                                   migrate.CHECKPOINTS_LOCK):
+            saver.setup()  # type: ignore[attr-defined]
         return saver, pool.close
+    # SqliteSaver.setup() needs no lock: CREATE TABLE IF NOT EXISTS runs under SQLite's write
+    # lock, and a second ALTER ADD COLUMN's "duplicate column" is ignored
     from langgraph.checkpoint.sqlite import SqliteSaver
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
