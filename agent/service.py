@@ -6,9 +6,8 @@
 
 from __future__ import annotations
 
-import threading
+import logging
 import time
-import zlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,14 +28,20 @@ from journey.domain import (
     Verdict,
 )
 from journey.jobs import Job
+from journey.locks import ConversationLocks, LockTimeout
 from journey.store import InboundAccepted
 from policy.privacy import mask, mask_all
 
-#: A pending turn older than this is taken over by a repeated delivery (its worker died).
-STALE_TURN = timedelta(seconds=120)
-#: How long a repeated delivery waits for the first one's turn to finish.
+log = logging.getLogger(__name__)
+
+#: A message answered inline whose process dies mid-turn is decided by a worker this long
+#: after it arrived (the turn job queued beside every inline turn; ``job_lease_s``).
+TURN_LEASE = timedelta(seconds=120)
+#: How long a repeated delivery waits for the first one's turn to finish (then 409).
 WAIT_FOR_TURN_S = 15.0
-LOCK_STRIPES = 64
+#: Earlier messages of the conversation still waiting for their turn are answered first, as
+#: far back as this.
+LANE_LOOKBACK = timedelta(days=1)
 
 
 class CustomerRef(BaseModel):
@@ -133,19 +138,21 @@ class ApprovalConflict(Exception):
 
 
 class Orchestrator:
+    """Runs turns. One conversation's turns run one at a time and in arrival order, in every
+    process (:class:`journey.locks.ConversationLocks`): the turn holding the conversation's
+    lock first answers the earlier messages still waiting, then its own."""
+
     def __init__(self, services: TurnServices, graph: Any) -> None:
         self.services = services
         self.graph = graph
-        # striped locks: one conversation's turns run one at a time, memory stays bounded
-        self._locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
+        self.locks = ConversationLocks(services.store.engine)
+        #: see :data:`TURN_LEASE` (``journey.runtime`` sets it from ``job_lease_s``)
+        self.turn_lease = TURN_LEASE
         #: called after work is queued, so an in-process worker wakes at once
         self.on_enqueue: Callable[[], None] | None = None
         #: called with each new inbound message (the inbox records one that arrives while
         #: people own the conversation)
         self.on_inbound: list[Callable[[Message], object]] = []
-
-    def _lock(self, conversation_id: str) -> threading.Lock:
-        return self._locks[zlib.crc32(conversation_id.encode()) % LOCK_STRIPES]
 
     def _store_inbound(
         self, request: InboundRequest, meta: dict[str, Any] | None = None
@@ -200,7 +207,8 @@ class Orchestrator:
         message = self.services.store.get_message(message_id)
         if message is None:
             raise LookupError(f"message {message_id} not found")
-        return self._run(message)
+        decision, ran = self._run(message)
+        return self._result(message, decision, duplicate=not ran)
 
     def run_proactive(self, job: Job) -> Decision:
         """A journey woke the agent: decide for the customer with no inbound message, through
@@ -212,7 +220,7 @@ class Orchestrator:
         if not job.customer_id:
             raise LookupError(f"job {job.id} has no customer")
         conversation = store.open_conversation(job.customer_id)
-        with self._lock(conversation.id):
+        with self.locks.hold(conversation.id):
             existing = store.decision_for_job(job.id)
             if existing is not None:
                 return existing
@@ -231,45 +239,67 @@ class Orchestrator:
         return Decision.model_validate(state["decision"])
 
     def handle_message(self, request: InboundRequest) -> TurnResult:
-        svc = self.services
-        store = svc.store
+        """Store the message and answer it now (``POST /v1/messages``).
+
+        Beside the inline turn a turn job is queued, due after :attr:`turn_lease`: if this
+        process dies mid-turn, a worker decides the message then (once: the decision is unique
+        per message). A repeated delivery waits up to ``WAIT_FOR_TURN_S`` for the turn that is
+        running (:class:`TurnInProgress` after that), and runs it itself if nobody is."""
+        store = self.services.store
         accepted = self._store_inbound(request)
         message = accepted.message
-        if accepted.is_new:
-            self._inbound(message)
         if not accepted.is_new:
-            decision = self._wait_for(message)
+            decision = store.decision_for_inbound(message.id)
             if decision is not None:
                 return self._result(message, decision, duplicate=True)
-            if not store.claim_stale_turn(message.id, svc.clock.now() - STALE_TURN):
-                raise TurnInProgress(message.id)
-        return self._run(message)
+        else:
+            self._inbound(message)
+        job_id, _ = store.jobs.enqueue(
+            "turn", f"turn:{message.id}", {"message_id": message.id},
+            due_at=self.services.clock.now() + self.turn_lease, customer_id=message.customer_id,
+        )
+        try:
+            decision, _ = self._run(message, timeout_s=None if accepted.is_new
+                                    else WAIT_FOR_TURN_S)
+        except LockTimeout as exc:
+            raise TurnInProgress(message.id) from exc
+        store.jobs.finish(job_id, {"decision_id": decision.id, "inline": True})
+        return self._result(message, decision, duplicate=not accepted.is_new)
 
-    def _wait_for(self, message: Message) -> Decision | None:
-        deadline = time.monotonic() + WAIT_FOR_TURN_S
-        while True:
-            decision = self.services.store.decision_for_inbound(message.id)
-            if decision is not None or time.monotonic() > deadline:
-                return decision
-            time.sleep(0.05)
-
-    def _run(self, message: Message) -> TurnResult:
-        with self._lock(message.conversation_id):
-            existing = self.services.store.decision_for_inbound(message.id)
+    def _run(self, message: Message, *, timeout_s: float | None = None) -> tuple[Decision, bool]:
+        """Answer ``message`` (at most once), holding its conversation's lock; the earlier
+        messages of the conversation still waiting are answered first, in arrival order.
+        Returns the decision and whether this call made it."""
+        store = self.services.store
+        with self.locks.hold(message.conversation_id, timeout_s):
+            since = self.services.clock.now() - LANE_LOOKBACK
+            for earlier in store.waiting_before(message, since):
+                try:
+                    self._turn(earlier)
+                except Exception:  # its own job retries it; this message is not held up
+                    log.exception("turn for %s (before %s) failed", earlier.id, message.id)
+            existing = store.decision_for_inbound(message.id)
             if existing is not None:
-                return self._result(message, existing, duplicate=True)
-            state = self.graph.invoke(
-                {
-                    "conversation_id": message.conversation_id,
-                    "customer_id": message.customer_id,
-                    "inbound": message.model_dump(mode="json"),
-                    "decision_id": "dec_" + message.id.split("_", 1)[-1],
-                    "started": time.perf_counter(),
-                },
-                config=thread_config(message.id),
-                context=self.services,
-            )
-        return self._result(message, Decision.model_validate(state["decision"]), duplicate=False)
+                return existing, False
+            return self._turn(message), True
+
+    def _turn(self, message: Message) -> Decision:
+        """Run the graph on ``message`` (the caller holds the conversation's lock)."""
+        existing = self.services.store.decision_for_inbound(message.id)
+        if existing is not None:
+            return existing
+        state = self.graph.invoke(
+            {
+                "conversation_id": message.conversation_id,
+                "customer_id": message.customer_id,
+                "inbound": message.model_dump(mode="json"),
+                "decision_id": "dec_" + message.id.split("_", 1)[-1],
+                "started": time.perf_counter(),
+            },
+            config=thread_config(message.id),
+            context=self.services,
+        )
+        return Decision.model_validate(state["decision"])
 
     # --- approvals ---------------------------------------------------------------------------
 
@@ -284,7 +314,7 @@ class Orchestrator:
         if approval is None:
             raise ApprovalNotFound(approval_id)
         if approval.status == "pending":
-            with self._lock("approval:" + approval.inbound_message_id):
+            with self.locks.hold("approval:" + approval.inbound_message_id):
                 approval = store.get_approval(approval_id) or approval
                 if approval.status == "pending":
                     approval = self._resume(approval, approve=approve, by=by, note=note)

@@ -10,6 +10,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlparse
 
@@ -261,6 +262,8 @@ def build_container(
         company=knowledge.company,
     )
     orchestrator = Orchestrator(services, build_graph(checkpointer))
+    # a turn answered inline whose process dies is taken over by a worker after this long
+    orchestrator.turn_lease = timedelta(seconds=settings.job_lease_s)
     hub = Hub()
     orchestrator.on_enqueue = lambda: hub.notify(JOBS_KEY)
     def follow_merge(survivor: str, merged: str) -> None:

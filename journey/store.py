@@ -581,11 +581,18 @@ class Store:
         external_id: str | None,
         meta: dict[str, Any] | None = None,
     ) -> InboundAccepted:
-        """Store an inbound message, once per (channel, external_id)."""
-        now = self.clock.now()
+        """Store an inbound message, once per (channel, external_id).
+
+        Its time is read while the conversation's row is locked (PostgreSQL; SQLite's write
+        lock), so within a conversation the order of ``created_at`` is the order in which the
+        messages became visible: a turn that looks for earlier messages finds all of them."""
         mid = self.ids("msg")
+        c = db.conversations
         try:
             with self.engine.begin() as conn:
+                conn.execute(update(c).where(c.c.id == conversation.id)
+                             .values(updated_at=c.c.updated_at))
+                now = self.clock.now()
                 conn.execute(
                     insert(db.messages).values(
                         id=mid, conversation_id=conversation.id,
@@ -627,19 +634,28 @@ class Store:
             message=self._message(row), is_new=False, turn_status=row.turn_status
         )
 
-    def claim_stale_turn(self, message_id: str, stale_before: datetime) -> bool:
-        """Take over a pending turn whose worker died (started before ``stale_before``)."""
+    def waiting_before(self, message: Message, since: datetime, limit: int = 50) -> list[Message]:
+        """The conversation's inbound messages that arrived before ``message`` (and after
+        ``since``) and still wait for their turn, oldest first."""
+        m = db.messages
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(m).where(
+                    m.c.conversation_id == message.conversation_id,
+                    m.c.direction == "inbound", m.c.turn_status == "pending",
+                    m.c.created_at >= since, m.c.id != message.id,
+                    (m.c.created_at < message.created_at)
+                    | and_(m.c.created_at == message.created_at, m.c.id < message.id),
+                ).order_by(m.c.created_at, m.c.id).limit(limit)
+            ).all()
+        return [self._message(r) for r in rows]
+
+    def fail_turn(self, message_id: str) -> None:
+        """The message's turn failed for good: it no longer holds up its conversation."""
         with self.engine.begin() as conn:
-            result = conn.execute(
-                update(db.messages)
-                .where(
-                    db.messages.c.id == message_id,
-                    db.messages.c.turn_status == "pending",
-                    db.messages.c.turn_started_at < stale_before,
-                )
-                .values(turn_started_at=self.clock.now())
-            )
-            return result.rowcount == 1
+            conn.execute(update(db.messages).where(db.messages.c.id == message_id,
+                                                   db.messages.c.turn_status == "pending")
+                         .values(turn_status="failed"))
 
     def messages(
         self,

@@ -112,6 +112,9 @@ class Worker:
                 retry = None if job.attempts >= MAX_JOB_ATTEMPTS else timedelta(
                     seconds=backoff(job.attempts, 2.0, 300.0, self.rng))
                 self.store.jobs.fail(job.id, f"{type(exc).__name__}: {exc}", retry_in=retry)
+                if retry is None and job.kind == "turn":
+                    # given up: the conversation's later messages no longer wait for it
+                    self.store.fail_turn(str(job.payload["message_id"]))
                 continue
             if result.get("cancelled"):
                 self.store.jobs.cancel_running(job.id, str(result["cancelled"]))
