@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -301,19 +302,22 @@ class EscalationPolicy(_Strict):
         return self
 
 
+def _regex(value: str) -> str:
+    """``value`` if it compiles as a regular expression (a line-numbered error otherwise)."""
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"pattern {value!r} is not a valid regular expression: {exc}") from exc
+    return value
+
+
+Regex = Annotated[str, AfterValidator(_regex)]
+
+
 class ForbiddenClaim(_Strict):
     name: str = Field(pattern=r"^[a-z0-9_]+$")
-    pattern: str
+    pattern: Regex
     on_violation: Literal["rewrite", "block"] = "rewrite"
-
-    @field_validator("pattern")
-    @classmethod
-    def _compiles(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"pattern {value!r} is not a valid regular expression: {exc}") from exc
-        return value
 
 
 class ContentPolicy(_Strict):
@@ -344,18 +348,9 @@ class SecretPattern(_Strict):
 
     name: str = Field(pattern=r"^[a-z0-9_]+$")
     #: A regular expression (case-insensitive) for the whole secret.
-    pattern: str
+    pattern: Regex
     #: Digits of it kept so a person can still refer to it: ``[us_ssn ending 6789]``.
     keep_last: int = Field(0, ge=0, le=8)
-
-    @field_validator("pattern")
-    @classmethod
-    def _compiles(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"pattern {value!r} is not a valid regular expression: {exc}") from exc
-        return value
 
 
 class PrivacyPolicy(_Strict):

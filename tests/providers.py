@@ -42,6 +42,16 @@ from channels.webhook import SIGNATURE_HEADER, verify_webhook
 Answer = tuple[int, dict[str, Any]]
 
 
+def reply_json(handler: BaseHTTPRequestHandler, status: int, payload: Any) -> None:
+    """Answer a request of ``handler`` with ``payload`` as JSON."""
+    raw = json.dumps(payload).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(raw)))
+    handler.end_headers()
+    handler.wfile.write(raw)
+
+
 class FakeProvider:
     """A provider on a loopback port; subclasses implement :meth:`process`."""
 
@@ -108,13 +118,7 @@ class FakeProvider:
             def _serve(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 headers = {k.lower(): v for k, v in self.headers.items()}
-                status, payload = provider._answer(self.command, self.path, headers, body)
-                raw = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
+                reply_json(self, *provider._answer(self.command, self.path, headers, body))
 
             do_GET = do_POST = _serve
 

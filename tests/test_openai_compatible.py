@@ -15,6 +15,7 @@ import pytest
 from agent.service import InboundRequest
 from tests import fakes
 from tests.conftest import ContainerFactory
+from tests.providers import reply_json
 
 
 @pytest.fixture
@@ -37,12 +38,7 @@ class ChatCompletionsStub(BaseHTTPRequestHandler):
                                  "reply": "Growth is $399/month for up to 25 seats."}),
             ("update_crm", {"note": "asked for Growth pricing"}),
         )
-        data = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        reply_json(self, 200, reply)
 
     def log_message(self, *args: Any) -> None:
         pass

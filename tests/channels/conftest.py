@@ -15,7 +15,12 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from journey.runtime import Container
 from tests.conftest import ContainerFactory
+from tests.providers import FakeTwilio
 from tests.server import free_port, running_server
+
+#: The fake Twilio account the channel and promise tests sign with.
+TWILIO_SID = "AC" + "0" * 32
+TWILIO_INBOUND = "/v1/channels/twilio/inbound"
 
 
 @dataclass
@@ -43,6 +48,19 @@ def serve(make_container: ContainerFactory) -> Iterator[ServeFactory]:
             return Served(container, base)
 
         yield start
+
+
+@pytest.fixture
+def twilio() -> Iterator[FakeTwilio]:
+    """Twilio's Messages API on a loopback port, signing webhooks with ``tw-token``."""
+    with FakeTwilio(account_sid=TWILIO_SID, auth_token="tw-token") as fake:
+        yield fake
+
+
+def twilio_settings(twilio: FakeTwilio, **extra: Any) -> dict[str, Any]:
+    """Settings that send SMS through ``twilio`` and check its webhooks' signatures."""
+    return {"twilio_account_sid": TWILIO_SID, "twilio_auth_token": "tw-token",
+            "twilio_base_url": twilio.base_url, "twilio_sms_from": "+14155550199", **extra}
 
 
 # --- SMTP ------------------------------------------------------------------------------------

@@ -2,35 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any
 
 import httpx
-import pytest
 
 from api.routes.channels import EMPTY_TWIML
 from channels.base import Delivery
 from channels.twilio import TwilioAdapter, twilio_signature
 from journey.domain import Identity
 from journey.runtime import Container
-from tests.channels.conftest import ServeFactory
+from tests.channels.conftest import TWILIO_INBOUND as INBOUND
+from tests.channels.conftest import ServeFactory, twilio_settings
 from tests.providers import FakeTwilio
 
-SID = "AC" + "0" * 32
-INBOUND = "/v1/channels/twilio/inbound"
 STATUS = "/v1/channels/twilio/status"
-
-
-@pytest.fixture
-def twilio() -> Iterator[FakeTwilio]:
-    with FakeTwilio(account_sid=SID, auth_token="tw-token") as fake:
-        yield fake
-
-
-def twilio_settings(twilio: FakeTwilio, **extra: Any) -> dict[str, Any]:
-    return {"twilio_account_sid": SID, "twilio_auth_token": "tw-token",
-            "twilio_base_url": twilio.base_url, "twilio_sms_from": "+14155550199", **extra}
 
 
 def nothing_stored(container: Container) -> bool:

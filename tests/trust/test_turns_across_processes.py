@@ -28,6 +28,7 @@ from sqlalchemy import create_engine, text
 
 from channels.webhook import sign_webhook
 from tests import fakes
+from tests.providers import reply_json
 from tests.trust.processes import DEADLINE_S, running_processes
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -145,12 +146,7 @@ class HangingModel(BaseHTTPRequestHandler):
         reply = fakes.tool_calls(("record_decision", {
             "intent": "product_question", "stage": "awareness", "sentiment": "neutral",
             "confidence": 0.9, "reply": "Growth includes up to 25 seats."}))
-        data = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        reply_json(self, 200, reply)
 
     def log_message(self, *args: Any) -> None:
         """Quiet."""
