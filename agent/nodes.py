@@ -40,7 +40,7 @@ from policy.brief import policy_brief
 from policy.contact import SentRecord
 from policy.engine import Facts, PolicyEngine, is_opt_in, is_opt_out, ledger_horizon
 from policy.escalation import MessageFacts
-from policy.later import OPT_OUT_CONFIRMATION, LaterSend, recheck_later
+from policy.later import APPROVED_BY, OPT_OUT_CONFIRMATION, LaterSend, recheck_later
 from policy.model import Policy
 from prompts import render
 from tools import ToolContext, ToolError, run_tool
@@ -468,6 +468,8 @@ def run_approval(svc: TurnServices, approval_id: str, answer: dict[str, Any]) ->
         profile=profile, conversation=conversation, inbound_channel=None,
         inbound_message_id=approval.inbound_message_id, decision_id=approval.decision_id,
         clock=svc.clock, ids=svc.ids, effects=effects, deliver_at=verdict.deliver_at,
+        # the relay reads it: a person approved this message (an open handoff does not stop it)
+        meta={APPROVED_BY: by},
     )
     result = run_tool(action, ctx)
     return svc.store.decide_approval(

@@ -39,7 +39,7 @@ from journey.domain import Channel, Decision, Message, SendMessage
 from journey.hub import JOBS_KEY, Hub
 from journey.store import Store
 from memory.vector import MemoryRecord, VectorMemory
-from policy.later import LaterSend, recheck_later
+from policy.later import HANDOFF_ID, LaterSend, recheck_later
 from policy.loader import PolicyProvider
 from policy.privacy import mask
 
@@ -510,7 +510,7 @@ class HandoffService:
                     created_at=now, idempotency_key=f"handoff:{handoff_id}:{message_id}",
                     not_before=verdict.deliver_at, is_reply=True,
                     next_attempt_at=verdict.deliver_at or now,
-                    meta={"handoff_id": handoff_id, "author": agent.name},
+                    meta={HANDOFF_ID: handoff_id, "author": agent.name},
                 ))
                 event_id = self.store.add_handoff_event(
                     conn, handoff_id, "reply", agent.name,

@@ -41,7 +41,7 @@ from journey.outbox import OutboxRow, backoff
 from journey.settings import Settings
 from journey.store import OPEN_HANDOFF, Store
 from journey.webhooks import HandoffWebhooks
-from policy.later import OPT_OUT_CONFIRMATION, LaterSend, Recheck, recheck_later
+from policy.later import OPT_OUT_CONFIRMATION, LaterSend, Recheck, by_person, recheck_later
 from policy.loader import PolicyProvider
 
 log = logging.getLogger(__name__)
@@ -187,7 +187,7 @@ class Worker:
             customer_id=row.customer_id, conversation_id=conversation_id,
             is_reply=bool(row.is_reply), outbox_id=row.id, decision_id=row.decision_id,
             opt_out_confirmation=bool(meta.get(OPT_OUT_CONFIRMATION)),
-            by_person=bool(meta.get("handoff_id")),
+            by_person=by_person(meta),
         )
         return recheck_later(self.policy.get(), self.orchestrator.services.lifecycle.stages,
                              self.store, send, self.clock.now())

@@ -39,8 +39,16 @@ from policy.escalation import MessageFacts
 from policy.model import Policy
 
 LaterKind = Literal["approval", "person", "delivery"]
-#: The key on an outbox row's ``meta`` that marks the one opt-out confirmation.
+#: Keys on an outbox row's ``meta``, set by code: the one opt-out confirmation; a message a
+#: person approved; a person's reply from the inbox (its handoff).
 OPT_OUT_CONFIRMATION = "opt_out_confirmation"
+APPROVED_BY = "approved_by"
+HANDOFF_ID = "handoff_id"
+
+
+def by_person(meta: dict[str, object]) -> bool:
+    """Whether an outbox row's message was written or approved by a person."""
+    return bool(meta.get(HANDOFF_ID) or meta.get(APPROVED_BY))
 
 
 class LedgerRow(Protocol):
