@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 import journey
 from agent.service import TurnInProgress
 from api import console
+from api.guards import RequestGuard
 from api.ratelimit import RateLimited, RateLimiter
 from api.routes import (
     approvals,
@@ -99,6 +100,15 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             status_code=429, content={"detail": exc.detail},
             headers={"Retry-After": str(exc.retry_after)},
         )
+
+    def max_body_bytes() -> int:
+        """The running container's limit (resolved in the lifespan), else the settings'."""
+        built = getattr(app.state, "container", None) or container
+        limit: int = (built.settings if built else settings or get_settings()).max_body_bytes
+        return limit
+
+    # before any route: a body over the limit is a 413, a NUL character anywhere a 422
+    app.add_middleware(RequestGuard, max_body_bytes=max_body_bytes)
 
     for module in (
         messages, events, channels, webchat, customers, conversations, decisions, approvals,

@@ -57,7 +57,8 @@ def webhook_signature_problem(
             timestamp = value
         elif key == "v1":
             candidates.append(value)
-    if timestamp is None or not timestamp.isdigit() or not candidates:
+    if timestamp is None or not (timestamp.isascii() and timestamp.isdigit()) \
+            or len(timestamp) > 12 or not candidates:
         return f"malformed {SIGNATURE_HEADER} header: expected t=<unix>,v1=<hex>"
     t = int(timestamp)
     if abs(now - t) > tolerance_s:

@@ -13,6 +13,8 @@ batch are accepted, an event id seen before is a duplicate (idempotent). For eac
 
 from __future__ import annotations
 
+import json
+import math
 import re
 import threading
 import zlib
@@ -22,6 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from agent.service import CustomerRef
 from journey.clock import Clock
@@ -38,6 +41,22 @@ FUTURE_TOLERANCE = timedelta(minutes=5)
 MAX_BATCH = 1000
 #: How far back the triggers look (the longest sensible ``within``).
 TRIGGER_LOOKBACK = timedelta(days=30)
+
+# Per-event limits on ``properties`` and ``traits``. An event over one is rejected on its own,
+# the error naming the field (``properties.note: at most 2000 characters``); the rest of its
+# batch is still accepted. The whole request is bounded by ``Settings.max_body_bytes``.
+#: The longest string value, at any depth.
+MAX_PROPERTY_CHARS = 2000
+#: The longest key.
+MAX_KEY_CHARS = 200
+#: How deep objects and lists may nest (``properties`` itself is level 1).
+MAX_PROPERTY_DEPTH = 5
+#: The most keys in one object, or items in one list.
+MAX_PROPERTY_ENTRIES = 100
+#: The most ``properties`` (and, apart, ``traits``) may weigh, as compact JSON in UTF-8.
+MAX_PROPERTIES_BYTES = 16 * 1024
+
+Loc = tuple[str | int, ...]
 
 
 class EventIn(BaseModel):
@@ -61,12 +80,52 @@ class EventIn(BaseModel):
                              "starting with a letter")
         return value
 
+    @field_validator("properties", "traits")
+    @classmethod
+    def _within_limits(cls, value: dict[str, Any]) -> dict[str, Any]:
+        found = _over_limit(value)
+        if found is None and _json_bytes(value) > MAX_PROPERTIES_BYTES:
+            found = (), f"at most {MAX_PROPERTIES_BYTES} bytes as JSON"
+        if found is not None:
+            loc, message = found  # raised as a ValidationError to name the nested field
+            raise ValidationError.from_exception_data("EventIn", [InitErrorDetails(
+                type=PydanticCustomError("value_error", message), loc=loc, input=value,
+            )])
+        return value
+
     @field_validator("occurred_at")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
         if value is not None and value.tzinfo is None:
             raise ValueError("occurred_at needs a timezone (e.g. 2026-11-03T10:15:00Z)")
         return value
+
+
+def _over_limit(value: Any) -> tuple[Loc, str] | None:
+    """The first place ``value`` breaks a per-event limit, and how (None: it does not)."""
+    stack: list[tuple[Loc, Any, int]] = [((), value, 1)]
+    while stack:
+        loc, item, level = stack.pop()
+        if isinstance(item, str) and len(item) > MAX_PROPERTY_CHARS:
+            return loc, f"at most {MAX_PROPERTY_CHARS} characters"
+        if isinstance(item, float) and not math.isfinite(item):
+            return loc, "must be a finite number"  # JSON has no NaN; PostgreSQL refuses it
+        if not isinstance(item, dict | list):
+            continue
+        if level > MAX_PROPERTY_DEPTH:
+            return loc, f"nested deeper than {MAX_PROPERTY_DEPTH} levels"
+        if len(item) > MAX_PROPERTY_ENTRIES:
+            return loc, f"at most {MAX_PROPERTY_ENTRIES} entries"
+        children = list(item.items() if isinstance(item, dict) else enumerate(item))
+        if any(isinstance(k, str) and len(k) > MAX_KEY_CHARS for k, _ in children):
+            return loc, f"keys are at most {MAX_KEY_CHARS} characters"
+        stack.extend(((*loc, k), v, level + 1) for k, v in reversed(children))
+    return None
+
+
+def _json_bytes(value: Any) -> int:
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":"),
+                          default=str).encode())
 
 
 EventStatus = Literal["accepted", "duplicate", "rejected"]

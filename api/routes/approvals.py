@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
 
 from agent.service import ApprovalConflict, ApprovalNotFound
 from api.deps import ContainerDep, require
@@ -12,6 +12,8 @@ from api.schemas import ApprovalAnswer
 from journey.domain import Approval
 
 router = APIRouter(prefix="/v1", tags=["approvals"])
+
+ApprovalId = Annotated[str, Path(max_length=40, description="The approval's id")]
 
 
 @router.get("/approvals", response_model=list[Approval])
@@ -30,7 +32,7 @@ def list_approvals(
 
 @router.get("/approvals/{approval_id}", response_model=Approval)
 def get_approval(
-    approval_id: str,
+    approval_id: ApprovalId,
     container: ContainerDep,
     _key: Annotated[str, Depends(require("conversations:read"))],
 ) -> Approval:
@@ -54,7 +56,7 @@ def _decide(container: ContainerDep, approval_id: str, answer: ApprovalAnswer,
 
 @router.post("/approvals/{approval_id}/approve", response_model=Approval)
 def approve(
-    approval_id: str,
+    approval_id: ApprovalId,
     answer: ApprovalAnswer,
     container: ContainerDep,
     _key: Annotated[str, Depends(require("approvals:write"))],
@@ -66,7 +68,7 @@ def approve(
 
 @router.post("/approvals/{approval_id}/reject", response_model=Approval)
 def reject(
-    approval_id: str,
+    approval_id: ApprovalId,
     answer: ApprovalAnswer,
     container: ContainerDep,
     _key: Annotated[str, Depends(require("approvals:write"))],

@@ -128,7 +128,7 @@ async def _fields(request: Request) -> tuple[bytes, dict[str, Any]]:
     if kind == "application/json":
         try:
             data = json.loads(raw or b"{}")
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise _invalid(f"the body is not valid JSON: {exc}") from exc
         if not isinstance(data, dict):
             raise _invalid("the body must be a JSON object")
@@ -278,6 +278,11 @@ async def twilio_status(request: Request, container: ContainerDep) -> StatusReco
 # --- email -----------------------------------------------------------------------------------
 
 
+def _unix_time(value: str) -> bool:
+    """A plausible unix time in seconds: ASCII digits, not absurdly many."""
+    return value.isascii() and value.isdigit() and len(value) <= 12
+
+
 def _check_mailgun_signature(fields: dict[str, Any], key: str, now: float) -> str:
     """The token of a valid, fresh Mailgun signature (403 otherwise). The signature covers only
     the timestamp and the token, not the message: the token is the key against replays."""
@@ -289,7 +294,7 @@ def _check_mailgun_signature(fields: dict[str, Any], key: str, now: float) -> st
         raise HTTPException(
             status.HTTP_403_FORBIDDEN, "missing Mailgun signature: timestamp, token, signature"
         )
-    if not timestamp.isdigit() or abs(now - int(timestamp)) > EMAIL_SIGNATURE_MAX_AGE_S:
+    if not _unix_time(timestamp) or abs(now - int(timestamp)) > EMAIL_SIGNATURE_MAX_AGE_S:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "stale Mailgun signature timestamp")
     expected = hmac.new(key.encode(), (timestamp + token).encode(), hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected.encode(), signature.encode()):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Path
 
 from api.deps import ContainerDep, require
 from api.schemas import ConversationView, TranscriptEntry
@@ -14,7 +14,7 @@ router = APIRouter(prefix="/v1", tags=["conversations"])
 
 @router.get("/conversations/{conversation_id}", response_model=ConversationView)
 def get_conversation(
-    conversation_id: str,
+    conversation_id: Annotated[str, Path(max_length=40)],
     container: ContainerDep,
     _key: Annotated[str, Depends(require("conversations:read"))],
 ) -> ConversationView:

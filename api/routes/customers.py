@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Path
 from pydantic import BaseModel, Field
 
 from api.deps import ContainerDep, require
@@ -13,10 +13,12 @@ from api.schemas import CustomerView
 
 router = APIRouter(prefix="/v1", tags=["customers"])
 
+CustomerId = Annotated[str, Path(max_length=40, description="The customer's id")]
+
 
 @router.get("/customers/{customer_id}", response_model=CustomerView)
 def get_customer(
-    customer_id: str,
+    customer_id: CustomerId,
     container: ContainerDep,
     _key: Annotated[str, Depends(require("customers:read"))],
 ) -> CustomerView:
@@ -49,7 +51,7 @@ class MergeRequest(BaseModel):
     responses={404: {"description": "no such customer"}, 409: {"description": "not mergeable"}},
 )
 def merge_customers(
-    customer_id: str,
+    customer_id: CustomerId,
     body: MergeRequest,
     container: ContainerDep,
     _key: Annotated[str, Depends(require("admin"))],

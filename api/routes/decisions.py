@@ -11,6 +11,9 @@ from api.schemas import DecisionList
 
 router = APIRouter(prefix="/v1", tags=["audit"])
 
+#: The deepest page (a larger offset is a 422, never an overflow in the database).
+MAX_OFFSET = 1_000_000
+
 
 @router.get("/decisions", response_model=DecisionList)
 def list_decisions(
@@ -28,7 +31,7 @@ def list_decisions(
         ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> DecisionList:
     """Decisions newest first, each with its inputs, candidates, verdicts and reason codes."""
     decisions = container.store.search_decisions(

@@ -19,7 +19,9 @@ class OutboxList(BaseModel):
 
 
 class ReplayRequest(BaseModel):
-    ids: list[str] = Field(default_factory=list, description="Dead rows to replay; empty: all.")
+    ids: list[Annotated[str, Field(max_length=40)]] = Field(
+        default_factory=list, max_length=1000, description="Dead rows to replay (at most 1,000); "
+        "empty: all.")
 
 
 class ReplayResult(BaseModel):
@@ -32,7 +34,7 @@ def list_outbox(
     _key: Annotated[str, Depends(require("admin"))],
     status: Annotated[str | None, Query(
         pattern="^(pending|scheduled|sending|sent|dead|cancelled)$")] = None,
-    customer_id: str | None = None,
+    customer_id: Annotated[str | None, Query(max_length=40)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> OutboxList:
     """Outbound messages by status: `dead` is the dead-letter queue (with `last_error`)."""
