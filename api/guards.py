@@ -22,13 +22,13 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from email import policy
-from email.parser import BytesParser
 from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.forms import multipart_fields
 
 NUL = "\x00"
 NUL_MESSAGE = "contains a NUL character (U+0000), which is not allowed"
@@ -115,24 +115,7 @@ def _json(body: bytes) -> Problem | None:
 
 def _multipart(content_type: str, body: bytes) -> Problem | None:
     """The first NUL in a multipart form's text fields (files may hold anything)."""
-    head = f"Content-Type: {content_type}\r\n\r\n".encode("latin-1", "replace")
-    message = BytesParser(policy=policy.HTTP).parsebytes(head + body)
-    if not message.is_multipart():
-        return None
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        if not isinstance(name, str) or part.get_filename():
-            continue
-        payload = part.get_payload(decode=True)
-        raw = payload if isinstance(payload, bytes) else b""
-        try:
-            text = raw.decode(part.get_content_charset() or "utf-8", "replace")
-        except LookupError:  # an unknown charset
-            text = raw.decode("utf-8", "replace")
-        found = in_pairs([(name, text)], ("body",))
-        if found:
-            return found
-    return None
+    return in_pairs(multipart_fields(content_type, body), ("body",))
 
 
 def _is_json(kind: str) -> bool:

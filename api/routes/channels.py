@@ -18,8 +18,6 @@ import hashlib
 import hmac
 import json
 from datetime import timedelta
-from email import policy
-from email.parser import BytesParser
 from email.utils import parseaddr
 from typing import Any
 from urllib.parse import parse_qsl
@@ -30,6 +28,7 @@ from starlette.concurrency import run_in_threadpool
 
 from agent.service import Accepted, CustomerRef, InboundRequest
 from api.deps import ContainerDep, check_api_key
+from api.forms import multipart_fields
 from channels.twilio import WHATSAPP, valid_twilio_signature
 from channels.webhook import (
     SIGNATURE_HEADER,
@@ -102,23 +101,6 @@ def _external_id(value: str | None) -> str | None:
     return value or None
 
 
-def _multipart(content_type: str, body: bytes) -> dict[str, Any]:
-    """The text fields of a multipart/form-data body (files are ignored)."""
-    head = f"Content-Type: {content_type}\r\n\r\n".encode()
-    message = BytesParser(policy=policy.HTTP).parsebytes(head + body)
-    fields: dict[str, Any] = {}
-    if not message.is_multipart():
-        return fields
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        if not isinstance(name, str) or part.get_filename():
-            continue
-        payload = part.get_payload(decode=True)
-        raw = payload if isinstance(payload, bytes) else b""
-        fields.setdefault(name, raw.decode(part.get_content_charset() or "utf-8", "replace"))
-    return fields
-
-
 async def _fields(request: Request) -> tuple[bytes, dict[str, Any]]:
     """(raw body, fields): a form, a multipart form or a JSON object; repeated form names keep
     all values (a list), as Twilio signs them."""
@@ -134,7 +116,10 @@ async def _fields(request: Request) -> tuple[bytes, dict[str, Any]]:
             raise _invalid("the body must be a JSON object")
         return raw, data
     if kind == "multipart/form-data":
-        return raw, _multipart(content_type, raw)
+        parts: dict[str, Any] = {}
+        for name, text in multipart_fields(content_type, raw):
+            parts.setdefault(name, text)
+        return raw, parts
     fields: dict[str, Any] = {}
     for name, value in parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True):
         current = fields.get(name)
