@@ -22,7 +22,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -85,23 +85,29 @@ class ConversationLocks:
         key = advisory_key(name)
         with self.engine.connect() as conn:
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-            _wait(lambda: _try_advisory(conn, key), deadline, name)
+            wait_for(lambda: _try_advisory(conn, key), deadline, name)
             try:
                 yield
             finally:
                 conn.execute(select(func.pg_advisory_unlock(key)))
 
-    @contextmanager
-    def _flock(self, name: str, deadline: float | None) -> Iterator[None]:
+    def _flock(self, name: str, deadline: float | None) -> AbstractContextManager[None]:
         if self._dir is None:  # pragma: no cover - only called with a directory
             raise RuntimeError("no lock directory")
-        self._dir.mkdir(parents=True, exist_ok=True)
-        with (self._dir / f"{_stripe(name):02d}.lock").open("a") as handle:
-            _wait(lambda: _try_flock(handle), deadline, name)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        return file_lock(self._dir / f"{_stripe(name):02d}.lock", deadline)
+
+
+@contextmanager
+def file_lock(path: Path, deadline: float | None = None) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing); wait until ``deadline``
+    (a ``time.monotonic()``; None: as long as it takes). A process that dies releases it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        wait_for(lambda: _try_flock(handle), deadline, str(path))
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _try_advisory(conn: Connection, key: int) -> bool:
@@ -116,7 +122,7 @@ def _try_flock(handle: IO[str]) -> bool:
     return True
 
 
-def _wait(attempt: Callable[[], bool], deadline: float | None, name: str) -> None:
+def wait_for(attempt: Callable[[], bool], deadline: float | None, name: str) -> None:
     """Call ``attempt`` until it returns True, backing off; LockTimeout after ``deadline``."""
     pause = POLL_S[0]
     while not attempt():

@@ -12,9 +12,7 @@ time. ``postgres_lock`` serves the LangGraph checkpointer's own tables the same 
 
 from __future__ import annotations
 
-import fcntl
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -23,6 +21,8 @@ import psycopg
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine
+
+from journey.locks import file_lock, wait_for
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: Advisory lock keys (any fixed 64-bit numbers; these spell "journey" and a digit): the schema
@@ -41,17 +41,7 @@ def alembic_config(engine: Engine) -> Config:
 
 
 @contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (created if missing), waiting for any holder.
-    The lock goes with the open file: a process that dies releases it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
-
-
-@contextmanager
-def postgres_lock(conninfo: str, key: int, poll_s: float = 0.1) -> Iterator[None]:
+def postgres_lock(conninfo: str, key: int) -> Iterator[None]:
     """Hold the session-level advisory lock ``key`` on a connection of its own (libpq
     ``conninfo``), waiting for any holder; closing the connection releases it.
 
@@ -59,11 +49,12 @@ def postgres_lock(conninfo: str, key: int, poll_s: float = 0.1) -> Iterator[None
     statement holds a snapshot, and the holder's CREATE INDEX CONCURRENTLY (the checkpointer's
     migrations) waits for every snapshot in the database: it would wait for its own waiters."""
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        while True:
+
+        def taken() -> bool:
             row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
-            if row and row[0]:
-                break
-            time.sleep(poll_s)
+            return bool(row and row[0])
+
+        wait_for(taken, None, f"advisory lock {key}")
         yield
 
 

@@ -36,6 +36,7 @@ from journey.hub import JOBS_KEY, Hub
 from journey.journeys import JourneysProvider
 from journey.lifecycle import Lifecycle, load_lifecycle
 from journey.localllm import LocalModelError, LocalServer, start_local
+from journey.locks import file_lock
 from journey.settings import Settings
 from journey.signals import SignalService
 from journey.store import Store
@@ -129,15 +130,17 @@ def make_checkpointer(settings: Settings) -> tuple[BaseCheckpointSaver[Any], Cal
                                    migrate.CHECKPOINTS_LOCK):
             saver.setup()  # type: ignore[attr-defined]
         return saver, pool.close
-    # SqliteSaver.setup() needs no lock: CREATE TABLE IF NOT EXISTS runs under SQLite's write
-    # lock, and a second ALTER ADD COLUMN's "duplicate column" is ignored
     from langgraph.checkpoint.sqlite import SqliteSaver
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(settings.data_dir / "checkpoints.sqlite", check_same_thread=False)
+    path = settings.data_dir / "checkpoints.sqlite"
+    conn = sqlite3.connect(path, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     sqlite_saver = SqliteSaver(conn)
-    sqlite_saver.setup()
+    # processes (or threads) sharing the file set it up one at a time: two at once can meet
+    # "database is locked" (a read transaction that cannot become a write one in WAL mode)
+    with file_lock(path.with_name(path.name + ".setup.lock")):
+        sqlite_saver.setup()
     return sqlite_saver, conn.close
 
 
