@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from agent.brains.base import Brain
 from agent.understand import IntentClassifier
-from journey.clock import Clock, IdFactory
+from core.clock import Clock, IdFactory
 from journey.journeys import JourneysProvider
 from journey.lifecycle import Lifecycle
 from journey.store import Store

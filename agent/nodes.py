@@ -16,7 +16,7 @@ from agent.brains.rules import handoff_summary
 from agent.context import TurnServices
 from agent.state import TurnState
 from agent.understand import IntentScore, Signals, understand
-from journey.domain import (
+from core.domain import (
     Approval,
     BrainInfo,
     Conversation,

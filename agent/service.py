@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field, model_validator
 from agent.context import TurnServices
 from agent.graph import thread_config
 from agent.nodes import run_approval
-from journey.domain import (
+from core.domain import (
     CHANNEL_IDENTITY,
     Approval,
     Channel,

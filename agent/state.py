@@ -9,7 +9,7 @@ class TurnState(TypedDict, total=False):
     # input: one inbound message, already stored
     conversation_id: str
     customer_id: str
-    inbound: dict[str, Any] | None  # journey.domain.Message; None when a journey woke us
+    inbound: dict[str, Any] | None  # core.domain.Message; None when a journey woke us
     trigger: dict[str, Any] | None  # the journey job's payload + job_id (proactive turns)
     decision_id: str
     started: float  # perf_counter at turn start, for the recorded latency

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from journey.domain import Sentiment
+from core.domain import Sentiment
 from memory.embeddings import MiniLMEmbedder
 from prompts import load_yaml
 

@@ -29,8 +29,8 @@ from api.routes import (
     policy,
     webchat,
 )
+from core.settings import Settings, get_settings
 from journey.runtime import Container, build_container
-from journey.settings import Settings, get_settings
 
 DESCRIPTION = """
 The real-time decision layer above your channels. Post a customer message; the agent reads the

@@ -37,8 +37,9 @@ from fastapi.templating import Jinja2Templates
 from api.deps import CallerDep, ContainerDep, agent_for_key
 from api.ratelimit import RateLimited
 from channels.webchat import session_key
-from journey.clock import aware
-from journey.domain import Decision, Message
+from core.clock import aware
+from core.domain import Decision, Message
+from core.settings import Settings
 from journey.handoffs import (
     Agent,
     HandoffError,
@@ -47,7 +48,6 @@ from journey.handoffs import (
     human_duration,
 )
 from journey.runtime import Container
-from journey.settings import Settings
 
 COOKIE = "journey_console"
 SESSION_MAX_S = 12 * 3600

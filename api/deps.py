@@ -12,9 +12,9 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from fastapi.security.utils import get_authorization_scheme_param
 
 from api.ratelimit import RateLimiter, Rule, key_id
+from core.settings import ApiKey, Settings
 from journey.handoffs import Agent
 from journey.runtime import Container
-from journey.settings import ApiKey, Settings
 
 _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <api key>`")
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="or `X-API-Key: <key>`")

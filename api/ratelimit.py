@@ -25,7 +25,7 @@ from limits.storage import MovingWindowSupport, Storage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
 from limits.strategies import RateLimiter as Strategy
 
-from journey.settings import Settings
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

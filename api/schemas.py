@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from journey.domain import (
+from core.domain import (
     Approval,
     Conversation,
     CustomerProfile,

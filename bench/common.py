@@ -14,9 +14,9 @@ import psycopg
 import uvicorn
 
 from api.app import create_app
+from core.settings import Settings
+from core.stats import percentile
 from journey.runtime import Container, build_container
-from journey.settings import Settings
-from journey.stats import percentile
 
 __all__ = ["machine", "percentile", "scratch_postgres", "served"]
 

@@ -29,9 +29,9 @@ from rich.table import Table
 from agent import nodes
 from agent.graph import make_builder
 from agent.service import InboundRequest, Orchestrator
+from core.settings import Settings
 from evals.broken import pass_through_gate
 from journey.runtime import build_container
-from journey.settings import Settings
 
 TEXTS = [
     "what does the Growth plan include?",

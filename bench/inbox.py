@@ -34,7 +34,7 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from journey.settings import Settings
+from core.settings import Settings
 
 console = Console()
 ADMIN, ALICE, BOB = "bench-admin", "bench-alice", "bench-bob"

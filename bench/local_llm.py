@@ -21,10 +21,10 @@ from rich.progress import track
 from rich.table import Table
 
 from agent.service import InboundRequest
+from core.settings import Settings
 from evals.runner import SUITES_DIR, load_suites
 from journey.demo import DEMO_FILE
 from journey.runtime import build_container
-from journey.settings import Settings
 from prompts import read_yaml
 
 

@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from journey.settings import Settings
+from core.settings import Settings
 
 console = Console()
 KEY = "bench-key"

@@ -26,8 +26,8 @@ from rich.progress import track
 from rich.table import Table
 
 from agent.service import InboundRequest
+from core.settings import Settings
 from journey.runtime import build_container
-from journey.settings import Settings
 
 TEXTS = [
     "what does the Growth plan include?",

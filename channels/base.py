@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
-from journey.domain import Channel, Purpose
+from core.domain import Channel, Purpose
 
 
 class Delivery(BaseModel):

@@ -18,8 +18,8 @@ from typing import Any
 
 from channels.base import Delivery, SendResult
 from channels.formatting import compose_email, sms_segments
-from journey.clock import Clock, SystemClock
-from journey.domain import Channel
+from core.clock import Clock, SystemClock
+from core.domain import Channel
 
 
 class DevboxAdapter:

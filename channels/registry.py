@@ -27,10 +27,10 @@ from channels.smtp import SmtpAdapter
 from channels.twilio import TwilioAdapter
 from channels.webchat import WebChatAdapter
 from channels.webhook import WebhookAdapter
-from journey.clock import Clock
-from journey.domain import CHANNELS, Channel
-from journey.hub import Hub
-from journey.settings import Settings
+from core.clock import Clock
+from core.domain import CHANNELS, Channel
+from core.hub import Hub
+from core.settings import Settings
 
 TRANSPORTS = ("smtp", "twilio", "webhook", "devbox", "webchat")
 #: the channels each transport can carry

@@ -20,8 +20,8 @@ from email.utils import format_datetime, getaddresses
 
 from channels.base import Delivery, PermanentError, SendResult, TransientError
 from channels.formatting import compose_email
-from journey.clock import Clock, SystemClock
-from journey.settings import Settings
+from core.clock import Clock, SystemClock
+from core.settings import Settings
 
 
 def message_id(outbox_id: str, domain: str) -> str:

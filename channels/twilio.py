@@ -27,7 +27,7 @@ import httpx
 
 from channels.base import Delivery, PermanentError, SendResult, TransientError
 from channels.formatting import sms_segments
-from journey.settings import Settings
+from core.settings import Settings
 
 STATUS_CALLBACK_PATH = "/v1/channels/twilio/status"
 WHATSAPP = "whatsapp:"

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Literal
 
 from channels.base import Delivery, SendResult
-from journey.hub import Hub
-from journey.settings import Settings
+from core.hub import Hub
+from core.settings import Settings
 
 SESSION_PREFIX = "wc_"
 

@@ -26,9 +26,9 @@ from datetime import UTC
 import httpx
 
 from channels.base import Delivery, PermanentError, SendResult, TransientError
-from journey.clock import Clock, SystemClock
-from journey.domain import Channel
-from journey.settings import Settings
+from core.clock import Clock, SystemClock
+from core.domain import Channel
+from core.settings import Settings
 
 SIGNATURE_HEADER = "X-Journey-Signature"
 TOLERANCE_S = 300

@@ -115,8 +115,8 @@ def run(
 
 def _judge() -> Any:
     from agent.brains.llm import make_client
+    from core.settings import get_settings
     from evals.judge import Judge
-    from journey.settings import get_settings
 
     s = get_settings()
     if not (s.llm_base_url or s.llm_api_key.get_secret_value()):
@@ -137,8 +137,8 @@ def execute(
     server = None
     if brain == "local":
         # one model server for the whole run; every case's container reuses it
+        from core.settings import get_settings
         from journey.localllm import LocalModelError, start_local
-        from journey.settings import get_settings
 
         with console.status("Starting the local model…"):
             try:
@@ -255,8 +255,8 @@ def diff_reports(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 
 
 def _store() -> Any:
+    from core.settings import get_settings
     from journey.db import make_engine
-    from journey.settings import get_settings
     from journey.store import Store
 
     return Store(make_engine(get_settings().resolved_database_url))

@@ -19,12 +19,12 @@ import yaml
 
 from agent.service import InboundRequest, TurnResult
 from agent.understand import IntentClassifier, KnowledgeBase
+from core.clock import FixedClock, sequential_ids
+from core.domain import Approval, CustomerProfile, Event, Identity
+from core.settings import BrainName, Settings
 from evals.personas import LLMVoice, ScriptedVoice, Voice
 from evals.schema import Case, Persona, Suite
-from journey.clock import FixedClock, sequential_ids
-from journey.domain import Approval, CustomerProfile, Event, Identity
 from journey.runtime import Container, build_container
-from journey.settings import BrainName, Settings
 from journey.yamlcheck import YamlInvalid, validate_yaml
 from memory.embeddings import MiniLMEmbedder, get_embedder
 from memory.vector import InMemoryVectorMemory

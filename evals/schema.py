@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from journey.domain import Channel, ConsentStatus, Priority, Purpose, Queue
+from core.domain import Channel, ConsentStatus, Priority, Purpose, Queue
 from policy.model import Duration
 
 Tool = Literal["send_message", "update_crm", "escalate_to_human", "issue_credit"]

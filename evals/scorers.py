@@ -14,10 +14,10 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.domain import Decision
+from core.stats import percentile
 from evals.runner import CaseRun, TurnRun
 from evals.schema import ActionExpect, TurnExpect
-from journey.domain import Decision
-from journey.stats import percentile
 from policy import content
 from policy.contact import is_quiet, zone_for
 from policy.model import Policy

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from journey.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 
 app = typer.Typer(
     help="journey-orchestrator: a real-time, policy-checked LLM decision layer for customer "
@@ -396,9 +396,10 @@ def _prepare_local_model(settings: Settings) -> bool:
     be used, after saying why."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
-    from journey.localllm import LocalModelError, assemble, runtime_available
+    from core.settings import local_runtime_available
+    from journey.localllm import LocalModelError, assemble
 
-    if not runtime_available():
+    if not local_runtime_available():
         err.print("[yellow]llama-cpp-python is not installed (`make install` builds it): "
                   "falling back to the rules brain.[/yellow]")
         return False

@@ -33,10 +33,10 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from core.clock import aware as _aware
+from core.domain import Channel, Decision, Message, SendMessage
+from core.hub import JOBS_KEY, Hub
 from journey import db
-from journey.clock import aware as _aware
-from journey.domain import Channel, Decision, Message, SendMessage
-from journey.hub import JOBS_KEY, Hub
 from journey.store import Store
 from memory.vector import MemoryRecord, VectorMemory
 from policy.later import HANDOFF_ID, LaterSend, recheck_later

@@ -20,8 +20,8 @@ from pydantic import BaseModel
 from sqlalchemy import Engine, and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from core.clock import Clock, IdFactory, aware
 from journey import db
-from journey.clock import Clock, IdFactory, aware
 
 JobKind = Literal["turn", "journey", "action", "webhook"]
 JobStatus = Literal["pending", "running", "done", "cancelled", "failed"]

@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from journey.domain import Channel, CustomerProfile, Event, Priority, Purpose, Queue
+from core.domain import Channel, CustomerProfile, Event, Priority, Purpose, Queue
 from journey.yamlcheck import Problem, YamlInvalid, validate_yaml
 from policy.model import Duration
 

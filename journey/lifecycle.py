@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
-from journey.domain import CustomerProfile, Event
+from core.domain import CustomerProfile, Event
 from prompts import read_yaml
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "prompts" / "lifecycle.yaml"

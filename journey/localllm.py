@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata as metadata
-import importlib.util
 import logging
 import os
 import subprocess
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import httpx
 
-from journey.settings import Settings
+from core.settings import Settings, local_runtime_available
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +44,6 @@ class LocalModelError(RuntimeError):
     """The local model cannot be used; the message says why and what to do."""
 
 
-def runtime_available() -> bool:
-    """Is llama-cpp-python (with its server) installed?"""
-    return importlib.util.find_spec("llama_cpp") is not None
 
 
 def chunk_files() -> list[Path]:
@@ -164,7 +160,7 @@ class LocalServer:
             return False
 
     def start(self, timeout_s: float = 120.0) -> None:
-        if not runtime_available():
+        if not local_runtime_available():
             raise LocalModelError(
                 "llama-cpp-python is not installed (make install builds it; it takes about "
                 "10 minutes once, then pip's cache is used)"

@@ -23,8 +23,8 @@ from typing import Any
 from pydantic import BaseModel
 from sqlalchemy import Engine, and_, func, or_, select, update
 
+from core.clock import Clock, aware
 from journey import db
-from journey.clock import Clock, aware
 
 DUE_STATUSES = ("pending", "scheduled")
 

@@ -15,8 +15,8 @@ from datetime import datetime
 from sqlalchemy import Engine, delete, insert
 from sqlalchemy.exc import IntegrityError
 
+from core.clock import Clock
 from journey import db
-from journey.clock import Clock
 
 
 def _digest(key: str) -> str:

@@ -27,17 +27,17 @@ from agent.service import Orchestrator
 from agent.understand import IntentClassifier, KnowledgeBase
 from channels.base import ChannelAdapter
 from channels.registry import build_adapters, close_adapters
+from core.clock import Clock, IdFactory, SystemClock, uuid_ids
+from core.domain import Channel
+from core.hub import JOBS_KEY, Hub
+from core.settings import Settings
 from journey import migrate
-from journey.clock import Clock, IdFactory, SystemClock, uuid_ids
 from journey.db import make_engine
-from journey.domain import Channel
 from journey.handoffs import HandoffService
-from journey.hub import JOBS_KEY, Hub
 from journey.journeys import JourneysProvider
 from journey.lifecycle import Lifecycle, load_lifecycle
 from journey.localllm import LocalModelError, LocalServer, start_local
 from journey.locks import file_lock
-from journey.settings import Settings
 from journey.signals import SignalService
 from journey.store import Store
 from journey.webhooks import HandoffWebhooks

@@ -27,8 +27,8 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from agent.service import CustomerRef
-from journey.clock import Clock
-from journey.domain import Event
+from core.clock import Clock
+from core.domain import Event
 from journey.journeys import JourneysProvider, apply_signals, trigger_holds
 from journey.lifecycle import Lifecycle
 from journey.store import Activity, CrmChange, Store

@@ -15,9 +15,8 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Connection, Engine, and_, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from journey import db
-from journey.clock import Clock, IdFactory, SystemClock, uuid_ids
-from journey.domain import (
+from core.clock import Clock, IdFactory, SystemClock, uuid_ids
+from core.domain import (
     Approval,
     Channel,
     ConsentStatus,
@@ -30,6 +29,7 @@ from journey.domain import (
     Message,
     Purpose,
 )
+from journey import db
 from journey.jobs import Jobs
 from journey.outbox import OutboxQueue
 

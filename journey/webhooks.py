@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from channels.webhook import SIGNATURE_HEADER, sign_webhook
-from journey.clock import Clock
+from core.clock import Clock
 
 if TYPE_CHECKING:
     from journey.handoffs import HandoffService

@@ -31,14 +31,14 @@ from typing import Any
 
 from agent.service import Orchestrator
 from channels.base import ChannelAdapter, Delivery, PermanentError, TransientError
-from journey.clock import Clock
-from journey.domain import Channel, Message, SendMessage
+from core.clock import Clock
+from core.domain import Channel, Message, SendMessage
+from core.hub import JOBS_KEY, Hub
+from core.settings import Settings
 from journey.handoffs import HandoffService
-from journey.hub import JOBS_KEY, Hub
 from journey.jobs import MAX_JOB_ATTEMPTS, Job
 from journey.journeys import JourneysProvider
 from journey.outbox import OutboxRow, backoff
-from journey.settings import Settings
 from journey.store import OPEN_HANDOFF, Store
 from journey.webhooks import HandoffWebhooks
 from policy.later import OPT_OUT_CONFIRMATION, LaterSend, Recheck, by_person, recheck_later

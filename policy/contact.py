@@ -12,7 +12,7 @@ from datetime import UTC, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from journey.domain import Channel, ConsentStatus, CustomerProfile, Purpose
+from core.domain import Channel, ConsentStatus, CustomerProfile, Purpose
 from policy.model import ConsentRule, FrequencyCap, QuietHours
 
 MINUTE = timedelta(minutes=1)

@@ -31,7 +31,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from journey.domain import (
+from core.domain import (
     CHANNELS,
     Channel,
     ConsentStatus,

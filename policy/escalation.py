@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from journey.domain import Priority, Queue, Sentiment
+from core.domain import Priority, Queue, Sentiment
 from policy.model import EscalationPolicy, EscalationRule
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
 
-from journey.domain import (
+from core.domain import (
     Channel,
     CustomerProfile,
     Handoff,

@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from journey.domain import CHANNELS, Channel, Priority, Purpose, Queue
+from core.domain import CHANNELS, Channel, Priority, Purpose, Queue
 
 ConsentRule = Literal["explicit", "implied", "reply"]
 Tool = Literal["send_message", "update_crm", "escalate_to_human", "issue_credit"]

@@ -17,9 +17,9 @@ import pytest
 
 from agent.brains import llm
 from agent.understand import IntentClassifier, KnowledgeBase
-from journey.clock import FixedClock, sequential_ids
+from core.clock import FixedClock, sequential_ids
+from core.settings import Settings
 from journey.runtime import Container, build_container
-from journey.settings import Settings
 from memory.embeddings import MiniLMEmbedder, get_embedder
 
 #: Server used for the PostgreSQL tests; each test gets a fresh database on it.

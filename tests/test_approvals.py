@@ -11,8 +11,8 @@ import pytest
 
 from agent.graph import thread_config
 from agent.service import ApprovalConflict, InboundRequest, TurnResult
-from journey.clock import FixedClock
-from journey.domain import Identity
+from core.clock import FixedClock
+from core.domain import Identity
 from journey.runtime import Container
 from policy.loader import default_policy_path
 from tests import fakes

@@ -26,8 +26,8 @@ import httpx
 import pytest
 
 from agent.service import InboundRequest, TurnResult
-from journey.clock import FixedClock
-from journey.domain import Channel, Identity
+from core.clock import FixedClock
+from core.domain import Channel, Identity
 from journey.runtime import Container
 from policy.privacy import mask
 from tests import fakes

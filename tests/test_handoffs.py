@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from channels.webhook import verify_webhook
-from journey.clock import FixedClock
-from journey.domain import Identity
+from core.clock import FixedClock
+from core.domain import Identity
 from journey.runtime import Container
 from tests.conftest import ContainerFactory
 from tests.fakes import ScriptedModel, content, decision

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from journey.clock import FixedClock
-from journey.domain import Identity
+from core.clock import FixedClock
+from core.domain import Identity
 from journey.journeys import JourneysError, JourneysProvider, parse_journeys
 from journey.runtime import Container
 from tests.conftest import ContainerFactory

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from journey.domain import CustomerProfile, Event
+from core.domain import CustomerProfile, Event
 from journey.lifecycle import Lifecycle, load_lifecycle
 
 NOW = datetime(2026, 11, 3, 15, 0, tzinfo=UTC)

@@ -227,7 +227,7 @@ def test_the_prompt_budget_trims_history_never_the_policy_or_the_message(
     from agent.brains.base import BrainInput
     from agent.brains.rules import RulesBrain
     from agent.understand import understand
-    from journey.domain import CustomerProfile
+    from core.domain import CustomerProfile
     from journey.lifecycle import load_lifecycle
     from memory.vector import MemoryHit
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from agent.service import InboundRequest
-from journey.localllm import LocalServer, assemble, runtime_available
+from core.settings import Settings, local_runtime_available
+from journey.localllm import LocalServer, assemble
 from journey.runtime import Container
-from journey.settings import Settings
 from tests.conftest import IN_CI, ContainerFactory
 from tests.server import free_port
 
@@ -34,7 +34,7 @@ def database_url(tmp_path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def local_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
-    if not runtime_available():
+    if not local_runtime_available():
         message = "llama-cpp-python is not installed (make install builds it)"
         if IN_CI:
             pytest.fail(message)

@@ -12,7 +12,7 @@ from agent.brains.base import BrainInput
 from agent.brains.llm import LLMBrain, make_client
 from agent.brains.rules import RulesBrain
 from agent.understand import IntentClassifier, KnowledgeBase, understand
-from journey.domain import CustomerProfile, Event, Identity
+from core.domain import CustomerProfile, Event, Identity
 from journey.lifecycle import load_lifecycle
 from policy.brief import policy_brief
 from policy.loader import load_policy

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from agent.service import CustomerRef, InboundRequest
-from journey.clock import FixedClock
+from core.clock import FixedClock
 from journey.runtime import Container
 from journey.worker import Worker
 from tests.conftest import ContainerFactory

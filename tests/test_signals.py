@@ -6,8 +6,8 @@ from datetime import timedelta
 from typing import Any
 
 from agent.service import CustomerRef, InboundRequest
-from journey.clock import FixedClock
-from journey.domain import Identity
+from core.clock import FixedClock
+from core.domain import Identity
 from memory.vector import MemoryRecord
 from tests.conftest import ContainerFactory
 from tests.server import client, running_server

@@ -9,9 +9,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
+from core.clock import FixedClock, sequential_ids
+from core.domain import BrainInfo, Decision, Handoff, Identity, SendMessage, Verdict
 from journey import db, migrate
-from journey.clock import FixedClock, sequential_ids
-from journey.domain import BrainInfo, Decision, Handoff, Identity, SendMessage, Verdict
 from journey.store import Activity, CrmChange, OutboundMessage, Store, TurnEffects
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from agent.graph import thread_config
 from agent.service import InboundRequest
-from journey.domain import Identity
+from core.domain import Identity
 from tests.conftest import ContainerFactory
 
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from journey.clock import Clock, IdFactory
-from journey.domain import Channel, Conversation, CustomerProfile
+from core.clock import Clock, IdFactory
+from core.domain import Channel, Conversation, CustomerProfile
 from journey.store import TurnEffects
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from journey.domain import IssueCredit
+from core.domain import IssueCredit
 from journey.store import Activity
 from tools.base import ToolContext
 

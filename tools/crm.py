@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from journey.domain import UpdateCrm
+from core.domain import UpdateCrm
 from journey.store import Activity
 from tools.base import ToolContext
 

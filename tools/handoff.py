@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from journey.domain import EscalateToHuman, Handoff
+from core.domain import EscalateToHuman, Handoff
 from tools.base import ToolContext
 
 

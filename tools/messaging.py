@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from journey.domain import SendMessage
+from core.domain import SendMessage
 from journey.store import OutboundMessage
 from tools.base import ToolContext, ToolError
 

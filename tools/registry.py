@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from journey.domain import EscalateToHuman, IssueCredit, SendMessage, UpdateCrm
+from core.domain import EscalateToHuman, IssueCredit, SendMessage, UpdateCrm
 from tools.base import ToolContext, ToolKind, ToolSpec
 from tools.credit import issue_credit
 from tools.crm import update_crm

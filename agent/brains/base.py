@@ -8,7 +8,7 @@ from typing import Protocol
 from pydantic import BaseModel, Field
 
 from agent.understand import Signals
-from journey.domain import (
+from core.domain import (
     BrainInfo,
     Channel,
     CustomerProfile,

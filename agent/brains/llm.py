@@ -30,7 +30,7 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from agent.brains.base import Brain, BrainDecision, BrainInput, DecisionOutput
 from agent.understand import KnowledgeBase
-from journey.domain import BrainInfo, ProposedAction, RejectedCall, Sentiment
+from core.domain import BrainInfo, ProposedAction, RejectedCall, Sentiment
 from prompts import load_text, render_file
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from typing import Any
 
 from agent.brains.base import BrainDecision, BrainInput, DecisionOutput
 from agent.understand import KnowledgeBase
-from journey.domain import (
+from core.domain import (
     BrainInfo,
     EscalateToHuman,
     IssueCredit,

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from agent.service import ApprovalConflict, ApprovalNotFound
 from api.deps import ContainerDep, require
 from api.schemas import ApprovalAnswer
-from journey.domain import Approval
+from core.domain import Approval
 
 router = APIRouter(prefix="/v1", tags=["approvals"])
 

@@ -36,9 +36,9 @@ from channels.webhook import (
     sign_webhook,
     webhook_signature_problem,
 )
+from core.settings import Settings
 from journey.replay import ReplayGuard
 from journey.runtime import Container
-from journey.settings import Settings
 
 router = APIRouter(prefix="/v1/channels", tags=["channels"])
 

@@ -34,7 +34,7 @@ from api.deps import CallerDep, ContainerDep, check_api_key
 from api.ratelimit import LIMITED
 from api.routes.channels import inbound_request
 from channels.webchat import check_session_token, new_session_id, session_key, session_token
-from journey.domain import Identity, Message
+from core.domain import Identity, Message
 from journey.runtime import Container
 from journey.store import Store
 from policy.privacy import mask

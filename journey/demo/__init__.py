@@ -9,7 +9,7 @@ from typing import Any
 from rich.progress import track
 
 from agent.service import CustomerRef, InboundRequest
-from journey.domain import Event
+from core.domain import Event
 from journey.runtime import Container
 from prompts import read_yaml
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from channels.base import Delivery
 from channels.devbox import DevboxAdapter
-from journey.clock import FixedClock
+from core.clock import FixedClock
 
 CLOCK = FixedClock(datetime(2026, 11, 3, 15, 0, tzinfo=UTC))
 

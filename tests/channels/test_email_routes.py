@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from channels.webhook import sign_webhook
-from journey.domain import Identity
+from core.domain import Identity
 from journey.runtime import Container
 from tests.channels.conftest import Served, ServeFactory
 

@@ -14,8 +14,8 @@ from channels.smtp import SmtpAdapter
 from channels.twilio import TwilioAdapter
 from channels.webchat import WebChatAdapter
 from channels.webhook import WebhookAdapter
-from journey.hub import Hub
-from journey.settings import Settings
+from core.hub import Hub
+from core.settings import Settings
 
 
 def settings(tmp_path: Path, **overrides: Any) -> Settings:

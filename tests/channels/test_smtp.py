@@ -12,8 +12,8 @@ import pytest
 
 from channels.base import Delivery, PermanentError, TransientError
 from channels.smtp import SmtpAdapter
-from journey.clock import FixedClock
-from journey.settings import Settings
+from core.clock import FixedClock
+from core.settings import Settings
 from tests.channels.conftest import SmtpServer
 
 CLOCK = FixedClock(datetime(2026, 11, 3, 15, 0, tzinfo=UTC))

@@ -10,7 +10,7 @@ import pytest
 
 from channels.base import Delivery, PermanentError, TransientError
 from channels.twilio import TwilioAdapter, twilio_signature, valid_twilio_signature
-from journey.settings import Settings
+from core.settings import Settings
 from tests.providers import FakeTwilio
 
 

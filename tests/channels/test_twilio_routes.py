@@ -9,7 +9,7 @@ import httpx
 from api.routes.channels import EMPTY_TWIML
 from channels.base import Delivery
 from channels.twilio import TwilioAdapter, twilio_signature
-from journey.domain import Identity
+from core.domain import Identity
 from journey.runtime import Container
 from tests.channels.conftest import TWILIO_INBOUND as INBOUND
 from tests.channels.conftest import ServeFactory, twilio_settings

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from api.routes import webchat
-from journey.domain import Identity
+from core.domain import Identity
 from tests.channels.conftest import Served, ServeFactory
 
 

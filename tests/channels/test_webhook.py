@@ -19,8 +19,8 @@ from channels.webhook import (
     verify_webhook,
     webhook_signature_problem,
 )
-from journey.clock import FixedClock
-from journey.settings import Settings
+from core.clock import FixedClock
+from core.settings import Settings
 from tests.providers import WebhookReceiver
 
 CLOCK = FixedClock(datetime(2026, 11, 3, 15, 0, tzinfo=UTC))

@@ -19,8 +19,8 @@ from zoneinfo import ZoneInfo
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from journey.domain import CHANNELS, Channel, ChannelConsent, CustomerProfile, Identity, Purpose
-from journey.domain import SendMessage as Send
+from core.domain import CHANNELS, Channel, ChannelConsent, CustomerProfile, Identity, Purpose
+from core.domain import SendMessage as Send
 from policy.contact import SentRecord, next_allowed, zone_for
 from policy.engine import Facts, PolicyEngine
 from policy.escalation import MessageFacts

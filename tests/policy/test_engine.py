@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from journey.domain import (
+from core.domain import (
     CustomerProfile,
     EscalateToHuman,
     Handoff,

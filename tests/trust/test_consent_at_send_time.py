@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from core.clock import FixedClock
+from core.domain import Identity
 from journey import db
-from journey.clock import FixedClock
-from journey.domain import Identity
 from tests.providers import FakeTwilio
 from tests.server import client, drain, one_worker
 from tests.trust.conftest import TWILIO_INBOUND, ServeFactory, twilio_settings

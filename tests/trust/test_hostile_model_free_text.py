@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from journey.domain import Identity
+from core.domain import Identity
 from journey.runtime import Container
 from tests import fakes
 from tests.conftest import ContainerFactory

@@ -25,10 +25,10 @@ import pytest
 from alembic.script import ScriptDirectory
 from langgraph.checkpoint.postgres import PostgresSaver
 
+from core.settings import Settings
 from journey import migrate
 from journey.db import make_engine
 from journey.runtime import make_checkpointer, pg_conninfo
-from journey.settings import Settings
 from tests.trust.processes import JourneyProcess, running_processes
 
 #: The newest revision in journey/migrations/versions.

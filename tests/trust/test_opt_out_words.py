@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from journey.domain import CustomerProfile, Identity
+from core.domain import CustomerProfile, Identity
 from tests.providers import FakeTwilio
 from tests.server import drain, one_worker
 from tests.trust.conftest import TWILIO_INBOUND, Served, ServeFactory, twilio_settings

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from journey.clock import FixedClock
+from core.clock import FixedClock
 from tests.server import client
 from tests.trust.conftest import ServeFactory
 

@@ -21,8 +21,8 @@ from sqlalchemy import text
 
 from channels.twilio import twilio_signature
 from channels.webhook import sign_webhook
-from journey.clock import FixedClock
-from journey.domain import Identity
+from core.clock import FixedClock
+from core.domain import Identity
 from journey.runtime import Container
 from tests.providers import FakeTwilio
 from tests.trust.conftest import TWILIO_INBOUND, Served, ServeFactory, twilio_settings

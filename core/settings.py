@@ -7,6 +7,7 @@ the app and the CLI use :func:`get_settings`.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import secrets
 from functools import lru_cache
 from pathlib import Path
@@ -245,9 +246,12 @@ class Settings(BaseSettings):
             return self.brain
         if self.llm_base_url or self.llm_api_key.get_secret_value():
             return "openai"
-        from journey.localllm import runtime_available
+        return "local" if local_runtime_available() else "rules"
 
-        return "local" if runtime_available() else "rules"
+
+def local_runtime_available() -> bool:
+    """Is llama-cpp-python (with its server), the embedded model's runtime, installed?"""
+    return importlib.util.find_spec("llama_cpp") is not None
 
 
 @lru_cache
