@@ -32,9 +32,9 @@ from core.domain import (
     UpdateCrm,
     Verdict,
 )
+from core.effects import Activity, TurnEffects
 from journey.handoffs import Handback, load_handback
 from journey.journeys import Journey
-from journey.store import Activity, TurnEffects
 from memory.vector import MemoryHit, MemoryRecord
 from policy.brief import policy_brief
 from policy.contact import SentRecord

@@ -27,9 +27,9 @@ from core.domain import (
     Message,
     Verdict,
 )
+from core.effects import InboundAccepted
 from journey.jobs import Job
 from journey.locks import ConversationLocks, LockTimeout
-from journey.store import InboundAccepted
 from policy.privacy import mask, mask_all
 
 log = logging.getLogger(__name__)

@@ -25,12 +25,12 @@ from core.settings import BrainName, Settings
 from evals.personas import LLMVoice, ScriptedVoice, Voice
 from evals.schema import Case, Persona, Suite
 from journey.runtime import Container, build_container
-from journey.yamlcheck import YamlInvalid, validate_yaml
 from memory.embeddings import MiniLMEmbedder, get_embedder
 from memory.vector import InMemoryVectorMemory
 from policy.loader import default_policy_path
 from policy.model import Policy
 from prompts import parse_yaml
+from prompts.yamlcheck import YamlInvalid, validate_yaml
 
 SUITES_DIR = Path(__file__).with_name("suites")
 

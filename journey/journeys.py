@@ -24,8 +24,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core.domain import Channel, CustomerProfile, Event, Priority, Purpose, Queue
-from journey.yamlcheck import Problem, YamlInvalid, validate_yaml
 from policy.model import Duration
+from prompts.yamlcheck import Problem, YamlInvalid, validate_yaml
 
 log = logging.getLogger(__name__)
 

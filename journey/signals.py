@@ -29,9 +29,10 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from agent.service import CustomerRef
 from core.clock import Clock
 from core.domain import Event
+from core.effects import Activity, CrmChange
 from journey.journeys import JourneysProvider, apply_signals, trigger_holds
 from journey.lifecycle import Lifecycle
-from journey.store import Activity, CrmChange, Store
+from journey.store import Store
 from policy.loader import PolicyProvider
 from policy.privacy import mask_all
 

@@ -14,8 +14,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from journey.yamlcheck import Problem, YamlInvalid, validate_yaml
 from policy.model import Policy
+from prompts.yamlcheck import Problem, YamlInvalid, validate_yaml
 
 __all__ = ["PolicyError", "PolicyProvider", "Problem", "load_policy", "parse_policy"]
 

@@ -11,8 +11,9 @@ from sqlalchemy import inspect
 
 from core.clock import FixedClock, sequential_ids
 from core.domain import BrainInfo, Decision, Handoff, Identity, SendMessage, Verdict
+from core.effects import Activity, CrmChange, OutboundMessage, TurnEffects
 from journey import db, migrate
-from journey.store import Activity, CrmChange, OutboundMessage, Store, TurnEffects
+from journey.store import Store
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from core.clock import Clock, IdFactory
 from core.domain import Channel, Conversation, CustomerProfile
-from journey.store import TurnEffects
+from core.effects import TurnEffects
 
 
 class ToolKind(StrEnum):

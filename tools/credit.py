@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from core.domain import IssueCredit
-from journey.store import Activity
+from core.effects import Activity
 from tools.base import ToolContext
 
 

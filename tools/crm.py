@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from core.domain import UpdateCrm
-from journey.store import Activity
+from core.effects import Activity
 from tools.base import ToolContext
 
 

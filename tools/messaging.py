@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from core.domain import SendMessage
-from journey.store import OutboundMessage
+from core.effects import OutboundMessage
 from tools.base import ToolContext, ToolError
 
 #: Channels whose reply is delivered in the HTTP response of the inbound message.
