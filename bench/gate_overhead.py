@@ -63,9 +63,9 @@ def summary(name: str, turn: list[float], node: list[float]) -> dict[str, Any]:
         "variant": name,
         "turns": len(turn),
         "turn_p50_ms": round(statistics.median(turn), 2),
-        "turn_p95_ms": round(percentile(turn, 0.95), 2),
+        "turn_p95_ms": round(percentile(turn, 0.95) or 0.0, 2),
         "node_p50_ms": round(statistics.median(node), 3),
-        "node_p95_ms": round(percentile(node, 0.95), 3),
+        "node_p95_ms": round(percentile(node, 0.95) or 0.0, 3),
     }
 
 

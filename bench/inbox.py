@@ -42,7 +42,7 @@ SAMPLES = 100
 
 
 def _ms(values: list[float]) -> tuple[float, float]:
-    return round(statistics.median(values), 1), round(percentile(values, 95), 1)
+    return round(statistics.median(values), 1), round(percentile(values, 0.95) or 0.0, 1)
 
 
 def run(database: str, url: str, handoffs: int, data: Path) -> dict[str, Any]:

@@ -99,7 +99,7 @@ def main() -> None:
         "turns": len(latencies),
         "ready_s": round(ready_s, 1),
         "p50_ms": round(statistics.median(latencies)),
-        "p95_ms": round(percentile(latencies, 0.95)),
+        "p95_ms": round(percentile(latencies, 0.95) or 0.0),
         "llm_calls_per_turn": round(calls / len(latencies), 2),
         # completion tokens over whole-turn time (prompt processing included)
         "completion_tokens_per_turn_s": round(completion_tok / total_s, 1),

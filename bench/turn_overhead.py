@@ -91,7 +91,7 @@ def run(brain: str, turns: int, warmup: int) -> dict[str, Any]:
         "brain": brain,
         "turns": turns,
         "p50_ms": round(statistics.median(times), 1),
-        "p95_ms": round(percentile(times, 0.95), 1),
+        "p95_ms": round(percentile(times, 0.95) or 0.0, 1),
         "mean_ms": round(statistics.fmean(times), 1),
         "llm_calls_per_turn": round(statistics.fmean(calls), 2),
     }

@@ -34,11 +34,14 @@ class FixedClock:
         return self._now
 
 
-def aware(value: datetime | None) -> datetime | None:
-    """A datetime read back from the database as UTC-aware (SQLite drops the offset)."""
-    if value is None:
-        return None
+def utc(value: datetime) -> datetime:
+    """``value`` as an aware datetime: a naive one (SQLite drops the offset) is UTC."""
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def aware(value: datetime | None) -> datetime | None:
+    """A datetime read back from the database as UTC-aware; None stays None."""
+    return None if value is None else utc(value)
 
 
 IdFactory = Callable[[str], str]

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from core.clock import utc
 from core.domain import Channel, ConsentStatus, Priority, Purpose, Queue
 from policy.model import Duration
 
@@ -60,7 +61,7 @@ class Fixtures(_Strict):
     @field_validator("clock")
     @classmethod
     def _aware(cls, value: datetime) -> datetime:
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
+        return utc(value)
 
 
 class ActionExpect(_Strict):

@@ -307,6 +307,7 @@ def metrics(runs: list[CaseRun]) -> dict[str, Any]:
                 tp += escalated and wanted
                 fp += escalated and not wanted
                 fn += wanted and not escalated
+    p95 = percentile(latencies, 0.95)
     return {
         "intent_accuracy": round(intent_ok / intent_n, 3) if intent_n else None,
         "intent_turns": intent_n,
@@ -315,7 +316,7 @@ def metrics(runs: list[CaseRun]) -> dict[str, Any]:
         "handoff_precision": round(tp / (tp + fp), 3) if tp + fp else None,
         "handoff_recall": round(tp / (tp + fn), 3) if tp + fn else None,
         "latency_p50_ms": round(statistics.median(latencies), 1) if latencies else None,
-        "latency_p95_ms": round(percentile(latencies, 0.95), 1) if latencies else None,
+        "latency_p95_ms": None if p95 is None else round(p95, 1),
         "tokens": tokens,
         "intent_confusion": confusion,
     }

@@ -33,9 +33,10 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from core.clock import aware as _aware
+from core.clock import utc
 from core.domain import Channel, Decision, Message, SendMessage
 from core.hub import JOBS_KEY, Hub
+from core.stats import percentile
 from journey import db
 from journey.store import Store
 from memory.vector import MemoryRecord, VectorMemory
@@ -191,26 +192,13 @@ class HandoffMetrics(BaseModel):
     queues: list[QueueMetrics]
 
 
-def aware(value: datetime | None) -> datetime:
-    """A non-null timestamp read back as UTC-aware."""
-    found = _aware(value)
-    if found is None:  # pragma: no cover - callers check for None first
-        raise ValueError("a timestamp is missing")
-    return found
-
-
-def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return round(ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo), 3)
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
 
 
 def _timing(values: list[float]) -> Timing:
-    return Timing(n=len(values), median_s=_percentile(values, 0.5),
-                  p90_s=_percentile(values, 0.9))
+    return Timing(n=len(values), median_s=_rounded(percentile(values, 0.5)),
+                  p90_s=_rounded(percentile(values, 0.9)))
 
 
 def human_duration(seconds: float) -> str:
@@ -379,9 +367,9 @@ class HandoffService:
         for r in rows:
             m = by_queue.setdefault(r.queue, QueueMetrics(queue=r.queue))
             m.created += 1
-            created = aware(r.created_at)
-            claimed = aware(r.claimed_at) if r.claimed_at else None
-            closed = aware(r.closed_at) if r.closed_at else None
+            created = utc(r.created_at)
+            claimed = utc(r.claimed_at) if r.claimed_at else None
+            closed = utc(r.closed_at) if r.closed_at else None
             claim_within, resolve_within = handoff.sla(r.queue, r.priority)
             if r.status == "open":
                 m.open += 1
@@ -608,7 +596,7 @@ class HandoffService:
             ).all()} if rows else set()
         for r in rows:
             claim_within, resolve_within = policy.sla(r.queue, r.priority)
-            created = aware(r.created_at)
+            created = utc(r.created_at)
             due = []
             if r.status == "open" and now > created + claim_within:
                 due.append(("claim", created + claim_within))
@@ -709,7 +697,7 @@ class HandoffService:
 
     def _state_text(self, row: Any, now: datetime) -> str:
         if row.status == "claimed":
-            ago = human_duration((now - aware(row.claimed_at)).total_seconds())
+            ago = human_duration((now - utc(row.claimed_at)).total_seconds())
             return f"handoff {row.id} is already claimed by {row.assignee} ({ago} ago)"
         if row.status in ("resolved", "returned"):
             by = f" by {row.closed_by}" if row.closed_by else ""
@@ -757,7 +745,7 @@ class HandoffService:
             select(e.c.handoff_id, e.c.kind, e.c.created_at).where(
                 e.c.handoff_id.in_(ids), e.c.kind.in_(("reply", "customer_message")))
         ).all():
-            stamps.setdefault(hid, {}).setdefault(kind, []).append(aware(at))
+            stamps.setdefault(hid, {}).setdefault(kind, []).append(utc(at))
         routing: dict[str, set[str]] = {}
         for decision_id, code in conn.execute(
             select(db.decision_reasons.c.decision_id, db.decision_reasons.c.code).where(
@@ -777,9 +765,9 @@ class HandoffService:
         now = self.clock.now()
         handoff = self.policy.get().handoff
         claim_within, resolve_within = handoff.sla(row.queue, row.priority)
-        created = aware(row.created_at)
-        claimed = aware(row.claimed_at) if row.claimed_at else None
-        closed = aware(row.closed_at) if row.closed_at else None
+        created = utc(row.created_at)
+        claimed = utc(row.claimed_at) if row.claimed_at else None
+        closed = utc(row.closed_at) if row.closed_at else None
         since = max(stamps.get("reply", [created]))
         unread = sum(1 for at in stamps.get("customer_message", []) if at >= since) \
             if row.status in ACTIVE else 0
@@ -872,7 +860,7 @@ def load_handback(
     return Handback(
         handoff_id=row.id, status=row.status, outcome=row.outcome,
         by=row.closed_by or row.assignee or "",
-        closed_at=aware(row.closed_at or row.updated_at),
+        closed_at=utc(row.closed_at or row.updated_at),
         notes=[str(e.body.get("text", "")) for e in events if e.kind == "note"],
         replies=[str(e.body.get("text", "")) for e in events if e.kind == "reply"],
     )
@@ -881,7 +869,7 @@ def load_handback(
 def _event(row: Any) -> HandoffEvent:
     return HandoffEvent(
         id=row.id, handoff_id=row.handoff_id, kind=row.kind, actor=row.actor,
-        body=dict(row.body or {}), created_at=aware(row.created_at),
+        body=dict(row.body or {}), created_at=utc(row.created_at),
     )
 
 

@@ -13,9 +13,6 @@ otherwise the agent decides with the journey's declared actions, through the pol
 from __future__ import annotations
 
 import hashlib
-import logging
-import threading
-import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -25,9 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core.domain import Channel, CustomerProfile, Event, Priority, Purpose, Queue
 from policy.model import Duration
+from prompts.reloading import ReloadingFile
 from prompts.yamlcheck import Problem, YamlInvalid, validate_yaml
-
-log = logging.getLogger(__name__)
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "prompts" / "journeys.yaml"
 
@@ -208,40 +204,11 @@ def load_journeys(path: Path | None = None) -> Journeys:
     return parse_journeys(text, str(path))
 
 
-class JourneysProvider:
+class JourneysProvider(ReloadingFile[Journeys]):
     """The journeys in force, re-read when the file changes (checked at most every 0.5 s); an
-    invalid edit is refused and the last valid version stays in force."""
+    invalid edit is refused (``last_error``) and the last valid version stays in force."""
 
-    CHECK_EVERY_S = 0.5
+    last_error: JourneysError | None  # type: ignore[assignment]
 
     def __init__(self, path: Path | None = None) -> None:
-        self.path = path or DEFAULT_PATH
-        self._lock = threading.Lock()
-        self._journeys = load_journeys(self.path)
-        self._stamp = self._stat()
-        self._checked = time.monotonic()
-        self.last_error: JourneysError | None = None
-
-    def _stat(self) -> tuple[int, int] | None:
-        try:
-            st = self.path.stat()
-        except OSError:
-            return None
-        return st.st_mtime_ns, st.st_size
-
-    def get(self) -> Journeys:
-        now = time.monotonic()
-        if now - self._checked >= self.CHECK_EVERY_S:
-            self._checked = now
-            stamp = self._stat()
-            if stamp != self._stamp:
-                with self._lock:
-                    self._stamp = stamp
-                    try:
-                        self._journeys = load_journeys(self.path)
-                        self.last_error = None
-                    except JourneysError as exc:
-                        self.last_error = exc
-                        log.error("journeys reload refused, keeping version %s: %s",
-                                  self._journeys.version, exc)
-        return self._journeys
+        super().__init__(path or DEFAULT_PATH, load_journeys, lambda j: j.version)

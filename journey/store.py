@@ -8,13 +8,13 @@ decision, outbound messages and their outbox rows, CRM changes, handoffs) are wr
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from core.clock import Clock, IdFactory, SystemClock, uuid_ids
+from core.clock import Clock, IdFactory, SystemClock, utc, uuid_ids
 from core.domain import (
     Approval,
     Channel,
@@ -39,10 +39,6 @@ from journey.jobs import Jobs
 from journey.outbox import OutboxQueue
 
 OPEN_HANDOFF = ("open", "claimed")
-
-
-def _aware_dt(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _merge_consent(
@@ -111,8 +107,8 @@ class Store:
             lifecycle_stage=row["lifecycle_stage"],
             consent=row["consent"] or {},
             timezone=row["timezone"],
-            created_at=_aware_dt(row["created_at"]),
-            updated_at=_aware_dt(row["updated_at"]),
+            created_at=utc(row["created_at"]),
+            updated_at=utc(row["updated_at"]),
         )
 
     def get_customer(self, customer_id: str) -> CustomerProfile | None:
@@ -447,7 +443,7 @@ class Store:
                 .limit(limit)
             ).mappings()
             return [
-                Event(**{**r, "occurred_at": _aware_dt(r["occurred_at"])}) for r in rows
+                Event(**{**r, "occurred_at": utc(r["occurred_at"])}) for r in rows
             ]
 
     # --- conversations and messages -------------------------------------------------------
@@ -458,8 +454,8 @@ class Store:
             customer_id=row.customer_id,
             status=row.status,
             owner=row.owner,
-            created_at=_aware_dt(row.created_at),
-            updated_at=_aware_dt(row.updated_at),
+            created_at=utc(row.created_at),
+            updated_at=utc(row.updated_at),
         )
 
     def get_conversation(self, conversation_id: str) -> Conversation | None:
@@ -516,7 +512,7 @@ class Store:
             text=row.text,
             external_id=row.external_id,
             author=row.author,
-            created_at=_aware_dt(row.created_at),
+            created_at=utc(row.created_at),
             meta=row.meta or {},
         )
 
@@ -675,7 +671,7 @@ class Store:
             id=row.id, conversation_id=row.conversation_id, customer_id=row.customer_id,
             queue=row.queue, reason=row.reason, summary=row.summary, priority=row.priority,
             status=row.status, decision_id=row.decision_id,
-            created_at=_aware_dt(row.created_at),
+            created_at=utc(row.created_at),
         )
 
     def active_handoff(self, conversation_id: str) -> Handoff | None:
@@ -744,7 +740,7 @@ class Store:
                 "inputs": data.get("inputs") or {},
                 "rejected": data.get("rejected") or [],
                 "policy_version": data.get("policy_version") or "",
-                "created_at": _aware_dt(row.created_at),
+                "created_at": utc(row.created_at),
             }
         )
 
@@ -929,7 +925,7 @@ class Store:
                        db.outbox.c.status != "cancelled")
             ).all()
         return [
-            LedgerEntry(id=r.id, channel=r.channel, purpose=r.purpose, at=_aware_dt(r.at),
+            LedgerEntry(id=r.id, channel=r.channel, purpose=r.purpose, at=utc(r.at),
                         is_reply=bool(r.is_reply))
             for r in rows
         ]
@@ -985,7 +981,7 @@ class Store:
         data = dict(row._mapping)
         for key in ("created_at", "decided_at", "deliver_at"):
             if data[key] is not None:
-                data[key] = _aware_dt(data[key])
+                data[key] = utc(data[key])
         return Approval.model_validate(data)
 
     def get_approval(self, approval_id: str) -> Approval | None:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import chromadb
 import numpy as np
@@ -20,6 +20,8 @@ from chromadb.api.types import Metadata
 from chromadb.config import Settings
 from pydantic import BaseModel, Field, field_validator
 
+from core.clock import utc
+from core.domain import Direction
 from memory.embeddings import FloatArray, MiniLMEmbedder, MiniLMEmbeddingFunction
 
 __all__ = [
@@ -31,7 +33,6 @@ __all__ = [
     "chroma_settings",
 ]
 
-Direction = Literal["inbound", "outbound"]
 
 
 class MemoryRecord(BaseModel):
@@ -48,9 +49,7 @@ class MemoryRecord(BaseModel):
     @field_validator("created_at")
     @classmethod
     def _aware(cls, value: datetime) -> datetime:
-        if value.tzinfo is None or value.utcoffset() is None:
-            return value.replace(tzinfo=UTC)
-        return value
+        return utc(value)
 
 
 class MemoryHit(MemoryRecord):

@@ -8,19 +8,15 @@
 from __future__ import annotations
 
 import hashlib
-import logging
-import threading
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from policy.model import Policy
+from prompts.reloading import ReloadingFile
 from prompts.yamlcheck import Problem, YamlInvalid, validate_yaml
 
 __all__ = ["PolicyError", "PolicyProvider", "Problem", "load_policy", "parse_policy"]
-
-log = logging.getLogger(__name__)
-
 
 def default_policy_path() -> Path:
     return Path(str(resources.files("policy").joinpath("default.yaml")))
@@ -56,56 +52,13 @@ def load_policy(path: Path | None = None) -> Policy:
     return parse_policy(text, str(path))
 
 
-class PolicyProvider:
-    """The policy in force, reloaded when the file changes (checked at most every 0.5 s)."""
+class PolicyProvider(ReloadingFile[Policy]):
+    """The policy in force, reloaded when the file changes (checked at most every 0.5 s); an
+    invalid edit is refused (``last_error``) and the last valid policy stays in force."""
 
-    CHECK_EVERY_S = 0.5
+    last_error: PolicyError | None  # type: ignore[assignment]
 
-    def __init__(self, path: Path | None = None, *, clock: Any = None) -> None:
-        import time
-
-        self.path = path or default_policy_path()
-        self._monotonic = clock or time.monotonic
-        self._lock = threading.Lock()
-        self._policy = load_policy(self.path)
-        self._stamp: tuple[int, int] | None = self._stat()
-        self._checked = self._monotonic()
-        self.last_error: PolicyError | None = None
-
-    def _stat(self) -> tuple[int, int]:
-        st = self.path.stat()
-        return st.st_mtime_ns, st.st_size
-
-    def get(self) -> Policy:
-        now = self._monotonic()
-        if now - self._checked >= self.CHECK_EVERY_S:
-            self._checked = now
-            try:
-                if self._stat_or_none() != self._stamp:
-                    self.reload()
-            except PolicyError:
-                pass  # reload() recorded it; the last valid policy stays in force
-        return self._policy
-
-    def _stat_or_none(self) -> tuple[int, int] | None:
-        try:
-            return self._stat()
-        except OSError:
-            return None
-
-    def reload(self) -> Policy:
-        """Re-read the file now. Raises :class:`PolicyError`; the old policy stays in force."""
-        with self._lock:
-            stamp = self._stat_or_none()  # before reading: a later save is seen next time
-            try:
-                policy = load_policy(self.path)
-            except PolicyError as exc:
-                self.last_error = exc
-                self._stamp = stamp
-                log.error("policy reload refused, keeping version %s: %s",
-                          self._policy.version, exc)
-                raise
-            if policy.version != self._policy.version:
-                log.info("policy reloaded: %s → %s", self._policy.version, policy.version)
-            self._policy, self._stamp, self.last_error = policy, stamp, None
-            return policy
+    def __init__(self, path: Path | None = None, *, clock: Callable[[], float] | None = None
+                 ) -> None:
+        super().__init__(path or default_policy_path(), load_policy, lambda p: p.version,
+                         clock=clock)
