@@ -1,0 +1,88 @@
+"""policy_gate: the policy engine's verdict on every candidate, before anything runs."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from agent.context import TurnServices
+from agent.nodes.turn import ACTIONS, sent_ledger, state_maybe_inbound, state_profile
+from agent.state import TurnState
+from agent.understand import Signals
+from core.domain import (
+    Handoff,
+)
+from memory.vector import MemoryHit
+from policy.engine import Facts, PolicyEngine
+from policy.escalation import MessageFacts
+
+#: Earlier inbound messages this recent that resemble this one make it a repeat contact.
+REPEAT_WINDOW = timedelta(days=14)
+
+
+def policy_gate(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, Any]:
+    """The policy engine gives every candidate a verdict with reason codes; nothing has run."""
+    svc = runtime.context
+    policy = svc.policy.get()
+    now = svc.clock.now()
+    inbound = state_maybe_inbound(state)
+    profile = state_profile(state)
+    signals = Signals.model_validate(state["signals"])
+    esc = policy.escalation
+    repeat = 1 + sum(
+        1 for h in (MemoryHit.model_validate(x) for x in state["history"])
+        if h.direction == "inbound" and h.score >= esc.repeat_similarity
+        and h.created_at >= now - REPEAT_WINDOW
+    )
+    message = MessageFacts(
+        text=inbound.text if inbound else "",
+        intent=signals.intent,
+        confidence=signals.confidence,
+        sentiment=signals.sentiment,
+        topic=signals.best_other_than("human_request", "small_talk", "off_topic", "opt_out"),
+        seats=signals.seats,
+        requirements=tuple(signals.requirements),
+        repeat_contacts=repeat,
+        stalled_turns=svc.store.stalled_turns(state["conversation_id"]),
+        stage=profile.lifecycle_stage,
+        opt_out=state["opt_out"],
+        opt_in=state["opt_in"],
+    )
+    handoff = state["active_handoff"]
+    ledger = sent_ledger(svc, profile.id, policy, now)
+    result = PolicyEngine(policy).arbitrate(
+        ACTIONS.validate_python(state["proposed"]),
+        Facts(
+            profile=profile,
+            message=message,
+            inbound_channel=inbound.channel if inbound else None,
+            now=now,
+            stages=svc.lifecycle.stages,
+            active_handoff=Handoff.model_validate(handoff) if handoff else None,
+            ledger=ledger,
+            summary=state.get("summary", ""),
+            # a journey's declared actions are the company's, not the model's
+            origin="model" if inbound else "system",
+            human_said=tuple((state.get("handback") or {}).get("replies", ())),
+            rule_stage=state["rule_stage"],
+            customer_said=_customer_said(state),
+        ),
+    )
+    return {
+        "proposed": [a.model_dump(mode="json") for a in result.actions],
+        "verdicts": [v.model_dump(mode="json") for v in result.verdicts],
+        "approved": {str(i): a.model_dump(mode="json") for i, a in result.approved.items()},
+        "held": {str(i): a.model_dump(mode="json") for i, a in result.held.items()},
+        "consent_changes": result.consent_changes,
+        "policy_inputs": result.inputs,
+        "policy_version": policy.version,
+    }
+
+
+def _customer_said(state: TurnState) -> tuple[str, ...]:
+    """The customer's own words: this message and the recent ones (quotes are not claims)."""
+    inbound = state.get("inbound")
+    earlier = [m["text"] for m in state.get("recent", []) if m.get("direction") == "inbound"]
+    return tuple(earlier + ([inbound["text"]] if inbound else []))
