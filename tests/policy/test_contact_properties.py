@@ -5,6 +5,8 @@ identities, consent per channel and purpose), policies (caps, quiet hours, chann
 sequences of proposed messages around real DST transitions. Every approved send is then checked
 by an independent checker written here from the rules' definitions (policy/model.py docstrings,
 policy/default.yaml), never by calling the functions under test.
+The quiet-hours arithmetic on its own (``next_allowed``) is tested in
+test_quiet_hours_properties.py; the reference both use is in contact_reference.py.
 """
 
 from __future__ import annotations
@@ -12,44 +14,37 @@ from __future__ import annotations
 import bisect
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
-from functools import cache
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from core.domain import CHANNELS, Channel, ChannelConsent, CustomerProfile, Identity, Purpose
 from core.domain import SendMessage as Send
-from policy.contact import SentRecord, next_allowed, zone_for
+from policy.contact import SentRecord
 from policy.engine import Facts, PolicyEngine
 from policy.escalation import MessageFacts
 from policy.loader import load_policy
 from policy.model import ConsentRule, FrequencyCap, Policy, QuietHours
-
-MINUTE = timedelta(minutes=1)
-ZONES: tuple[str, ...] = (
-    "America/New_York",
-    "Europe/London",
-    "Europe/Berlin",
-    "Australia/Sydney",  # southern hemisphere DST
-    "America/Sao_Paulo",  # DST at midnight until 2019
-    "Asia/Kolkata",  # +05:30
-    "Asia/Kathmandu",  # +05:45
-    "Pacific/Chatham",  # +12:45 / +13:45
-    "Pacific/Apia",  # skipped 2011-12-30 entirely
-    "America/St_Johns",  # -03:30 / -02:30
-    "Australia/Lord_Howe",  # 30-minute DST shift
-    "Europe/Dublin",  # negative DST in the tz database
-    "UTC",
+from tests.policy.contact_reference import (
+    BOOL,
+    DAY_MINUTES,
+    UNKNOWN_ZONES,
+    ZONE,
+    ZONES,
+    crosses_transition,
+    one_in,
+    property_settings,
+    quiet_local,
+    quiet_window,
+    resolve_zone,
+    to_clock,
+    to_minutes,
+    transitions,
+    uniform_instant,
 )
-#: Names that are not zones: the customer is treated as being in the default zone.
-UNKNOWN_ZONES: tuple[str, ...] = ("Mars/Olympus_Mons", "", "not a zone", "../../etc/passwd")
-UNIFORM_FROM = datetime(2024, 1, 1, tzinfo=UTC)
-UNIFORM_TO = datetime(2031, 1, 1, tzinfo=UTC)
-#: Where DST transitions are looked for (wider than the uniform range: Sao Paulo, Apia).
-SCAN_FROM, SCAN_TO = datetime(2010, 1, 1, tzinfo=UTC), datetime(2031, 1, 1, tzinfo=UTC)
-DAY_MINUTES = 24 * 60
+
 PURPOSES: tuple[Purpose, ...] = ("marketing", "service", "transactional")
 STATUSES = ("granted", "revoked", "unknown")
 RULES: tuple[ConsentRule, ...] = ("explicit", "implied", "reply")
@@ -68,283 +63,10 @@ PROMO_TEXTS = (
     "A special offer for you: upgrade now and get more seats.",
     "Limited-time deal on annual plans this week.",
 )
-QUIET_EXAMPLES = 3_000  # per quiet-hours property (two of them)
-FIRST_MINUTE_EXAMPLES = 1_000
 ENGINE_EXAMPLES = 4_000
 
 
-def property_settings(examples: int) -> settings:
-    """Reproducible settings: the same examples on every run and in CI."""
-    return settings(
-        max_examples=examples,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
-
-
-# --- the reference: written from the rules' definitions ----------------------------------------
-
-
-def resolve_zone(name: str, default: str) -> ZoneInfo:
-    """The customer's zone by definition: a known name, else the policy's default zone."""
-    return ZoneInfo(name if name in ZONES else default)
-
-
-def quiet_local(local: datetime, start: int, end: int) -> bool:
-    """Is this local wall-clock minute inside the window [start, end) (minutes of the day)?"""
-    minute = local.hour * 60 + local.minute
-    if start < end:
-        return start <= minute < end
-    return minute >= start or minute < end  # the window crosses midnight
-
-
-def quiet_at(instant: datetime, zone: ZoneInfo, start: int, end: int) -> bool:
-    """Quiet at this instant for a customer in ``zone``."""
-    return quiet_local(instant.astimezone(zone), start, end)
-
-
-def _minutes(t: time) -> int:
-    return t.hour * 60 + t.minute
-
-
-def _clock(minutes: int) -> time:
-    return time(minutes // 60, minutes % 60)
-
-
-# --- real DST transitions, found by scanning utcoffset changes ---------------------------------
-
-
-def _offset(zone: ZoneInfo, instant: datetime) -> timedelta | None:
-    return instant.astimezone(zone).utcoffset()
-
-
-@cache
-def transitions(name: str) -> tuple[datetime, ...]:
-    """UTC instants (to the minute) at which the zone's offset changes between 2010 and 2030."""
-    zone = ZoneInfo(name)
-    found: list[datetime] = []
-    day = SCAN_FROM
-    before = _offset(zone, day)
-    while day < SCAN_TO:
-        nxt = day + timedelta(days=1)
-        after = _offset(zone, nxt)
-        if after != before:
-            lo, hi = day, nxt
-            while hi - lo > MINUTE:
-                mid = (lo + (hi - lo) / 2).replace(second=0, microsecond=0)
-                if mid <= lo:
-                    break
-                if _offset(zone, mid) == before:
-                    lo = mid
-                else:
-                    hi = mid
-            found.append(hi)
-        day, before = nxt, after
-    return tuple(found)
-
-
-DST_ZONES = tuple(z for z in ZONES if transitions(z))
-ALL_TRANSITIONS: tuple[tuple[str, datetime], ...] = tuple(
-    (z, t) for z in DST_ZONES for t in transitions(z)
-)
-
-
-def crosses_transition(zone: ZoneInfo, a: datetime, b: datetime) -> bool:
-    """The zone's offset differs somewhere in [a, b] (checked at the transitions found)."""
-    return any(a <= t <= b for t in transitions(zone.key))
-
-
-# --- strategies -----------------------------------------------------------------------------
-# Module-level strategies: Hypothesis validates each strategy object once, so building them
-# here (not inside the composites) keeps generation cheap.
-
-MINUTE_OF_DAY = st.integers(0, DAY_MINUTES - 1)
-NONZERO_MINUTES = st.integers(1, DAY_MINUTES - 1)
-SECONDS_2024_2030 = st.integers(int(UNIFORM_FROM.timestamp()), int(UNIFORM_TO.timestamp()) - 1)
-AROUND_SECONDS = st.integers(-3 * 3600, 3 * 3600)
-AROUND_MINUTES = st.integers(-90, 90)
-ZONE = st.sampled_from(ZONES)
-UNKNOWN_ZONE = st.sampled_from(UNKNOWN_ZONES)
-TRANSITION = st.sampled_from(ALL_TRANSITIONS)
-EDGE = st.sampled_from(("none", "start", "end"))
-BOOL = st.booleans()
-
-
-def one_in(draw: st.DrawFn, n: int) -> bool:
-    """True with probability 1/n."""
-    return draw(st.integers(0, n - 1)) == 0
-
-
-def uniform_instant(draw: st.DrawFn) -> datetime:
-    """An instant to the second, uniformly over 2024-2030."""
-    return datetime.fromtimestamp(draw(SECONDS_2024_2030), UTC)
-
-
-@dataclass(frozen=True)
-class QuietCase:
-    """One next_allowed question: a customer's zone name, the default zone, a window, a now."""
-
-    tz_name: str
-    default_tz: str
-    start: int  # minutes of the day
-    end: int
-    now: datetime
-
-
-def _window(draw: st.DrawFn) -> tuple[int, int]:
-    """A quiet window [start, end) in minutes of the day, start != end, maybe over midnight."""
-    start = draw(MINUTE_OF_DAY)
-    return start, (start + draw(NONZERO_MINUTES)) % DAY_MINUTES
-
-
-def _name_for(draw: st.DrawFn, zone: str) -> tuple[str, str]:
-    """(customer's zone name, default zone) such that the customer ends up in ``zone``."""
-    if one_in(draw, 5):
-        return draw(UNKNOWN_ZONE), zone
-    return zone, draw(ZONE)
-
-
-@st.composite
-def uniform_quiet_cases(draw: st.DrawFn) -> QuietCase:
-    """Any zone (or an unknown name), any window, any instant in 2024-2030."""
-    tz_name, default_tz = _name_for(draw, draw(ZONE))
-    start, end = _window(draw)
-    return QuietCase(tz_name, default_tz, start, end, uniform_instant(draw))
-
-
-@st.composite
-def dst_quiet_cases(draw: st.DrawFn) -> QuietCase:
-    """An instant within ±3 h of a real transition; windows often start or end near it."""
-    zone_name, transition = draw(TRANSITION)
-    tz_name, default_tz = _name_for(draw, zone_name)
-    now = transition + timedelta(seconds=draw(AROUND_SECONDS))
-    if draw(BOOL):
-        now = now.replace(second=0)
-    start, end = _window(draw)
-    # two times in three, put an edge of the window next to the wall-clock time of the change
-    edge = draw(EDGE)
-    if edge != "none":
-        zone = ZoneInfo(zone_name)
-        wall = _minutes((transition - MINUTE).astimezone(zone).time()) + 1
-        near = (wall + draw(AROUND_MINUTES)) % DAY_MINUTES
-        if edge == "start" and near != end:
-            start = near
-        elif edge == "end" and near != start:
-            end = near
-    return QuietCase(tz_name, default_tz, start, end, now)
-
-
-# --- 1. quiet hours: next_allowed ------------------------------------------------------------
-
-QUIET_TALLY: Counter[str] = Counter()
-
-
-def check_next_allowed(case: QuietCase, *, first_minute: bool = True) -> None:
-    """next_allowed is at or after now, not quiet, and (first_minute) the earliest such minute."""
-    quiet = QuietHours(
-        start=_clock(case.start), end=_clock(case.end), default_timezone=case.default_tz
-    )
-    zone = resolve_zone(case.tz_name, case.default_tz)
-    assert zone_for(case.tz_name, case.default_tz).key == zone.key
-    now = case.now
-    got = next_allowed(now, zone_for(case.tz_name, case.default_tz), quiet)
-    assert got >= now, f"{got} is before now {now}"
-    assert not quiet_at(got, zone, case.start, case.end), (
-        f"{got} = {got.astimezone(zone)} local is inside quiet hours"
-    )
-    if got == now:
-        QUIET_TALLY["not_quiet_now"] += 1
-        return
-    QUIET_TALLY["deferred"] += 1
-    if got.astimezone(zone).utcoffset() != now.astimezone(zone).utcoffset():
-        QUIET_TALLY["deferred_across_offset_change"] += 1
-    assert quiet_at(got - MINUTE, zone, case.start, case.end), (
-        f"not minimal: the minute before {got.astimezone(zone)} is not quiet either"
-    )
-    if not first_minute:
-        return
-    # "the earliest minute at or after now": every minute in [now, got) is still quiet
-    probe, minute = now, now.replace(second=0, microsecond=0)
-    while probe < got:
-        assert quiet_at(probe, zone, case.start, case.end), (
-            f"not the first allowed minute: {probe} = {probe.astimezone(zone)} in {zone.key} "
-            f"is outside quiet hours {_clock(case.start)}-{_clock(case.end)} already, but "
-            f"next_allowed({now}) = {got} = {got.astimezone(zone)}"
-        )
-        minute += MINUTE
-        probe = minute
-
-
-@property_settings(QUIET_EXAMPLES)
-@given(case=uniform_quiet_cases())
-def _next_allowed_uniform(case: QuietCase) -> None:
-    check_next_allowed(case)
-
-
-@property_settings(QUIET_EXAMPLES)
-@given(case=dst_quiet_cases())
-def _next_allowed_near_dst(case: QuietCase) -> None:
-    check_next_allowed(case, first_minute=False)
-
-
-def _case(zone: str, start: str, end: str, now: str) -> QuietCase:
-    """A QuietCase from readable values (now in UTC)."""
-    return QuietCase(zone, "UTC", _minutes(time.fromisoformat(start)),
-                     _minutes(time.fromisoformat(end)), datetime.fromisoformat(now + "+00:00"))
-
-
-@property_settings(FIRST_MINUTE_EXAMPLES)
-@given(case=dst_quiet_cases())
-# fall back: the window's end exists twice and the first one is an hour earlier
-# (New York 2024-11-03: 01:30 EDT = 05:30 UTC, 01:30 EST = 06:30 UTC)
-@example(case=_case("America/New_York", "22:00", "01:30", "2024-11-03T04:30"))
-# fall back: now is after the end's first occurrence; its second one is minutes away
-@example(case=_case("America/New_York", "01:45", "01:30", "2024-11-03T05:50"))
-# spring forward: the end (02:17) does not exist; 03:00, right after the gap, is allowed
-@example(case=_case("Europe/Berlin", "03:12", "02:17", "2020-03-29T00:41"))
-# fall back: the clock goes back to before the window's start (02:00 < 02:50)
-@example(case=_case("Australia/Sydney", "02:50", "06:59", "2025-04-05T15:59"))
-def _next_allowed_first_minute_near_dst(case: QuietCase) -> None:
-    check_next_allowed(case, first_minute=True)
-
-
-def test_next_allowed_uniform_over_zones_and_years() -> None:
-    """Quiet hours over 2024-2030 in every zone: next_allowed is legal and the first minute."""
-    QUIET_TALLY.clear()
-    _next_allowed_uniform()
-    assert QUIET_TALLY["deferred"] > QUIET_EXAMPLES // 10
-    assert QUIET_TALLY["not_quiet_now"] > QUIET_EXAMPLES // 10
-
-
-def test_next_allowed_around_dst_transitions() -> None:
-    """Within three hours of real DST transitions: never quiet, never early, minute before quiet."""
-    QUIET_TALLY.clear()
-    _next_allowed_near_dst()
-    assert QUIET_TALLY["deferred"] > QUIET_EXAMPLES // 10
-    assert QUIET_TALLY["deferred_across_offset_change"] > QUIET_EXAMPLES // 50
-
-
-def test_next_allowed_is_the_first_allowed_minute_around_dst() -> None:
-    """Within three hours of real DST transitions: no earlier minute is outside quiet hours."""
-    QUIET_TALLY.clear()
-    _next_allowed_first_minute_near_dst()
-    assert QUIET_TALLY["deferred_across_offset_change"] > 0
-
-
-def test_transitions_found() -> None:
-    """The scan finds the transitions the generators rely on (spring forward, fall back)."""
-    ny = transitions("America/New_York")
-    assert datetime(2024, 3, 10, 7, tzinfo=UTC) in ny
-    assert datetime(2024, 11, 3, 6, tzinfo=UTC) in ny
-    assert datetime(2024, 4, 6, 16, tzinfo=UTC) in transitions("Australia/Sydney")
-    assert datetime(2011, 12, 30, 10, tzinfo=UTC) in transitions("Pacific/Apia")
-    assert not transitions("Asia/Kolkata")
-    assert {"America/Sao_Paulo", "Pacific/Chatham", "America/St_Johns"} <= set(DST_ZONES)
-
-
-# --- 2. the engine end to end ----------------------------------------------------------------
+# --- the engine end to end ------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -445,9 +167,9 @@ def policies(draw: st.DrawFn) -> Policy:
     contact = DEFAULT_POLICY.contact
     quiet: QuietHours | None = None
     if not one_in(draw, 10):
-        start, end = _window(draw)
+        start, end = quiet_window(draw)
         quiet = QuietHours(
-            start=_clock(start), end=_clock(end),
+            start=to_clock(start), end=to_clock(end),
             purposes=["marketing", "service"] if one_in(draw, 4) else ["marketing"],
             default_timezone=draw(ZONE),
         )
@@ -610,7 +332,7 @@ def check_scenario(s: Scenario, sent: list[Delivered]) -> None:
         # sends only)
         if quiet is not None and d.purpose in quiet.purposes and not d.reply:
             local = d.at.astimezone(zone)
-            assert not quiet_local(local, _minutes(quiet.start), _minutes(quiet.end)), (
+            assert not quiet_local(local, to_minutes(quiet.start), to_minutes(quiet.end)), (
                 f"quiet hours {quiet.start}-{quiet.end} in {zone.key}: local {local}; {where}"
             )
     # (d) caps
