@@ -7,16 +7,15 @@ from dataclasses import dataclass
 from agent.brains.base import Brain
 from agent.understand import IntentClassifier
 from core.clock import Clock, IdFactory
-from journey.journeys import JourneysProvider
-from journey.lifecycle import Lifecycle
-from journey.store import Store
-from memory.vector import VectorMemory
+from core.ports import TurnStore, VectorMemory
+from policy.journeys import JourneysProvider
+from policy.lifecycle import Lifecycle
 from policy.loader import PolicyProvider
 
 
 @dataclass
 class TurnServices:
-    store: Store
+    store: TurnStore
     memory: VectorMemory
     classifier: IntentClassifier
     brain: Brain

@@ -40,7 +40,7 @@ class TurnState(TypedDict, total=False):
     policy_inputs: dict[str, Any]  # the facts the engine decided on (audit)
     policy_version: str
     # act
-    effects: dict[str, Any]  # journey.store.TurnEffects
+    effects: dict[str, Any]  # memory.store.TurnEffects
     approval_id: str | None  # the held action's approval, if any
     # respond
     reply: str | None

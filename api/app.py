@@ -11,8 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 import journey
-from agent.service import TurnInProgress
-from api import console
+from api import console, errors
 from api.guards import RequestGuard
 from api.ratelimit import RateLimited, RateLimiter
 from api.routes import (
@@ -87,12 +86,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             content={"detail": _validation_message(errors), "errors": errors},
         )
 
-    @app.exception_handler(TurnInProgress)
-    async def _in_progress(request: Request, exc: TurnInProgress) -> JSONResponse:
-        return JSONResponse(
-            status_code=409,
-            content={"detail": f"message {exc} is being handled right now; retry shortly"},
-        )
+    errors.install(app)
 
     @app.exception_handler(RateLimited)
     async def _limited(request: Request, exc: RateLimited) -> JSONResponse:

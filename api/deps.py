@@ -1,20 +1,31 @@
-"""Dependencies: the service container, API-key scopes and the rate limits, as ``Annotated``
-aliases."""
+"""Dependencies as ``Annotated`` aliases: one per service a route uses (the store, the inbox,
+the turn runner, …), API-key scopes and the rate limits.
+
+A route names the services it needs (``store: StoreDep``), never the container that holds
+them: its signature says what it touches, and a test can hand it other services. The services
+are built once, at start-up, by ``journey.runtime.build_container``."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 
+from agent.understand import KnowledgeBase
 from api.ratelimit import RateLimiter, Rule, key_id
+from core.hub import Hub
 from core.settings import ApiKey, Settings
-from journey.handoffs import Agent
+from journey.handoffs import Agent, HandoffService
 from journey.runtime import Container
+from journey.signals import SignalService
+from journey.turns import Orchestrator
+from memory.store import Store
+from policy.lifecycle import Lifecycle
+from policy.loader import PolicyProvider
 
 _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <api key>`")
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="or `X-API-Key: <key>`")
@@ -30,7 +41,25 @@ def get_settings_dep(request: Request) -> Settings:
     return settings
 
 
+def _service(name: str) -> Callable[[Request], Any]:
+    def get(request: Request) -> Any:
+        return getattr(request.app.state.container, name)
+
+    get.__name__ = f"get_{name}"
+    return get
+
+
+#: The wiring itself: only for what describes the running server (``/v1/health``).
 ContainerDep = Annotated[Container, Depends(get_container)]
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+StoreDep = Annotated[Store, Depends(_service("store"))]
+HandoffsDep = Annotated[HandoffService, Depends(_service("handoffs"))]
+TurnsDep = Annotated[Orchestrator, Depends(_service("orchestrator"))]
+SignalsDep = Annotated[SignalService, Depends(_service("signals"))]
+PolicyDep = Annotated[PolicyProvider, Depends(_service("policy"))]
+LifecycleDep = Annotated[Lifecycle, Depends(_service("lifecycle"))]
+HubDep = Annotated[Hub, Depends(_service("hub"))]
+KnowledgeDep = Annotated[KnowledgeBase, Depends(_service("knowledge"))]
 
 
 @dataclass(frozen=True)

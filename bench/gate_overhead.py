@@ -28,10 +28,10 @@ from rich.table import Table
 
 from agent import nodes
 from agent.graph import make_builder
-from agent.service import InboundRequest, Orchestrator
 from core.settings import Settings
 from evals.broken import pass_through_gate
 from journey.runtime import build_container
+from journey.turns import InboundRequest, Orchestrator
 
 TEXTS = [
     "what does the Growth plan include?",

@@ -20,11 +20,11 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from agent.service import InboundRequest
 from core.settings import Settings
 from evals.runner import SUITES_DIR, load_suites
 from journey.demo import DEMO_FILE
 from journey.runtime import build_container
+from journey.turns import InboundRequest
 from prompts import read_yaml
 
 

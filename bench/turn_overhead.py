@@ -25,9 +25,9 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from agent.service import InboundRequest
 from core.settings import Settings
 from journey.runtime import build_container
+from journey.turns import InboundRequest
 
 TEXTS = [
     "what does the Growth plan include?",

@@ -1,4 +1,4 @@
-"""SMS and WhatsApp through Twilio's Messages API, and Twilio's webhook signature.
+"""SMS and WhatsApp through Twilio: its Messages API out, its webhooks in.
 
 ``POST {twilio_base_url}/2010-04-01/Accounts/{sid}/Messages.json`` (form-encoded, basic auth
 sid:token) with ``Idempotency-Key`` and ``I-Twilio-Idempotency-Token`` set to the delivery's key,
@@ -11,7 +11,10 @@ so a retry after a lost answer is recognised. How an attempt ends:
 
 Twilio signs the webhooks it sends us (``X-Twilio-Signature``): base64 HMAC-SHA1, keyed with the
 auth token, of the URL it called followed by every POST parameter's name and value, sorted by
-name (:func:`twilio_signature`).
+name (:func:`twilio_signature`). :func:`verify_twilio_request` checks that signature over a
+webhook's form fields; :func:`parse_twilio_message` reads an inbound SMS or WhatsApp message
+(``From`` with a ``whatsapp:`` prefix is WhatsApp) and :func:`parse_twilio_status` a
+delivery-status callback.
 """
 
 from __future__ import annotations
@@ -20,12 +23,24 @@ import base64
 import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from channels.base import Delivery, PermanentError, SendResult, TransientError
+from channels.base import (
+    Delivery,
+    DeliveryStatus,
+    Inbound,
+    InboundError,
+    NotConfigured,
+    PermanentError,
+    SendResult,
+    SignatureError,
+    TransientError,
+    external_id,
+    field,
+)
 from channels.formatting import sms_segments
 from core.settings import Settings
 
@@ -73,6 +88,68 @@ def valid_twilio_signature(auth_token: str, url: str, params: Params, signature:
                            signature.encode())
         for variant in _url_variants(url)
     )
+
+
+def inbound_auth_token(settings: Settings) -> str:
+    """The auth token Twilio signs its webhooks with; :class:`NotConfigured` if it is not set."""
+    token = settings.twilio_auth_token.get_secret_value()
+    if not token:
+        raise NotConfigured("Twilio is not configured: set JOURNEY_TWILIO_AUTH_TOKEN")
+    return token
+
+
+def signed_url(public_url: str, received_url: str) -> str:
+    """The URL Twilio signed: the configured public URL with the path and query we received,
+    else the URL as we received it (a proxy in front changes it)."""
+    if not public_url:
+        return received_url
+    parts = urlsplit(received_url)
+    query = f"?{parts.query}" if parts.query else ""
+    return public_url.rstrip("/") + parts.path + query
+
+
+def verify_twilio_request(
+    auth_token: str, url: str, fields: Mapping[str, Any], signature: str | None
+) -> None:
+    """Raise :class:`SignatureError` unless ``signature`` (the ``X-Twilio-Signature`` header)
+    signs this webhook: ``url`` (see :func:`signed_url`) and every form field."""
+    if not signature:
+        raise SignatureError("missing X-Twilio-Signature header")
+    params = {k: [str(x) for x in v] if isinstance(v, list) else str(v)
+              for k, v in fields.items()}
+    if not valid_twilio_signature(auth_token, url, params, signature):
+        raise SignatureError(
+            "invalid X-Twilio-Signature (if a proxy sits in front, set JOURNEY_PUBLIC_URL)"
+        )
+
+
+def parse_twilio_message(fields: Mapping[str, Any]) -> Inbound:
+    """An inbound SMS or WhatsApp message from Twilio's messaging webhook fields; its text is
+    empty for media only. :class:`InboundError` without ``From`` or ``MessageSid``."""
+    sender, sid = field(fields, "From"), field(fields, "MessageSid", "SmsMessageSid")
+    if not sender or not sid:
+        raise InboundError("a Twilio message needs From and MessageSid")
+    return Inbound(
+        channel="whatsapp" if sender.startswith(WHATSAPP) else "sms",
+        address=sender.removeprefix(WHATSAPP),
+        name=field(fields, "ProfileName") or None,
+        text=field(fields, "Body"),
+        external_id=external_id(sid),
+        meta={"twilio": {"to": field(fields, "To"), "num_media": field(fields, "NumMedia")}},
+    )
+
+
+def parse_twilio_status(fields: Mapping[str, Any]) -> DeliveryStatus:
+    """A delivery-status callback (``MessageStatus``, and ``ErrorCode``/``ErrorMessage`` when it
+    failed). :class:`InboundError` without ``MessageSid`` or ``MessageStatus``."""
+    sid = field(fields, "MessageSid", "SmsSid")
+    state = field(fields, "MessageStatus", "SmsStatus")
+    if not sid or not state:
+        raise InboundError("a Twilio status callback needs MessageSid and MessageStatus")
+    code = field(fields, "ErrorCode")
+    message = field(fields, "ErrorMessage")
+    error = f"Twilio error {code}" + (f": {message}" if message else "") if code else None
+    return DeliveryStatus(provider_message_id=sid, status=state, error=error)
 
 
 def _twilio_error(response: httpx.Response) -> str:

@@ -10,7 +10,9 @@ Headers: ``Idempotency-Key`` (the same on every retry of a message) and a Stripe
 ``X-Journey-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(webhook_secret, "<t>.<raw body>")>``.
 A receiver checks the signature over the raw bytes and rejects a ``t`` older than a few minutes
 (:func:`verify_webhook`), so a captured request cannot be replayed later. Inbound generic webhooks
-(``POST /v1/channels/webhook/inbound``) are signed the same way.
+(``POST /v1/channels/webhook/inbound``) are signed the same way: :func:`verify_inbound_webhook`
+checks one and gives the key a receiver remembers against replays (the signature in one
+canonical form); the body is the turn API's own inbound message, JSON.
 
 The receiver answers 2xx (optionally ``{"id": ..., "status": ...}``); a timeout, a connection
 error, 408, 429 or a 5xx is :class:`TransientError`, any other 4xx :class:`PermanentError`.
@@ -25,7 +27,14 @@ from datetime import UTC
 
 import httpx
 
-from channels.base import Delivery, PermanentError, SendResult, TransientError
+from channels.base import (
+    Delivery,
+    NotConfigured,
+    PermanentError,
+    SendResult,
+    SignatureError,
+    TransientError,
+)
 from core.clock import Clock, SystemClock
 from core.domain import Channel
 from core.settings import Settings
@@ -74,6 +83,35 @@ def verify_webhook(
 ) -> bool:
     """Is ``header`` a valid, fresh signature of ``body``? Constant-time."""
     return webhook_signature_problem(secret, header, body, now, tolerance_s) is None
+
+
+def inbound_secret(settings: Settings) -> str:
+    """The secret inbound webhooks are signed with; :class:`NotConfigured` if it is not set."""
+    secret = settings.webhook_secret.get_secret_value()
+    if not secret:
+        raise NotConfigured("the generic webhook is not configured: set JOURNEY_WEBHOOK_SECRET")
+    return secret
+
+
+def _replay_key(secret: str, header: str, body: bytes) -> str:
+    """The signature a valid ``header`` carries, in one canonical form (``t=<t>,v1=<ours>``):
+    extra ``v1`` values, spaces or another order do not make a captured header new."""
+    signed_at = ""
+    for part in header.split(","):  # as webhook_signature_problem reads it: the last t
+        name, _, value = part.strip().partition("=")
+        if name == "t":
+            signed_at = value
+    return sign_webhook(secret, body, int(signed_at))
+
+
+def verify_inbound_webhook(secret: str, header: str | None, body: bytes, now: float) -> str:
+    """The replay key of an inbound webhook whose ``header`` is a valid, fresh signature of
+    ``body``: the signature in one canonical form, the same however the header was reshaped.
+    :class:`SignatureError` naming the problem otherwise."""
+    problem = webhook_signature_problem(secret, header, body, now)
+    if problem:
+        raise SignatureError(problem)
+    return _replay_key(secret, header or "", body)
 
 
 def _error(response: httpx.Response) -> str:

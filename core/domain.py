@@ -1,7 +1,7 @@
 """The domain model: customers, events, messages, conversations, decisions, handoffs.
 
 Plain pydantic models with no storage concerns. Lifecycle stages are strings validated against
-the lifecycle configuration (``journey.lifecycle``), not an enum: a company defines its own.
+the lifecycle configuration (``policy.lifecycle``), not an enum: a company defines its own.
 """
 
 from __future__ import annotations
@@ -295,3 +295,16 @@ class Conversation(BaseModel):
     owner: Literal["bot", "human"]
     created_at: datetime
     updated_at: datetime
+
+
+class Handback(BaseModel):
+    """A conversation people handed back: what the bot reads before it answers again."""
+
+    handoff_id: str
+    status: str
+    outcome: str | None
+    by: str
+    closed_at: datetime
+    notes: list[str]
+    #: What the person told the customer (the bot must not say it again).
+    replies: list[str]

@@ -1,14 +1,14 @@
 """A deliberately broken agent: the policy gate replaced by a pass-through that approves every
 candidate unchanged. Never wired into the app; it exists to prove the eval gate catches an
-unguarded agent (tests/test_evals.py) and as the baseline of bench/gate_overhead.py."""
+unguarded agent (tests/evals/test_evals.py) and as the baseline of bench/gate_overhead.py."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from agent.graph import make_builder
-from agent.service import Orchestrator
 from journey.runtime import Container
+from journey.turns import Orchestrator
 
 
 def pass_through_gate(state: dict[str, Any], runtime: Any) -> dict[str, Any]:

@@ -256,8 +256,8 @@ def diff_reports(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 
 def _store() -> Any:
     from core.settings import get_settings
-    from journey.db import make_engine
-    from journey.store import Store
+    from memory.db import make_engine
+    from memory.store import Store
 
     return Store(make_engine(get_settings().resolved_database_url))
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from evals.runner import CaseRun, EvalEnv, run_case
 from evals.schema import Case
-from journey.store import Store
+from memory.store import Store
 
 
 def export_conversations(

@@ -17,7 +17,6 @@ from typing import Any
 
 import yaml
 
-from agent.service import InboundRequest, TurnResult
 from agent.understand import IntentClassifier, KnowledgeBase
 from core.clock import FixedClock, sequential_ids
 from core.domain import Approval, CustomerProfile, Event, Identity
@@ -25,6 +24,7 @@ from core.settings import BrainName, Settings
 from evals.personas import LLMVoice, ScriptedVoice, Voice
 from evals.schema import Case, Persona, Suite
 from journey.runtime import Container, build_container
+from journey.turns import InboundRequest, TurnResult
 from memory.embeddings import MiniLMEmbedder, get_embedder
 from memory.vector import InMemoryVectorMemory
 from policy.loader import default_policy_path

@@ -6,24 +6,21 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import urlparse
 
 import httpx
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from sqlalchemy import Engine
 
 from agent.brains.base import Brain
 from agent.brains.llm import LLMBrain, make_client, resolve_mode
 from agent.brains.rules import RulesBrain
 from agent.context import TurnServices
 from agent.graph import build_graph
-from agent.service import Orchestrator
 from agent.understand import IntentClassifier, KnowledgeBase
 from channels.base import ChannelAdapter
 from channels.registry import build_adapters, close_adapters
@@ -31,23 +28,32 @@ from core.clock import Clock, IdFactory, SystemClock, uuid_ids
 from core.domain import Channel
 from core.hub import JOBS_KEY, Hub
 from core.settings import Settings
-from journey import migrate
-from journey.db import make_engine
 from journey.handoffs import HandoffService
-from journey.journeys import JourneysProvider
-from journey.lifecycle import Lifecycle, load_lifecycle
 from journey.localllm import LocalModelError, LocalServer, start_local
-from journey.locks import file_lock
 from journey.signals import SignalService
-from journey.store import Store
+from journey.turns import Orchestrator
 from journey.webhooks import HandoffWebhooks
 from journey.worker import Worker, WorkerPool
+from memory import db, migrate
+from memory.checkpoints import make_checkpointer
+from memory.db import Engine, make_engine
 from memory.embeddings import MiniLMEmbedder, get_embedder
+from memory.store import Store
 from memory.vector import ChromaVectorMemory, VectorMemory
 from policy.brief import policy_brief
+from policy.journeys import JourneysProvider
+from policy.lifecycle import Lifecycle, load_lifecycle
 from policy.loader import PolicyProvider
 
 log = logging.getLogger(__name__)
+
+
+class ServerHealth(TypedDict):
+    database: str
+    vector_memory: str
+    brain: str
+    model: str | None
+    brain_note: str | None
 
 
 @dataclass
@@ -96,52 +102,22 @@ class Container:
         ]
         return WorkerPool(workers)
 
+    def health(self) -> ServerHealth:
+        """What the server runs on, after checking the database answers (``GET /v1/health``)."""
+        settings = self.settings
+        return ServerHealth(
+            database=db.ping(self.engine),
+            vector_memory="chroma-http" if settings.chroma_url else "chroma-embedded",
+            brain=self.brain.name,
+            model=(self.local_llm.model.stem if self.local_llm else settings.llm_model)
+            if self.brain.name != "rules" else None,
+            brain_note=self.brain_note,
+        )
+
     def close(self) -> None:
         for closer in reversed(self._closers):
             closer()
         self._closers.clear()
-
-
-def pg_conninfo(database_url: str) -> str:
-    """A libpq URL from an SQLAlchemy one (drops the ``+psycopg`` driver suffix)."""
-    scheme, rest = database_url.split("://", 1)
-    return "postgresql://" + rest if scheme.startswith("postgresql") else database_url
-
-
-def make_checkpointer(settings: Settings) -> tuple[BaseCheckpointSaver[Any], Callable[[], None]]:
-    """SQLite saver beside the SQLite store, Postgres saver with PostgreSQL (its tables are
-    created under an advisory lock)."""
-    if settings.is_postgres:
-        from langgraph.checkpoint.postgres import PostgresSaver
-        from psycopg.rows import dict_row
-        from psycopg_pool import ConnectionPool
-
-        pool = ConnectionPool(
-            pg_conninfo(settings.resolved_database_url),
-            min_size=1,
-            max_size=8,
-            kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
-            open=True,
-        )
-        saver: BaseCheckpointSaver[Any] = PostgresSaver(pool)  # type: ignore[arg-type]
-        # setup() creates its tables and records its version without a lock: two processes
-        # starting together collide (UniqueViolation), so one at a time, as journey.migrate does
-        with migrate.postgres_lock(pg_conninfo(settings.resolved_database_url),
-                                   migrate.CHECKPOINTS_LOCK):
-            saver.setup()  # type: ignore[attr-defined]
-        return saver, pool.close
-    from langgraph.checkpoint.sqlite import SqliteSaver
-
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    path = settings.data_dir / "checkpoints.sqlite"
-    conn = sqlite3.connect(path, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    sqlite_saver = SqliteSaver(conn)
-    # processes (or threads) sharing the file set it up one at a time: two at once can meet
-    # "database is locked" (a read transaction that cannot become a write one in WAL mode)
-    with file_lock(path.with_name(path.name + ".setup.lock")):
-        sqlite_saver.setup()
-    return sqlite_saver, conn.close
 
 
 def make_memory(settings: Settings, embedder: MiniLMEmbedder) -> VectorMemory:

@@ -26,13 +26,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from agent.service import CustomerRef
 from core.clock import Clock
 from core.domain import Event
 from core.effects import Activity, CrmChange
-from journey.journeys import JourneysProvider, apply_signals, trigger_holds
-from journey.lifecycle import Lifecycle
-from journey.store import Store
+from journey.turns import CustomerRef
+from memory.store import Store
+from policy.journeys import JourneysProvider, apply_signals, trigger_holds
+from policy.lifecycle import Lifecycle
 from policy.loader import PolicyProvider
 from policy.privacy import mask_all
 

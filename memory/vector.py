@@ -1,4 +1,5 @@
-"""Vector memory: the port and its adapters (Chroma and an in-process twin).
+"""Vector memory: the adapters of the ``core.ports.VectorMemory`` port (Chroma, and an
+in-process twin for tests and evals).
 
 Every search is scoped to one customer; a customer's memory is never visible
 from another customer's search, whatever the query or ``k``.
@@ -10,7 +11,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import chromadb
 import numpy as np
@@ -18,10 +19,8 @@ from chromadb.api import ClientAPI
 from chromadb.api.models.Collection import Collection
 from chromadb.api.types import Metadata
 from chromadb.config import Settings
-from pydantic import BaseModel, Field, field_validator
 
-from core.clock import utc
-from core.domain import Direction
+from core.ports import MemoryHit, MemoryRecord, VectorMemory
 from memory.embeddings import FloatArray, MiniLMEmbedder, MiniLMEmbeddingFunction
 
 __all__ = [
@@ -33,54 +32,6 @@ __all__ = [
     "chroma_settings",
 ]
 
-
-
-class MemoryRecord(BaseModel):
-    """One remembered message. ``created_at`` is timezone-aware (naive is UTC)."""
-
-    id: str = Field(min_length=1)
-    customer_id: str = Field(min_length=1)
-    conversation_id: str
-    channel: str
-    direction: Direction
-    text: str
-    created_at: datetime
-
-    @field_validator("created_at")
-    @classmethod
-    def _aware(cls, value: datetime) -> datetime:
-        return utc(value)
-
-
-class MemoryHit(MemoryRecord):
-    """A search result; ``score`` is cosine similarity, higher is closer."""
-
-    score: float
-
-
-@runtime_checkable
-class VectorMemory(Protocol):
-    def add(self, records: Sequence[MemoryRecord]) -> None:
-        """Upsert ``records`` by id (adding the same id again replaces it)."""
-        ...
-
-    def search(self, customer_id: str, query: str, k: int = 5) -> list[MemoryHit]:
-        """Up to ``k`` of ``customer_id``'s records closest to ``query``, best first.
-
-        Empty for an unknown customer or a blank query. Never returns another
-        customer's records.
-        """
-        ...
-
-    def count(self, customer_id: str | None = None) -> int:
-        """Records held for ``customer_id``, or in total when it is None."""
-        ...
-
-    def reassign(self, from_customer: str, to_customer: str) -> int: ...
-
-    def delete_customer(self, customer_id: str) -> None:
-        """Forget every record of ``customer_id``."""
-        ...
 
 
 def chroma_settings() -> Settings:

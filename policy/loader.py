@@ -14,7 +14,7 @@ from pathlib import Path
 
 from policy.model import Policy
 from prompts.reloading import ReloadingFile
-from prompts.yamlcheck import Problem, YamlInvalid, validate_yaml
+from prompts.yamlcheck import Problem, YamlInvalid, read_source, validate_yaml
 
 __all__ = ["PolicyError", "PolicyProvider", "Problem", "load_policy", "parse_policy"]
 
@@ -45,11 +45,7 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
 
 def load_policy(path: Path | None = None) -> Policy:
     path = path or default_policy_path()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PolicyError(str(path), [Problem(None, f"cannot read the file: {exc}")]) from exc
-    return parse_policy(text, str(path))
+    return parse_policy(read_source(path, PolicyError), str(path))
 
 
 class PolicyProvider(ReloadingFile[Policy]):

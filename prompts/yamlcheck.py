@@ -8,6 +8,7 @@ written twice in one mapping is refused ("line 40: duplicate key 'content' (firs
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
@@ -97,3 +98,11 @@ def validate_yaml(
             for (line, where), msgs in found.items()
         ]
         raise error(source, problems) from exc
+
+
+def read_source(path: Path, error: type[YamlInvalid]) -> str:
+    """A YAML file's text, or ``error`` saying the file cannot be read (no line number)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise error(str(path), [Problem(None, f"cannot read the file: {exc}")]) from exc

@@ -25,10 +25,10 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from agent.service import InboundRequest, TurnResult
 from core.clock import FixedClock
 from core.domain import Channel, Identity
 from journey.runtime import Container
+from journey.turns import InboundRequest, TurnResult
 from policy.privacy import mask
 from tests import fakes
 from tests.conftest import ContainerFactory

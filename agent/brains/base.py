@@ -13,15 +13,15 @@ from core.domain import (
     Channel,
     CustomerProfile,
     Event,
+    Handback,
     Handoff,
     Message,
     ProposedAction,
     RejectedCall,
     Sentiment,
 )
-from journey.handoffs import Handback
-from journey.lifecycle import Lifecycle
-from memory.vector import MemoryHit
+from core.ports import MemoryHit
+from policy.lifecycle import Lifecycle
 
 
 class DecisionOutput(BaseModel):

@@ -14,14 +14,14 @@ from agent.state import TurnState
 from agent.understand import Signals
 from core.domain import (
     Event,
+    Handback,
     Handoff,
     Message,
     ProposedAction,
     SendMessage,
     UpdateCrm,
 )
-from journey.handoffs import Handback
-from memory.vector import MemoryHit
+from core.ports import MemoryHit
 from policy.brief import policy_brief
 
 

@@ -19,7 +19,7 @@ from core.domain import (
     SendMessage,
     UpdateCrm,
 )
-from journey.journeys import Journey
+from policy.journeys import Journey
 from prompts import render
 
 

@@ -11,7 +11,6 @@ from langgraph.runtime import Runtime
 from agent.context import TurnServices
 from agent.nodes.turn import state_maybe_inbound, state_trigger
 from agent.state import TurnState
-from journey.handoffs import load_handback
 
 EVENT_WINDOW = timedelta(days=30)
 #: a handback this recent is in the bot's context (the people's notes and replies)
@@ -41,8 +40,8 @@ def load_context(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, 
     events = svc.store.recent_events(profile.id, since=svc.clock.now() - EVENT_WINDOW)
     handoff = svc.store.active_handoff(state["conversation_id"])
     # people handed the conversation back: their notes, and what they said (not to repeat)
-    back = None if handoff else load_handback(
-        svc.store.engine, state["conversation_id"], since=svc.clock.now() - HANDBACK_WINDOW
+    back = None if handoff else svc.store.handback(
+        state["conversation_id"], since=svc.clock.now() - HANDBACK_WINDOW
     )
     return {
         "profile": profile.model_dump(mode="json"),

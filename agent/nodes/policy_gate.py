@@ -14,7 +14,7 @@ from agent.understand import Signals
 from core.domain import (
     Handoff,
 )
-from memory.vector import MemoryHit
+from core.ports import MemoryHit
 from policy.engine import Facts, PolicyEngine
 from policy.escalation import MessageFacts
 

@@ -18,7 +18,7 @@ from core.domain import (
     Verdict,
 )
 from core.effects import TurnEffects
-from memory.vector import MemoryRecord
+from core.ports import MemoryRecord
 
 
 def record(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path
 
-from api.deps import ContainerDep, require
+from api.deps import StoreDep, require
 from api.schemas import ConversationView, TranscriptEntry
 
 router = APIRouter(prefix="/v1", tags=["conversations"])
@@ -15,10 +15,9 @@ router = APIRouter(prefix="/v1", tags=["conversations"])
 @router.get("/conversations/{conversation_id}", response_model=ConversationView)
 def get_conversation(
     conversation_id: Annotated[str, Path(max_length=40)],
-    container: ContainerDep,
+    store: StoreDep,
     _key: Annotated[str, Depends(require("conversations:read"))],
 ) -> ConversationView:
-    store = container.store
     conversation = store.get_conversation(conversation_id)
     if conversation is None:
         raise HTTPException(404, f"no conversation {conversation_id!r}")

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path
 from pydantic import BaseModel, Field
 
-from api.deps import ContainerDep, require
+from api.deps import LifecycleDep, StoreDep, require
 from api.schemas import CustomerView
 
 router = APIRouter(prefix="/v1", tags=["customers"])
@@ -19,10 +19,9 @@ CustomerId = Annotated[str, Path(max_length=40, description="The customer's id")
 @router.get("/customers/{customer_id}", response_model=CustomerView)
 def get_customer(
     customer_id: CustomerId,
-    container: ContainerDep,
+    store: StoreDep,
     _key: Annotated[str, Depends(require("customers:read"))],
 ) -> CustomerView:
-    store = container.store
     profile = store.get_customer(customer_id)
     if profile is None:
         raise HTTPException(404, f"no customer {customer_id!r}")
@@ -53,14 +52,14 @@ class MergeRequest(BaseModel):
 def merge_customers(
     customer_id: CustomerId,
     body: MergeRequest,
-    container: ContainerDep,
+    store: StoreDep,
+    lifecycle: LifecycleDep,
     _key: Annotated[str, Depends(require("admin"))],
 ) -> dict[str, Any]:
     """Merge profile `merge` into this one: identities, conversations, messages, events,
     decisions, outbox, handoffs and CRM history all move; consent keeps any revocation; the
     merged id keeps resolving here. Recorded in the profile's `merges`. Merging again is a
     no-op that returns the first record."""
-    store = container.store
     survivor = store.live_customer_id(customer_id)
     merged = store.live_customer_id(body.merge)
     if survivor is None or merged is None:
@@ -71,4 +70,4 @@ def merge_customers(
             return done[0]
         raise HTTPException(409, "cannot merge a profile into itself")
     return store.merge_customers(survivor, merged, reason=body.reason, by=body.by,
-                                 stages=container.lifecycle.stages)
+                                 stages=lifecycle.stages)

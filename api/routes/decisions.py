@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from api.deps import ContainerDep, require
+from api.deps import StoreDep, require
 from api.schemas import DecisionList
 
 router = APIRouter(prefix="/v1", tags=["audit"])
@@ -17,7 +17,7 @@ MAX_OFFSET = 1_000_000
 
 @router.get("/decisions", response_model=DecisionList)
 def list_decisions(
-    container: ContainerDep,
+    store: StoreDep,
     _key: Annotated[str, Depends(require("conversations:read"))],
     customer_id: Annotated[str | None, Query(max_length=40)] = None,
     conversation_id: Annotated[str | None, Query(max_length=40)] = None,
@@ -34,7 +34,7 @@ def list_decisions(
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> DecisionList:
     """Decisions newest first, each with its inputs, candidates, verdicts and reason codes."""
-    decisions = container.store.search_decisions(
+    decisions = store.search_decisions(
         customer_id=customer_id, conversation_id=conversation_id, reason=reason,
         limit=limit, offset=offset,
     )

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from api.deps import ContainerDep, require
+from api.deps import SignalsDep, require
 from journey.signals import MAX_BATCH, IngestResult
 
 router = APIRouter(prefix="/v1", tags=["events"])
@@ -35,7 +35,7 @@ class EventBatch(BaseModel):
 )
 def post_events(
     body: EventBatch,
-    container: ContainerDep,
+    signals: SignalsDep,
     _key: Annotated[str, Depends(require("messages:write"))],
 ) -> Any:
     """Ingest behavioural events (page views, downloads, carts, usage, NPS answers...).
@@ -46,9 +46,9 @@ def post_events(
     (traits, intent scores, the declared stage rules) and may fire journeys (`fired`), which
     queue the agent's proactive decision. Answers 422 only when every event was rejected.
     """
-    if container.signals is None:  # pragma: no cover - build_container always sets it
+    if signals is None:  # pragma: no cover - build_container always sets it
         raise HTTPException(503, "signals are not configured")
-    result = container.signals.ingest(body.events)
+    result = signals.ingest(body.events)
     if result.accepted == 0 and result.duplicates == 0:
         return JSONResponse(status_code=422, content={
             "detail": "every event in the batch was rejected", **result.model_dump(mode="json")

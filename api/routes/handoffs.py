@@ -12,17 +12,15 @@ Each key has a rate limit (``JOURNEY_RATE_LIMIT_API``): over it, ``429`` with ``
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import APIRouter, Header, HTTPException, Path, Query
+from fastapi import APIRouter, Header, Path, Query
 from pydantic import BaseModel, Field
 
-from api.deps import ContainerDep, InboxAgent
+from api.deps import HandoffsDep, InboxAgent
 from api.ratelimit import LIMITED
 from journey.handoffs import (
-    HandoffError,
     HandoffEvent,
     HandoffMetrics,
     HandoffPacket,
@@ -62,16 +60,9 @@ class HandBack(BaseModel):
                              description="What the bot should know when it answers again.")
 
 
-def _call(fn: Callable[[], T]) -> T:
-    try:
-        return fn()
-    except HandoffError as exc:
-        raise HTTPException(exc.status_code, exc.detail) from None
-
-
 @router.get("", response_model=list[HandoffView], responses=LIMITED)
 def list_handoffs(
-    container: ContainerDep,
+    handoffs: HandoffsDep,
     agent: InboxAgent,
     queue: Annotated[str | None, Query(max_length=40)] = None,
     status: Annotated[
@@ -82,13 +73,13 @@ def list_handoffs(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[HandoffView]:
     """Handoffs in your queues, newest first, with their SLA timers and unread counts."""
-    return _call(lambda: container.handoffs.list(
-        agent, queue=queue, status=status, customer_id=customer_id, limit=limit))
+    return handoffs.list(
+        agent, queue=queue, status=status, customer_id=customer_id, limit=limit)
 
 
 @router.get("/metrics", response_model=HandoffMetrics, responses=LIMITED)
 def handoff_metrics(
-    container: ContainerDep,
+    handoffs: HandoffsDep,
     agent: InboxAgent,
     since: Annotated[datetime | None, Query(description="Handoffs created since (ISO 8601)")]
     = None,
@@ -96,61 +87,61 @@ def handoff_metrics(
     """Per queue: time to claim and to resolve (median, p90), SLAs met and missed, resolved by
     a person vs returned to the bot, outcomes; only the queues your key covers (and their
     total)."""
-    return container.handoffs.metrics(agent, since=since)
+    return handoffs.metrics(agent, since=since)
 
 
 @router.get("/{handoff_id}", response_model=HandoffPacket, responses=_ERRORS)
-def get_handoff(handoff_id: HandoffId, container: ContainerDep, agent: InboxAgent
+def get_handoff(handoff_id: HandoffId, handoffs: HandoffsDep, agent: InboxAgent
                 ) -> HandoffPacket:
     """The handoff packet: summary, intent, stage, sentiment, reason codes, profile highlights,
     the customer's last messages on every channel, the timeline and the decision trace."""
-    return _call(lambda: container.handoffs.packet(agent, handoff_id))
+    return handoffs.packet(agent, handoff_id)
 
 
 @router.post("/{handoff_id}/claim", response_model=HandoffView, responses=_ERRORS)
-def claim(handoff_id: HandoffId, container: ContainerDep, agent: InboxAgent) -> HandoffView:
+def claim(handoff_id: HandoffId, handoffs: HandoffsDep, agent: InboxAgent) -> HandoffView:
     """Take the handoff. 409 if someone else has it; claiming your own again is a no-op."""
-    return _call(lambda: container.handoffs.claim(agent, handoff_id))
+    return handoffs.claim(agent, handoff_id)
 
 
 @router.post("/{handoff_id}/reply", response_model=HandoffEvent, responses=_ERRORS,
              status_code=201)
 def reply(
-    handoff_id: HandoffId, body: Text, container: ContainerDep, agent: InboxAgent,
+    handoff_id: HandoffId, body: Text, handoffs: HandoffsDep, agent: InboxAgent,
     idempotency_key: IdempotencyKey = None,
 ) -> HandoffEvent:
     """Answer the customer on the channel they last wrote on (delivered through the outbox).
     You must hold the handoff. The policy checks consent, the channel and the content rules;
     a reply it would change or block is refused with 422 and the reason codes."""
-    return _call(lambda: container.handoffs.reply(
-        agent, handoff_id, body.text, idempotency_key=idempotency_key))
+    return handoffs.reply(
+        agent, handoff_id, body.text, idempotency_key=idempotency_key)
 
 
 @router.post("/{handoff_id}/note", response_model=HandoffEvent, responses=_ERRORS,
              status_code=201)
 def note(
-    handoff_id: HandoffId, body: Text, container: ContainerDep, agent: InboxAgent,
+    handoff_id: HandoffId, body: Text, handoffs: HandoffsDep, agent: InboxAgent,
     idempotency_key: IdempotencyKey = None,
 ) -> HandoffEvent:
     """An internal note (never sent to the customer); the bot reads it after the handback."""
-    return _call(lambda: container.handoffs.note(
-        agent, handoff_id, body.text, idempotency_key=idempotency_key))
+    return handoffs.note(
+        agent, handoff_id, body.text, idempotency_key=idempotency_key)
 
 
 @router.post("/{handoff_id}/resolve", response_model=HandoffView, responses=_ERRORS)
-def resolve(handoff_id: HandoffId, body: Resolution, container: ContainerDep,
+def resolve(handoff_id: HandoffId, body: Resolution, handoffs: HandoffsDep,
             agent: InboxAgent) -> HandoffView:
     """Close the handoff you hold with an outcome; the bot owns the conversation again."""
-    return _call(lambda: container.handoffs.resolve(
-        agent, handoff_id, body.outcome, note=body.note))
+    return handoffs.resolve(
+        agent, handoff_id, body.outcome, note=body.note)
 
 
 @router.post("/{handoff_id}/return-to-bot", response_model=HandoffView, responses=_ERRORS)
 def return_to_bot(
-    handoff_id: HandoffId, container: ContainerDep, agent: InboxAgent,
+    handoff_id: HandoffId, handoffs: HandoffsDep, agent: InboxAgent,
     body: HandBack | None = None,
 ) -> HandoffView:
     """Give the conversation back to the bot (an open handoff, or one you hold). The bot
     answers the customer's next message, with your notes in its context."""
-    return _call(lambda: container.handoffs.return_to_bot(
-        agent, handoff_id, note=body.note if body else None))
+    return handoffs.return_to_bot(
+        agent, handoff_id, note=body.note if body else None)

@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
-from agent.service import InboundRequest, TurnResult
-from api.deps import ContainerDep, require
+from api.deps import TurnsDep, require
+from journey.turns import InboundRequest, TurnResult
 
 router = APIRouter(prefix="/v1", tags=["messages"])
 
@@ -19,7 +19,7 @@ router = APIRouter(prefix="/v1", tags=["messages"])
 )
 def post_message(
     body: InboundRequest,
-    container: ContainerDep,
+    turns: TurnsDep,
     _key: Annotated[str, Depends(require("messages:write"))],
 ) -> TurnResult:
     """Handle one inbound customer message.
@@ -28,4 +28,4 @@ def post_message(
     record) and returns the decision with every proposed action's verdict. A repeated
     `external_id` on the same channel returns the first result and runs nothing twice.
     """
-    return container.orchestrator.handle_message(body)
+    return turns.handle_message(body)

@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
-from api.deps import ContainerDep, require
-from journey.outbox import OutboxRow
+from api.deps import HubDep, StoreDep, require
+from memory.outbox import OutboxRow
 
 router = APIRouter(prefix="/v1", tags=["outbox"])
 
@@ -30,7 +30,7 @@ class ReplayResult(BaseModel):
 
 @router.get("/outbox", response_model=OutboxList)
 def list_outbox(
-    container: ContainerDep,
+    store: StoreDep,
     _key: Annotated[str, Depends(require("admin"))],
     status: Annotated[str | None, Query(
         pattern="^(pending|scheduled|sending|sent|dead|cancelled)$")] = None,
@@ -38,7 +38,7 @@ def list_outbox(
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> OutboxList:
     """Outbound messages by status: `dead` is the dead-letter queue (with `last_error`)."""
-    queue = container.store.outbox_queue
+    queue = store.outbox_queue
     return OutboxList(counts=queue.counts(),
                       rows=queue.list(status=status, customer_id=customer_id, limit=limit))
 
@@ -46,12 +46,13 @@ def list_outbox(
 @router.post("/outbox/replay", response_model=ReplayResult)
 def replay_outbox(
     body: ReplayRequest,
-    container: ContainerDep,
+    store: StoreDep,
+    hub: HubDep,
     _key: Annotated[str, Depends(require("admin"))],
 ) -> ReplayResult:
     """Put dead-lettered messages back in the queue (due now, fresh attempts). They keep
     their idempotency keys, so a message the provider did take is not sent twice."""
-    replayed = container.store.outbox_queue.replay(body.ids or None)
+    replayed = store.outbox_queue.replay(body.ids or None)
     if replayed:
-        container.hub.notify("jobs")
+        hub.notify("jobs")
     return ReplayResult(replayed=replayed)

@@ -29,14 +29,24 @@ from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, stat
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from agent.service import Accepted, CustomerRef
-from api.deps import CallerDep, ContainerDep, check_api_key
+from api.deps import (
+    CallerDep,
+    HubDep,
+    LifecycleDep,
+    PolicyDep,
+    SettingsDep,
+    StoreDep,
+    TurnsDep,
+    check_api_key,
+)
 from api.ratelimit import LIMITED
 from api.routes.channels import inbound_request
 from channels.webchat import check_session_token, new_session_id, session_key, session_token
 from core.domain import Identity, Message
-from journey.runtime import Container
-from journey.store import Store
+from core.hub import Hub
+from core.settings import Settings
+from journey.turns import Accepted, CustomerRef
+from memory.store import Store
 from policy.privacy import mask
 
 router = APIRouter(prefix="/v1/webchat", tags=["webchat"])
@@ -93,10 +103,10 @@ class ChatMessage(BaseModel):
     )
 
 
-def _authorize(container: Container, session_id: str, token: str | None) -> None:
+def _authorize(settings: Settings, store: Store, session_id: str, token: str | None) -> None:
     found = check_session_token(
-        session_key(container.settings), session_id, token,
-        now=container.store.clock.now(), ttl_s=container.settings.webchat_session_ttl_s,
+        session_key(settings), session_id, token,
+        now=store.clock.now(), ttl_s=settings.webchat_session_ttl_s,
     )
     if found == "expired":
         raise HTTPException(status.HTTP_403_FORBIDDEN, "session expired: start a new session")
@@ -107,8 +117,8 @@ def _authorize(container: Container, session_id: str, token: str | None) -> None
 @router.post("/sessions", response_model=Session, status_code=status.HTTP_201_CREATED,
              responses=LIMITED)
 def create_session(
-    request: Request, container: ContainerDep, caller: CallerDep,
-    body: SessionRequest | None = None,
+    request: Request, settings: SettingsDep, store: StoreDep, policy: PolicyDep,
+    lifecycle: LifecycleDep, caller: CallerDep, body: SessionRequest | None = None,
 ) -> Session:
     """Start a chat session. With a name or email, the profile is created now; otherwise on the
     first message. With ``signed_in`` (from your backend, with an API key), the chat belongs to
@@ -116,7 +126,7 @@ def create_session(
     if body is None or body.signed_in is None:
         caller.hit("webchat_sessions")  # anonymous: limited per address
     session_id = new_session_id()
-    privacy = container.policy.get().privacy  # a card number typed as a name is not kept
+    privacy = policy.get().privacy  # a card number typed as a name is not kept
     if body is not None and body.signed_in is not None:
         check_api_key(request, "messages:write")  # limited per key, not per address
         who = body.signed_in
@@ -125,24 +135,22 @@ def create_session(
                                 "signed_in: give an email, phone or crm_id")
         ref = CustomerRef(web_chat_id=session_id, email=who.email, phone=who.phone,
                           crm_id=who.crm_id)
-        profile, _ = container.store.resolve_customer(
-            ref.identities(), container.lifecycle.default_stage, timezone="",
-            stages=container.lifecycle.stages,
+        profile, _ = store.resolve_customer(
+            ref.identities(), lifecycle.default_stage, timezone="", stages=lifecycle.stages,
         )
         if body.name and not profile.name:
-            container.store.update_customer(profile.id, name=mask(body.name, privacy))
+            store.update_customer(profile.id, name=mask(body.name, privacy))
     elif body is not None and (body.name or body.email):
         attributes = {"unverified_email": mask(body.email.strip(), privacy)} if body.email \
             else {}
-        container.store.create_customer(
-            [Identity(kind="web_chat_id", value=session_id)], container.lifecycle.default_stage,
+        store.create_customer(
+            [Identity(kind="web_chat_id", value=session_id)], lifecycle.default_stage,
             name=mask(body.name, privacy) if body.name else None, timezone="",
             attributes=attributes,
         )
     return Session(
         session_id=session_id,
-        token=session_token(session_key(container.settings), session_id,
-                            container.store.clock.now()),
+        token=session_token(session_key(settings), session_id, store.clock.now()),
     )
 
 
@@ -155,21 +163,24 @@ def create_session(
 def post_message(
     session_id: SessionId,
     body: ChatMessage,
-    container: ContainerDep,
+    settings: SettingsDep,
+    store: StoreDep,
+    turns: TurnsDep,
+    hub: HubDep,
     caller: CallerDep,
     x_session_token: Annotated[str | None, Header()] = None,
 ) -> Accepted:
     """Send the customer's message; the reply arrives on the stream."""
     caller.hit("webchat_messages")  # each may cost a model call
-    _authorize(container, session_id, x_session_token)
+    _authorize(settings, store, session_id, x_session_token)
     # external ids are unique per channel: scope the widget's ids to the session
     external_id = f"{session_id}:{body.client_message_id or secrets.token_hex(8)}"
     inbound = inbound_request(
         channel="web_chat", customer=CustomerRef(web_chat_id=session_id), text=body.text,
         external_id=external_id,
     )
-    accepted = container.orchestrator.accept(inbound)
-    container.hub.notify(f"webchat:{session_id}")  # a waiting stream learns the customer now
+    accepted = turns.accept(inbound)
+    hub.notify(f"webchat:{session_id}")  # a waiting stream learns the customer now
     return accepted
 
 
@@ -194,9 +205,8 @@ def _fetch(store: Store, session_id: str, after: str | None) -> tuple[str | None
 
 
 async def _events(
-    container: Container, session_id: str, last_id: str | None
+    store: Store, hub: Hub, session_id: str, last_id: str | None
 ) -> AsyncIterator[str]:
-    hub = container.hub
     loop = asyncio.get_running_loop()
     started = last_poll = last_write = loop.time()
     customer_id: str | None = None
@@ -210,7 +220,7 @@ async def _events(
         if versions != seen or now - last_poll >= POLL_S:
             seen, last_poll = versions, now
             customer_id, messages = await anyio.to_thread.run_sync(
-                _fetch, container.store, session_id, last_id
+                _fetch, store, session_id, last_id
             )
             for message in messages:
                 yield _event(message)
@@ -228,7 +238,9 @@ async def _events(
 )
 async def stream(
     session_id: SessionId,
-    container: ContainerDep,
+    settings: SettingsDep,
+    store: StoreDep,
+    hub: HubDep,
     token: Annotated[str | None, Query(description="The session token (EventSource "
                                                    "cannot send headers).")] = None,
     x_session_token: Annotated[str | None, Header()] = None,
@@ -237,9 +249,9 @@ async def stream(
     """Server-Sent Events: every reply to this session as `event: message` with `id` and JSON
     `data` {id, text, author, created_at}; first the replies after `Last-Event-ID` (all of
     them without it), then each new one as it is delivered; `: keep-alive` every 15 s."""
-    _authorize(container, session_id, token or x_session_token)
+    _authorize(settings, store, session_id, token or x_session_token)
     return StreamingResponse(
-        _events(container, session_id, last_event_id or None),
+        _events(store, hub, session_id, last_event_id or None),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -8,9 +8,9 @@ from typing import Any
 
 from rich.progress import track
 
-from agent.service import CustomerRef, InboundRequest
 from core.domain import Event
 from journey.runtime import Container
+from journey.turns import CustomerRef, InboundRequest
 from prompts import read_yaml
 
 DEMO_FILE = Path(__file__).with_name("demo.yaml")

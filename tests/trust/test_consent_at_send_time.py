@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 from core.clock import FixedClock
 from core.domain import Identity
-from journey import db
+from memory import db
 from tests.providers import FakeTwilio
 from tests.server import client, drain, one_worker
 from tests.trust.conftest import TWILIO_INBOUND, ServeFactory, twilio_settings

@@ -26,12 +26,12 @@ from alembic.script import ScriptDirectory
 from langgraph.checkpoint.postgres import PostgresSaver
 
 from core.settings import Settings
-from journey import migrate
-from journey.db import make_engine
-from journey.runtime import make_checkpointer, pg_conninfo
+from memory import migrate
+from memory.checkpoints import make_checkpointer, pg_conninfo
+from memory.db import make_engine
 from tests.trust.processes import JourneyProcess, running_processes
 
-#: The newest revision in journey/migrations/versions.
+#: The newest revision in memory/migrations/versions.
 HEAD = ScriptDirectory(str(migrate.MIGRATIONS)).get_current_head()
 #: Start-together rounds, each on a new empty database, and the workers started with the server
 #: in each. Before the fix, 1 server + 2 workers on PostgreSQL collided in 1 round of 3; with 4
@@ -165,8 +165,8 @@ def test_upgrade_from_several_threads_on_one_empty_database(
 UPGRADE_WHEN_RELEASED = """
 import sys, time
 from pathlib import Path
-from journey import migrate
-from journey.db import make_engine
+from memory import migrate
+from memory.db import make_engine
 engine = make_engine(sys.argv[1])
 Path(sys.argv[2]).touch()
 while not Path(sys.argv[3]).exists():

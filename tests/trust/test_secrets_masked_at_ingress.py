@@ -17,8 +17,8 @@ import httpx
 import psycopg
 from sqlalchemy import select, text
 
-from journey import db
 from journey.runtime import Container
+from memory import db
 from tests import fakes
 from tests.providers import FakeTwilio
 from tests.server import client, drain, one_worker

@@ -20,8 +20,8 @@ from evals.cli import thresholds_for
 from evals.runner import SUITES_DIR, SuiteError, case_policy, load_suite, load_suites
 from evals.schema import Case
 from journey.demo import DEMO_FILE, seed
-from journey.journeys import JourneysError, JourneysProvider, load_journeys, parse_journeys
-from journey.lifecycle import load_lifecycle
+from policy.journeys import JourneysError, JourneysProvider, load_journeys, parse_journeys
+from policy.lifecycle import load_lifecycle
 from policy.loader import PolicyError, PolicyProvider, default_policy_path, load_policy
 from prompts import PROMPTS_DIR, load_yaml
 from tests.conftest import ContainerFactory

@@ -1,0 +1,112 @@
+"""Rendering the console's pages: the Jinja2 environment and its filters, the context every page
+shares, the security headers every answer carries, and the error page for a domain refusal.
+
+Templates live in ``api/templates``, assets in ``api/static`` (no CDN, no build step)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import jinja2
+from fastapi import Depends, Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from agent.understand import KnowledgeBase
+from api.errors import status_of
+from core.clock import aware
+from core.domain import Message
+from core.errors import DomainError
+from journey.handoffs import human_duration
+from memory.store import Store
+
+if TYPE_CHECKING:
+    from api.console.session import ConsoleSession
+
+#: ``api/``: the templates and static assets sit beside the console package.
+HERE = Path(__file__).parent.parent
+
+#: Everything is same-origin; no inline script or style (htmx is told not to inject its own).
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+def get_templates(request: Request) -> Jinja2Templates:
+    templates: Jinja2Templates = request.app.state.console_templates
+    return templates
+
+
+TemplatesDep = Annotated[Jinja2Templates, Depends(get_templates)]
+
+
+def page(
+    request: Request, templates: Jinja2Templates, name: str, context: dict[str, Any],
+    status_code: int = 200, headers: dict[str, str] | None = None,
+) -> HTMLResponse:
+    response = templates.TemplateResponse(request, name, context, status_code=status_code)
+    response.headers.update(SECURITY_HEADERS)
+    response.headers.update(headers or {})
+    return response
+
+
+def is_htmx(request: Request) -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+def age(since: datetime, now: datetime) -> str:
+    """How long ago ``since`` was: ``45s``, ``12m``, ``3h 5m`` (a naive time is UTC)."""
+    return human_duration(max(0.0, (now - (aware(since) or now)).total_seconds()))
+
+
+def author_label(message: Message, customer: str | None = None) -> str:
+    if message.author.startswith("human:"):
+        return message.author.removeprefix("human:")
+    if message.author == "bot":
+        return "Bot"
+    return customer or "Customer"
+
+
+def author_kind(message: Message) -> str:
+    """``customer``, ``bot`` or ``human``: the transcript's CSS class."""
+    return "human" if message.author.startswith("human:") else message.author
+
+
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(
+        age=age, seconds=lambda s: human_duration(s or 0.0), author_label=author_label,
+        author_kind=author_kind,
+    )
+    return env
+
+
+def base(request: Request, knowledge: KnowledgeBase, store: Store,
+         session: ConsoleSession | None) -> dict[str, Any]:
+    """What every page shows: the signed-in agent, the CSRF token, the company, the time."""
+    return {
+        "request": request,
+        "agent": session.agent if session else None,
+        "csrf": session.csrf if session else "",
+        "company": knowledge.company,
+        "now": store.clock.now(),
+    }
+
+
+def error_page(request: Request, templates: Jinja2Templates, knowledge: KnowledgeBase,
+               store: Store, session: ConsoleSession, exc: DomainError) -> HTMLResponse:
+    """A domain refusal as a page, with the status the API would answer (``status_of``)."""
+    context = base(request, knowledge, store, session) | {"message": exc.detail}
+    return page(request, templates, "console/error.html", context, status_of(exc))

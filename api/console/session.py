@@ -1,0 +1,194 @@
+"""The console session: signing in and out, the session cookie, CSRF, and the dependencies that
+admit a page (``SessionDep``) or a POST (``PostSessionDep``).
+
+Signing in: an agent posts their API key (one with an ``inbox`` scope) once. Failed attempts
+are limited per client address (``JOURNEY_RATE_LIMIT_LOGIN``); over the limit the address gets
+the form back with ``429`` and ``Retry-After``, whatever key it sends. The cookie never
+holds the key: it is ``<sha256 of the key>.<issued at>.<HMAC>`` under the web-chat session
+secret, HttpOnly, SameSite=Strict, valid 12 hours. Each request finds the key again by its hash
+in the settings, so removing a key ends its sessions. Every POST carries a CSRF token derived
+from the cookie (``X-CSRF-Token``, set by htmx from ``<body hx-headers>``, or a ``csrf_token``
+form field); without it the answer is 403.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated
+from urllib.parse import parse_qsl, quote
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from api.console.pages import TemplatesDep, base, is_htmx, page
+from api.deps import CallerDep, KnowledgeDep, SettingsDep, StoreDep, agent_for_key
+from api.ratelimit import RateLimited
+from channels.webchat import session_key
+from core.settings import Settings
+from journey.handoffs import Agent
+
+COOKIE = "journey_console"
+SESSION_MAX_S = 12 * 3600
+MAX_FORM_BYTES = 64 * 1024
+LOGIN = "/console/login"
+
+router = APIRouter(include_in_schema=False)
+
+
+class LoginRequired(Exception):
+    """No valid console session: the browser is sent to the login page."""
+
+
+@dataclass(frozen=True)
+class ConsoleSession:
+    agent: Agent
+    csrf: str
+
+
+# --- the session cookie ------------------------------------------------------------------------
+
+
+def _key_id(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _mac(settings: Settings, purpose: str, value: str) -> str:
+    message = f"console-{purpose}:{value}".encode()
+    return hmac.new(session_key(settings), message, hashlib.sha256).hexdigest()
+
+
+def _known_key(settings: Settings, key_id: str) -> str | None:
+    """The configured API key whose hash is ``key_id`` (constant time per key)."""
+    found = None
+    for key in settings.api_keys:
+        if hmac.compare_digest(_key_id(key).encode(), key_id.encode()):
+            found = key
+    return found
+
+
+def session_cookie(settings: Settings, key: str, now: datetime) -> str:
+    payload = f"{_key_id(key)}.{int(now.timestamp())}"
+    return f"{payload}.{_mac(settings, 'session', payload)}"
+
+
+def read_session(settings: Settings, cookie: str | None, now: datetime) -> ConsoleSession | None:
+    """The session a cookie stands for; None if it is forged, expired or its key is gone."""
+    if not cookie or not cookie.isascii():
+        return None
+    payload, _, mac = cookie.rpartition(".")
+    if not hmac.compare_digest(_mac(settings, "session", payload).encode(), mac.encode()):
+        return None
+    key_id, _, issued = payload.partition(".")
+    if not issued.isdigit() or not 0 <= now.timestamp() - int(issued) < SESSION_MAX_S:
+        return None
+    key = _known_key(settings, key_id)
+    agent = agent_for_key(settings, key) if key else None
+    if agent is None:
+        return None
+    return ConsoleSession(agent=agent, csrf=_mac(settings, "csrf", cookie))
+
+
+# --- dependencies ------------------------------------------------------------------------------
+
+
+def console_session(request: Request, settings: SettingsDep, store: StoreDep) -> ConsoleSession:
+    session = read_session(settings, request.cookies.get(COOKIE), store.clock.now())
+    if session is None:
+        raise LoginRequired
+    return session
+
+
+SessionDep = Annotated[ConsoleSession, Depends(console_session)]
+
+
+async def form_fields(request: Request) -> dict[str, str]:
+    """An url-encoded form body (what browsers and htmx send); other bodies give no fields."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        return {}
+    raw = await request.body()
+    if len(raw) > MAX_FORM_BYTES:
+        raise HTTPException(413, "form too large")
+    return dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
+
+
+FormDep = Annotated[dict[str, str], Depends(form_fields)]
+
+
+def checked_session(request: Request, session: SessionDep, form: FormDep) -> ConsoleSession:
+    """The session of a POST that carries its CSRF token; 403 otherwise."""
+    token = request.headers.get("X-CSRF-Token") or form.get("csrf_token", "")
+    if not hmac.compare_digest(token.encode(), session.csrf.encode()):
+        raise HTTPException(403, "missing or wrong CSRF token: reload the page and try again")
+    return session
+
+
+PostSessionDep = Annotated[ConsoleSession, Depends(checked_session)]
+
+
+# --- sign in and out ---------------------------------------------------------------------------
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a console path: never another site (``//evil``, ``/\\evil``)."""
+    if target and target.startswith("/console") and "\\" not in target:
+        return target
+    return "/console"
+
+
+@router.get(LOGIN, response_class=HTMLResponse)
+def login_form(
+    request: Request, knowledge: KnowledgeDep, store: StoreDep, templates: TemplatesDep,
+    next_: Annotated[str, Query(alias="next", max_length=500)] = "/console",
+) -> HTMLResponse:
+    context = base(request, knowledge, store, None) | {"next": _safe_next(next_), "error": None}
+    return page(request, templates, "console/login.html", context)
+
+
+@router.post(LOGIN, response_class=HTMLResponse)
+def login(request: Request, settings: SettingsDep, knowledge: KnowledgeDep, store: StoreDep,
+          templates: TemplatesDep, form: FormDep, caller: CallerDep) -> Response:
+    key = form.get("key", "").strip()
+    target = _safe_next(form.get("next"))
+    known = _known_key(settings, _key_id(key)) if key else None
+    agent = agent_for_key(settings, known) if known else None
+    try:
+        caller.limiter.check("login", caller.address)  # a blocked address learns nothing
+        if agent is None:
+            caller.hit("login")  # only failed attempts count
+    except RateLimited as exc:
+        context = base(request, knowledge, store, None) | {"next": target, "error": exc.detail}
+        return page(request, templates, "console/login.html", context, 429,
+                    headers={"Retry-After": str(exc.retry_after)})
+    if agent is None:
+        error, status_code = (
+            ("This API key has no inbox scope: it needs 'inbox' or 'inbox:<queue>'.", 403)
+            if known else ("Unknown API key.", 401)
+        )
+        context = base(request, knowledge, store, None) | {"next": target, "error": error}
+        return page(request, templates, "console/login.html", context, status_code)
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(
+        COOKIE, session_cookie(settings, key, store.clock.now()),
+        max_age=SESSION_MAX_S, path="/console", httponly=True, samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    return response
+
+
+@router.post("/console/logout")
+def logout(_session: PostSessionDep) -> Response:
+    response = RedirectResponse(LOGIN, status_code=303)
+    response.delete_cookie(COOKIE, path="/console", httponly=True, samesite="strict")
+    return response
+
+
+async def to_login(request: Request, exc: Exception) -> Response:
+    """Where a request without a session goes: the login page, then back to where it was."""
+    if is_htmx(request):  # htmx follows HX-Redirect with a full page load
+        return Response(status_code=401, headers={"HX-Redirect": LOGIN})
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"{LOGIN}?next={quote(target, safe='')}", status_code=303)

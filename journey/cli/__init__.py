@@ -1,0 +1,34 @@
+"""The ``journey`` command line: serve the API, chat as a customer, seed the demo data,
+operate the outbox and the inbox, check the policy, run the eval suites.
+
+    app.py      the ``journey`` Typer app and its consoles
+    server.py   init, seed-demo, serve, worker, llm serve
+    chat.py     chat
+    ops.py      outbox list/replay, handoffs list/metrics
+    policy.py   policy check/explain
+    (eval)      the eval suites' commands, from ``evals.cli``
+"""
+
+from __future__ import annotations
+
+from journey.cli import chat, ops, policy, server
+from journey.cli.app import app
+
+__all__ = ["app", "chat", "main", "ops", "policy", "server"]
+
+
+def _add_eval() -> None:
+    from evals.cli import app as eval_app
+
+    app.add_typer(eval_app, name="eval")
+
+
+_add_eval()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

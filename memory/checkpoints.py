@@ -1,0 +1,56 @@
+"""The LangGraph checkpointer: where a paused turn (an approval waiting) and each graph step are
+kept. A SQLite file beside the SQLite store, or PostgreSQL tables beside the PostgreSQL one."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+
+from core.settings import Settings
+from memory import migrate
+from memory.locks import file_lock
+
+
+def pg_conninfo(database_url: str) -> str:
+    """A libpq URL from an SQLAlchemy one (drops the ``+psycopg`` driver suffix)."""
+    scheme, rest = database_url.split("://", 1)
+    return "postgresql://" + rest if scheme.startswith("postgresql") else database_url
+
+
+def make_checkpointer(settings: Settings) -> tuple[BaseCheckpointSaver[Any], Callable[[], None]]:
+    """SQLite saver beside the SQLite store, Postgres saver with PostgreSQL (its tables are
+    created under an advisory lock)."""
+    if settings.is_postgres:
+        from langgraph.checkpoint.postgres import PostgresSaver
+        from psycopg.rows import dict_row
+        from psycopg_pool import ConnectionPool
+
+        pool = ConnectionPool(
+            pg_conninfo(settings.resolved_database_url),
+            min_size=1,
+            max_size=8,
+            kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
+            open=True,
+        )
+        saver: BaseCheckpointSaver[Any] = PostgresSaver(pool)  # type: ignore[arg-type]
+        # setup() creates its tables and records its version without a lock: two processes
+        # starting together collide (UniqueViolation), so one at a time, as memory.migrate does
+        with migrate.postgres_lock(pg_conninfo(settings.resolved_database_url),
+                                   migrate.CHECKPOINTS_LOCK):
+            saver.setup()  # type: ignore[attr-defined]
+        return saver, pool.close
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.data_dir / "checkpoints.sqlite"
+    conn = sqlite3.connect(path, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    sqlite_saver = SqliteSaver(conn)
+    # processes (or threads) sharing the file set it up one at a time: two at once can meet
+    # "database is locked" (a read transaction that cannot become a write one in WAL mode)
+    with file_lock(path.with_name(path.name + ".setup.lock")):
+        sqlite_saver.setup()
+    return sqlite_saver, conn.close

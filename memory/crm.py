@@ -1,0 +1,134 @@
+"""The CRM side of a profile: stage, attributes and consent changes, and the activity log.
+
+:func:`apply_crm` is the one writer of a profile change; it takes the caller's ``Connection``
+so a turn, an approval and a signal change the profile inside their own transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, insert, select, update
+
+from core.clock import Clock
+from core.domain import Channel, ConsentStatus
+from core.effects import Activity, CrmChange
+from memory import db
+
+_CONSENT_RANK = {"revoked": 2, "granted": 1, "unknown": 0}
+
+
+def consent_dict(value: Any) -> dict[str, Any]:
+    if isinstance(value, str):  # a bare status: the channel as a whole
+        return {"service": value, "marketing": "revoked" if value == "revoked" else "unknown"}
+    return dict(value)
+
+
+def merge_consent(
+    stored: dict[str, Any], change: dict[Channel, dict[str, ConsentStatus]]
+) -> dict[str, Any]:
+    merged = {k: consent_dict(v) for k, v in stored.items()}
+    for channel, purposes in change.items():
+        merged[channel] = {**merged.get(channel, {}), **purposes}
+    return merged
+
+
+def strictest_consent(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Two profiles' consent as one: a revocation on either side stands, then a grant."""
+    out: dict[str, Any] = {}
+    for channel in {*a, *b}:
+        left, right = consent_dict(a.get(channel, {})), consent_dict(b.get(channel, {}))
+        out[channel] = {
+            purpose: max(left.get(purpose, "unknown"), right.get(purpose, "unknown"),
+                         key=lambda s: _CONSENT_RANK.get(s, 0))
+            for purpose in {*left, *right}
+        }
+    return out
+
+
+def apply_crm(conn: Connection, customer_id: str, change: CrmChange, *, now: datetime) -> None:
+    """Apply ``change`` to the profile in the caller's transaction (``now``: its updated_at)."""
+    # the row is locked (PostgreSQL) so concurrent turns and approvals cannot lose updates;
+    # SQLite already serialises writers and the turn has written before it gets here
+    row = conn.execute(
+        select(db.customers.c.attributes, db.customers.c.consent)
+        .where(db.customers.c.id == customer_id)
+        .with_for_update()
+    ).first()
+    if row is None:
+        raise KeyError(customer_id)
+    values: dict[str, Any] = {"updated_at": now}
+    if change.stage:
+        values["lifecycle_stage"] = change.stage
+    if change.fields or change.increments:
+        attributes = {**(row.attributes or {}), **change.fields}
+        for name, delta in change.increments.items():
+            attributes[name] = round(float(attributes.get(name) or 0) + delta, 2)
+        values["attributes"] = attributes
+    if change.consent:
+        values["consent"] = merge_consent(row.consent or {}, change.consent)
+    conn.execute(update(db.customers).where(db.customers.c.id == customer_id).values(**values))
+
+
+def add_activities(
+    conn: Connection,
+    customer_id: str,
+    decision_id: str | None,
+    activities: Sequence[Activity],
+    *,
+    done: bool,
+    now: datetime,
+) -> None:
+    """Log ``activities`` on the profile in the caller's transaction."""
+    for act in activities:
+        conn.execute(insert(db.crm_activities).values(
+            id=act.id, customer_id=customer_id, decision_id=decision_id, kind=act.kind,
+            body=act.body, done=done, created_at=now,
+        ))
+
+
+class CrmRepository:
+    """Profile changes outside a turn (the API, signals) and the activity log."""
+
+    def __init__(self, engine: Engine, clock: Clock) -> None:
+        self.engine = engine
+        self.clock = clock
+
+    def update_customer(
+        self,
+        customer_id: str,
+        *,
+        stage: str | None = None,
+        attributes: dict[str, Any] | None = None,
+        consent: dict[Channel, Any] | None = None,
+        name: str | None = None,
+    ) -> None:
+        with self.engine.begin() as conn:
+            apply_crm(conn, customer_id, CrmChange(
+                stage=stage, fields=attributes or {},
+                consent={k: consent_dict(v) for k, v in (consent or {}).items()},
+            ), now=self.clock.now())
+            if name is not None:
+                conn.execute(
+                    update(db.customers).where(db.customers.c.id == customer_id).values(name=name)
+                )
+
+    def apply_profile_change(
+        self, customer_id: str, change: CrmChange, activities: Sequence[Activity] = ()
+    ) -> None:
+        """A signal's effect on the profile (traits, intent scores, a stage rule), recorded."""
+        now = self.clock.now()
+        with self.engine.begin() as conn:
+            apply_crm(conn, customer_id, change, now=self.clock.now())
+            add_activities(conn, customer_id, None, activities, done=True, now=now)
+
+    def crm_activities(self, customer_id: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(db.crm_activities)
+                .where(db.crm_activities.c.customer_id == customer_id)
+                .order_by(db.crm_activities.c.created_at, db.crm_activities.c.id)
+            ).all()
+            return [dict(r._mapping) for r in rows]
