@@ -28,7 +28,7 @@ from api.forms import multipart_fields
 from channels import mailgun, twilio, webhook
 from channels.base import InboundError, NotConfigured, SignatureError, form_fields, json_fields
 from core.settings import Settings
-from journey.turns import Accepted, CustomerRef, InboundRequest, Orchestrator
+from journey.turns import Accepted, InboundRequest, Orchestrator
 from memory.replay import ReplayGuard
 from memory.store import Store
 
@@ -161,7 +161,7 @@ async def twilio_inbound(request: Request, settings: SettingsDep, turns: TurnsDe
     if message.text:
         inbound = inbound_request(
             channel=message.channel, text=message.text, external_id=message.external_id,
-            customer=CustomerRef(phone=message.address, name=message.name),
+            customer={"phone": message.address, "name": message.name},
         )
         await run_in_threadpool(turns.accept, inbound, meta=message.meta)
     return Response(EMPTY_TWIML, media_type="text/xml")
@@ -216,7 +216,7 @@ async def email_inbound(
         message = mailgun.parse_mailgun_email(fields, min(settings.max_text_chars, MAX_TEXT))
     inbound = inbound_request(
         channel=message.channel, text=message.text, external_id=message.external_id,
-        customer=CustomerRef(email=message.address, name=message.name),
+        customer={"email": message.address, "name": message.name},
     )
     if token is None:  # an API key's holder, not a signature: nothing to replay
         return await run_in_threadpool(turns.accept, inbound, meta=message.meta)

@@ -218,3 +218,11 @@ def test_the_generic_webhook_refuses_bad_signatures_and_bad_bodies(serve: ServeF
         "X-Journey-Signature": sign_webhook("wh-secret", b"nope", ts)})
     assert not_json.status_code == 422
     assert served.container.store.counts()["messages"] == 0
+
+
+def test_an_overlong_sender_name_is_422_naming_it(serve: ServeFactory) -> None:
+    served = serve(email_signing_key=KEY)
+    response = signed_email(served, **{"from": f"{'D' * 300} <dana@example.com>"})
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith("customer.name:")
+    assert served.container.store.counts()["messages"] == 0

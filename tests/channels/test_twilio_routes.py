@@ -181,3 +181,15 @@ def test_status_callbacks_update_the_outbox(serve: ServeFactory, twilio: FakeTwi
     assert unsigned.status_code == 403
     stored = container.store.outbox_queue.get(row.id)
     assert stored is not None and stored.provider_status == "undelivered"
+
+
+def test_a_signed_message_with_an_overlong_sender_is_422_and_nothing_is_stored(
+    serve: ServeFactory, twilio: FakeTwilio
+) -> None:
+    """The provider's fields go through the same validation as the API's: a 'From' longer than
+    a phone identity may be is a 422 naming it, not a 500."""
+    served = serve(**twilio_settings(twilio))
+    response = twilio.send_inbound(served.base + INBOUND, "+1" + "4" * 60, "hi")
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith("customer.phone:")
+    assert nothing_stored(served.container)
