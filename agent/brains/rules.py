@@ -3,19 +3,26 @@
 Intent comes from the nearest-neighbour signals, stage from the declared lifecycle rules,
 replies from ``prompts/replies.yaml`` filled with answers from ``prompts/knowledge.yaml``.
 It is the default when no LLM is configured and the fallback when the LLM fails.
+
+What to do is decided by :data:`RULES`, an ordered table read top to bottom: the first
+rule whose ``when`` holds for the turn builds the reply and the tool calls. Precedence is
+the order of the table, so consent checks come first and the catch-all comes last.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from agent.brains.base import BrainDecision, BrainInput, DecisionOutput
-from agent.understand import KnowledgeBase
+from agent.understand import KnowledgeBase, Signals
 from core.domain import (
     BrainInfo,
     EscalateToHuman,
     IssueCredit,
+    Priority,
     ProposedAction,
     Queue,
     UpdateCrm,
@@ -38,11 +45,235 @@ ENTERPRISE_REQUIREMENTS = {"SSO", "SAML", "SCIM", "SOC 2", "quote", "contract", 
 TOPIC_SCORE = 0.3
 
 
+@dataclass(frozen=True)
+class Turn:
+    """One turn as the rules see it: the brain's input and its reading of the intent.
+
+    ``intent`` and ``confidence`` are the classifier's, except that a paying customer's
+    churn talk overrides them (see :func:`_read_intent`).
+    """
+
+    brain: RulesBrain
+    data: BrainInput
+    intent: str
+    confidence: float
+
+    @property
+    def signals(self) -> Signals:
+        return self.data.signals
+
+    @property
+    def paying(self) -> bool:
+        return self.data.profile.lifecycle_stage in PAYING_STAGES
+
+    @property
+    def negative(self) -> bool:
+        return self.signals.sentiment == "negative"
+
+    @cached_property
+    def repeat(self) -> bool:
+        """The customer has raised the same problem at least twice recently."""
+        return _repeat_contacts(self.data, {"support_problem", "complaint"}) >= 2
+
+    def say(self, key: str, **values: Any) -> str:
+        """The reply template ``key`` filled for this customer."""
+        return self.brain._say(key, self.data, **values)
+
+    def answer(self, min_score: float = 0.45) -> str | None:
+        """The knowledge-base answer to the message, if one is close enough."""
+        return self.brain._answer(self.data, min_score)
+
+    def escalate(self, queue: Queue, reason: str, priority: Priority = "normal") -> EscalateToHuman:
+        """A hand-off to ``queue`` carrying the summary a person reads first."""
+        return EscalateToHuman(
+            queue=queue, reason=reason, summary=handoff_summary(self.data), priority=priority
+        )
+
+
+@dataclass
+class Outcome:
+    """What one rule decides: the reply, its tool calls, and what to write to the CRM.
+
+    ``crm_fields``, ``note`` and ``task`` become a single ``update_crm`` call, put first.
+    """
+
+    reply: str
+    actions: list[ProposedAction] = field(default_factory=list)
+    crm_fields: dict[str, Any] = field(default_factory=dict)
+    note: str | None = None
+    task: str | None = None
+
+
+@dataclass(frozen=True)
+class Rule:
+    """When ``when`` holds for the turn (and no earlier rule did), ``then`` decides it."""
+
+    name: str
+    when: Callable[[Turn], bool]
+    then: Callable[[Turn], Outcome]
+
+
+def _is(intent: str) -> Callable[[Turn], bool]:
+    return lambda t: t.intent == intent
+
+
+def _answer_or(key: str, fallback: str, min_score: float = 0.45) -> Callable[[Turn], Outcome]:
+    """Reply with template ``key`` around the knowledge-base answer, else with ``fallback``."""
+
+    def then(t: Turn) -> Outcome:
+        answer = t.answer(min_score)
+        return Outcome(t.say(key, answer=answer) if answer else t.say(fallback))
+
+    return then
+
+
+def _reply(key: str) -> Callable[[Turn], Outcome]:
+    """Just reply with template ``key``, no tool calls."""
+    return lambda t: Outcome(t.say(key))
+
+
+def _high_value(signals: Signals) -> bool:
+    return (signals.seats or 0) >= HIGH_VALUE_SEATS or bool(
+        set(signals.requirements) & ENTERPRISE_REQUIREMENTS
+    )
+
+
+def _hand_to_human(t: Turn) -> Outcome:
+    """Route to sales or support by the next best intent, naming it if the classifier is sure."""
+    topic = t.signals.best_other_than("human_request", "small_talk", "off_topic")
+    queue: Queue = "sales" if topic in SALES_TOPICS else "support"
+    score = next((x.score for x in t.signals.intents if x.intent == topic), 0.0)
+    about = f" about {topic.replace('_', ' ')}" if topic and score >= TOPIC_SCORE else ""
+    reason = f"the customer asked for a human{about}"
+    return Outcome(
+        t.say(f"handoff_{queue}"),
+        [t.escalate(queue, reason, "high" if t.negative else "normal")],
+    )
+
+
+def _buying(t: Turn, reply: str, task: str, actions: list[ProposedAction]) -> Outcome:
+    """A buying signal of either size: record seats and needs, note it, set a task."""
+    crm_fields: dict[str, Any] = {}
+    if t.signals.seats:
+        crm_fields["seats"] = t.signals.seats
+    if t.signals.requirements:
+        crm_fields["needs"] = t.signals.requirements
+    note = f"Buying signal on {t.data.channel}: {t.data.text!r}"
+    return Outcome(reply, actions, crm_fields, note=note, task=task)
+
+
+def _quote_and_call(t: Turn) -> Outcome:
+    seats, requirements = t.signals.seats, t.signals.requirements
+    reqs = ", ".join(requirements) or "your team size"
+    if seats:
+        reqs = f"{seats} seats, {reqs}"
+    return _buying(
+        t,
+        t.say("buying_signal", requirements=reqs),
+        "Send a quote and book a call",
+        [t.escalate("sales", _buying_reason(seats, requirements), "high")],
+    )
+
+
+def _follow_up_purchase(t: Turn) -> Outcome:
+    reply = t.say("buying_signal_small", answer=t.answer(0.3) or "")
+    return _buying(t, reply, "Follow up on purchase intent", [])
+
+
+def _book_demo(t: Turn) -> Outcome:
+    escalation = t.escalate("sales", "customer asked for a demo", "normal")
+    return Outcome(t.say("demo_request"), [escalation], task="Schedule a demo")
+
+
+def _support_to_human(t: Turn) -> Outcome:
+    reason = "repeat support contact" if t.repeat else "frustrated customer"
+    escalation = t.escalate("support", reason, "high" if t.negative else "normal")
+    return Outcome(t.say("handoff_support"), [escalation])
+
+
+def _complaint(t: Turn) -> Outcome:
+    actions: list[ProposedAction] = [t.escalate("support", "complaint", "high")]
+    if not t.paying:
+        return Outcome(t.say("complaint"), actions)
+    # a goodwill gesture for a paying customer; the policy holds it for a person
+    actions.append(IssueCredit(amount=GOODWILL_CREDIT, reason=f"goodwill: {t.data.text[:200]}"))
+    return Outcome(t.say("complaint_credit"), actions)
+
+
+def _churn(t: Turn) -> Outcome:
+    escalation = t.escalate("support", "churn risk: customer talks about leaving", "high")
+    return Outcome(
+        t.say("churn_generic"), [escalation], crm_fields={"churn_reason": t.data.text[:200]}
+    )
+
+
+def _promoter(t: Turn) -> Outcome:
+    return Outcome(t.say("praise_referral"), note=f"Promoter signal: {t.data.text!r}")
+
+
+def _unsure(t: Turn) -> bool:
+    # a request for a person is honoured however unsure the classifier is
+    return t.confidence < LOW_CONFIDENCE and t.intent != "human_request"
+
+
+def _big_deal(t: Turn) -> bool:
+    return t.intent == "buying_signal" and _high_value(t.signals)
+
+
+def _support_needs_person(t: Turn) -> bool:
+    return t.intent == "support_problem" and (t.repeat or t.negative)
+
+
+def _first_hello(t: Turn) -> bool:
+    return t.intent == "small_talk" and not t.data.recent
+
+
+#: The decision table, first match wins. The consent and confidence gates come first and
+#: turn a doubtful message into a question; below them each rule is keyed on one intent,
+#: its special cases (a big deal, a repeat problem, a first hello) above its general case.
+RULES: tuple[Rule, ...] = (
+    # the policy reads this message as an opt-out
+    Rule("opt-out", lambda t: t.data.opt_out, _reply("opt_out")),
+    # the classifier thinks so, the policy does not: never tell them they are out
+    Rule("unconfirmed opt-out", _is("opt_out"), _reply("clarify")),
+    Rule("unsure", _unsure, _reply("clarify")),
+    Rule("human request", _is("human_request"), _hand_to_human),
+    Rule("high-value buying signal", _big_deal, _quote_and_call),
+    Rule("buying signal", _is("buying_signal"), _follow_up_purchase),
+    Rule("demo request", _is("demo_request"), _book_demo),
+    Rule("pricing", _is("pricing"), _answer_or("pricing_intro", "answer_unknown", 0.35)),
+    Rule("product question", _is("product_question"), _answer_or("answer", "answer_unknown")),
+    Rule("repeat or frustrated problem", _support_needs_person, _support_to_human),
+    Rule(
+        "support problem",
+        _is("support_problem"),
+        _answer_or("support_problem", "support_generic", 0.5),
+    ),
+    Rule("complaint", _is("complaint"), _complaint),
+    Rule("billing", _is("billing"), _answer_or("billing", "billing_generic", 0.4)),
+    Rule("churn risk", _is("churn_risk"), _churn),
+    Rule("praise or referral", _is("praise_referral"), _promoter),
+    Rule("first hello", _first_hello, _reply("greeting")),
+    Rule("small talk", _is("small_talk"), _reply("small_talk")),
+    Rule("off topic", _is("off_topic"), _reply("off_topic")),
+    Rule("anything else", lambda t: True, _reply("clarify")),
+)
+
+
+def first_match(turn: Turn, rules: tuple[Rule, ...] = RULES) -> Rule:
+    """The first rule in ``rules`` whose condition holds for ``turn``."""
+    return next(rule for rule in rules if rule.when(turn))
+
+
 @dataclass
 class RulesBrain:
+    """Decides a turn by the first matching rule of :data:`RULES` (or of ``rules``)."""
+
     knowledge: KnowledgeBase
     templates: dict[str, str] = field(default_factory=lambda: dict(load_yaml("replies.yaml")))
     name: str = "rules"
+    #: The decision table; only tests swap it, to show that its order is the precedence.
+    rules: tuple[Rule, ...] = RULES
 
     def _say(self, key: str, data: BrainInput, **values: Any) -> str:
         first = data.profile.first_name
@@ -57,146 +288,40 @@ class RulesBrain:
         return found[0].answer if found else None
 
     def decide(self, data: BrainInput) -> BrainDecision:
-        signals = data.signals
-        intent = signals.intent
-        confidence = signals.confidence
-        if data.profile.lifecycle_stage in PAYING_STAGES:
-            # for a paying customer, "switching to another vendor" is churn, not a purchase
-            runner_up = next((s for s in signals.intents[:2] if s.intent == "churn_risk"), None)
-            if runner_up is not None and runner_up.score >= CHURN_PRIOR:
-                intent, confidence = "churn_risk", max(runner_up.score, LOW_CONFIDENCE)
-        actions: list[ProposedAction] = []
-        crm_fields: dict[str, Any] = {}
-        note: str | None = None
-        task: str | None = None
-        reply: str | None
-        profile = data.profile
-        summary = handoff_summary(data)
-
-        def escalate(queue: Queue, reason: str, priority: str = "normal") -> None:
-            actions.append(
-                EscalateToHuman(
-                    queue=queue, reason=reason, summary=summary,
-                    priority=priority,  # type: ignore[arg-type]
-                )
-            )
-
-        if data.opt_out:
-            intent_used = "opt_out"
-        elif intent == "opt_out":
-            # the classifier thinks so, the policy does not: never tell them they are out
-            intent_used = "clarify"
-        elif confidence < LOW_CONFIDENCE and intent != "human_request":
-            intent_used = "clarify"
-        else:
-            intent_used = intent
-
-        if intent_used == "human_request":
-            topic = signals.best_other_than("human_request", "small_talk", "off_topic")
-            queue: Queue = "sales" if topic in SALES_TOPICS else "support"
-            priority = "high" if signals.sentiment == "negative" else "normal"
-            score = next((x.score for x in signals.intents if x.intent == topic), 0.0)
-            about = f" about {topic.replace('_', ' ')}" if topic and score >= TOPIC_SCORE else ""
-            escalate(queue, f"the customer asked for a human{about}", priority)
-            reply = self._say(f"handoff_{queue}", data)
-        elif intent_used == "buying_signal":
-            if signals.seats:
-                crm_fields["seats"] = signals.seats
-            if signals.requirements:
-                crm_fields["needs"] = signals.requirements
-            high_value = (signals.seats or 0) >= HIGH_VALUE_SEATS or bool(
-                set(signals.requirements) & ENTERPRISE_REQUIREMENTS
-            )
-            note = f"Buying signal on {data.channel}: {data.text!r}"
-            if high_value:
-                task = "Send a quote and book a call"
-                escalate("sales", _buying_reason(signals.seats, signals.requirements), "high")
-                reqs = ", ".join(signals.requirements) or "your team size"
-                if signals.seats:
-                    reqs = f"{signals.seats} seats, {reqs}"
-                reply = self._say("buying_signal", data, requirements=reqs)
-            else:
-                task = "Follow up on purchase intent"
-                reply = self._say(
-                    "buying_signal_small", data, answer=self._answer(data, 0.3) or ""
-                )
-        elif intent_used == "demo_request":
-            task = "Schedule a demo"
-            escalate("sales", "customer asked for a demo", "normal")
-            reply = self._say("demo_request", data)
-        elif intent_used == "pricing":
-            answer = self._answer(data, 0.35)
-            reply = (
-                self._say("pricing_intro", data, answer=answer)
-                if answer
-                else self._say("answer_unknown", data)
-            )
-        elif intent_used == "product_question":
-            answer = self._answer(data)
-            reply = (
-                self._say("answer", data, answer=answer)
-                if answer
-                else self._say("answer_unknown", data)
-            )
-        elif intent_used == "support_problem":
-            answer = self._answer(data, 0.5)
-            repeat = _repeat_contacts(data, {"support_problem", "complaint"}) >= 2
-            if repeat or signals.sentiment == "negative":
-                escalate("support", "repeat support contact" if repeat else "frustrated customer",
-                         "high" if signals.sentiment == "negative" else "normal")
-                reply = self._say("handoff_support", data)
-            elif answer:
-                reply = self._say("support_problem", data, answer=answer)
-            else:
-                reply = self._say("support_generic", data)
-        elif intent_used == "complaint":
-            escalate("support", "complaint", "high")
-            if profile.lifecycle_stage in PAYING_STAGES:
-                # a goodwill gesture for a paying customer; the policy holds it for a person
-                actions.append(
-                    IssueCredit(amount=GOODWILL_CREDIT, reason=f"goodwill: {data.text[:200]}")
-                )
-                reply = self._say("complaint_credit", data)
-            else:
-                reply = self._say("complaint", data)
-        elif intent_used == "billing":
-            answer = self._answer(data, 0.4)
-            reply = (
-                self._say("billing", data, answer=answer)
-                if answer
-                else self._say("billing_generic", data)
-            )
-        elif intent_used == "opt_out":
-            reply = self._say("opt_out", data)
-        elif intent_used == "churn_risk":
-            escalate("support", "churn risk: customer talks about leaving", "high")
-            crm_fields["churn_reason"] = data.text[:200]
-            reply = self._say("churn_generic", data)
-        elif intent_used == "praise_referral":
-            note = f"Promoter signal: {data.text!r}"
-            reply = self._say("praise_referral", data)
-        elif intent_used == "small_talk":
-            reply = self._say("greeting" if not data.recent else "small_talk", data)
-        elif intent_used == "off_topic":
-            reply = self._say("off_topic", data)
-        else:
-            reply = self._say("clarify", data)
-
+        intent, confidence = _read_intent(data)
+        turn = Turn(brain=self, data=data, intent=intent, confidence=confidence)
+        outcome = first_match(turn, self.rules).then(turn)
+        actions = list(outcome.actions)
         stage = data.rule_stage
-        stage_change = stage if stage != profile.lifecycle_stage else None
-        if stage_change or crm_fields or note or task:
-            actions.insert(
-                0, UpdateCrm(stage=stage_change, fields=crm_fields, note=note, task=task)
+        stage_change = stage if stage != data.profile.lifecycle_stage else None
+        if stage_change or outcome.crm_fields or outcome.note or outcome.task:
+            update = UpdateCrm(
+                stage=stage_change, fields=outcome.crm_fields, note=outcome.note, task=outcome.task
             )
+            actions.insert(0, update)
         output = DecisionOutput(
             intent=intent,
             stage=stage,
-            sentiment=signals.sentiment,
+            sentiment=data.signals.sentiment,
             confidence=confidence,
-            reply=reply,
+            reply=outcome.reply,
             actions=actions,
         )
         return BrainDecision(output=output, info=BrainInfo(name="rules"))
+
+
+def _read_intent(data: BrainInput) -> tuple[str, float]:
+    """The classifier's intent and confidence, with a paying customer's churn read as such.
+
+    For a paying customer, "switching to another vendor" is churn, not a purchase: churn
+    wins when it is one of the two best intents and scores at least :data:`CHURN_PRIOR`.
+    """
+    signals = data.signals
+    if data.profile.lifecycle_stage in PAYING_STAGES:
+        runner_up = next((s for s in signals.intents[:2] if s.intent == "churn_risk"), None)
+        if runner_up is not None and runner_up.score >= CHURN_PRIOR:
+            return "churn_risk", max(runner_up.score, LOW_CONFIDENCE)
+    return signals.intent, signals.confidence
 
 
 def _buying_reason(seats: int | None, requirements: list[str]) -> str:
