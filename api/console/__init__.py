@@ -3,7 +3,8 @@
 Server-rendered Jinja2 (``api/templates``) with htmx for the live parts; every asset is served
 from ``api/static`` (no CDN, no build step). The console calls the handoff service in-process.
 
-- :mod:`api.console.session`: signing in and out, the session cookie, CSRF;
+- :mod:`api.console.session`: the session cookie, CSRF, the session dependencies;
+- :mod:`api.console.signin`: signing in and out;
 - :mod:`api.console.pages`: the templates, the context every page shares, the error page;
 - :mod:`api.console.routes`: the inbox, a conversation and its actions, the metrics, the chat.
 
@@ -17,9 +18,10 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from api.console import routes, session
+from api.console import routes, signin
 from api.console.pages import HERE, environment
-from api.console.session import COOKIE, LoginRequired, to_login
+from api.console.session import COOKIE, LoginRequired
+from api.console.signin import to_login
 
 __all__ = ["COOKIE", "install"]
 
@@ -27,7 +29,7 @@ __all__ = ["COOKIE", "install"]
 def install(app: FastAPI) -> None:
     """Serve the console, the chat page and their static assets from ``app``."""
     app.state.console_templates = Jinja2Templates(env=environment())
-    app.include_router(session.router)
+    app.include_router(signin.router)
     app.include_router(routes.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.add_exception_handler(LoginRequired, to_login)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import jinja2
 from fastapi import Depends, Request
@@ -15,15 +15,13 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from agent.understand import KnowledgeBase
+from api.console.session import ConsoleSession
 from api.errors import status_of
 from core.clock import aware
 from core.domain import Message
 from core.errors import DomainError
 from journey.handoffs import human_duration
 from memory.store import Store
-
-if TYPE_CHECKING:
-    from api.console.session import ConsoleSession
 
 #: ``api/``: the templates and static assets sit beside the console package.
 HERE = Path(__file__).parent.parent

@@ -1,9 +1,8 @@
-"""The console session: signing in and out, the session cookie, CSRF, and the dependencies that
-admit a page (``SessionDep``) or a POST (``PostSessionDep``).
+"""The console session: the session cookie, CSRF, and the dependencies that admit a page
+(``SessionDep``) or a POST (``PostSessionDep``). Signing in and out is in
+:mod:`api.console.signin`.
 
-Signing in: an agent posts their API key (one with an ``inbox`` scope) once. Failed attempts
-are limited per client address (``JOURNEY_RATE_LIMIT_LOGIN``); over the limit the address gets
-the form back with ``429`` and ``Retry-After``, whatever key it sends. The cookie never
+The cookie never
 holds the key: it is ``<sha256 of the key>.<issued at>.<HMAC>`` under the web-chat session
 secret, HttpOnly, SameSite=Strict, valid 12 hours. Each request finds the key again by its hash
 in the settings, so removing a key ends its sessions. Every POST carries a CSRF token derived
@@ -18,14 +17,11 @@ import hmac
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
-from urllib.parse import parse_qsl, quote
+from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi import Depends, HTTPException, Request
 
-from api.console.pages import TemplatesDep, base, is_htmx, page
-from api.deps import CallerDep, KnowledgeDep, SettingsDep, StoreDep, agent_for_key
-from api.ratelimit import RateLimited
+from api.deps import SettingsDep, StoreDep, agent_for_key
 from channels.webchat import session_key
 from core.settings import Settings
 from journey.handoffs import Agent
@@ -35,7 +31,6 @@ SESSION_MAX_S = 12 * 3600
 MAX_FORM_BYTES = 64 * 1024
 LOGIN = "/console/login"
 
-router = APIRouter(include_in_schema=False)
 
 
 class LoginRequired(Exception):
@@ -51,7 +46,7 @@ class ConsoleSession:
 # --- the session cookie ------------------------------------------------------------------------
 
 
-def _key_id(key: str) -> str:
+def key_hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
@@ -60,17 +55,17 @@ def _mac(settings: Settings, purpose: str, value: str) -> str:
     return hmac.new(session_key(settings), message, hashlib.sha256).hexdigest()
 
 
-def _known_key(settings: Settings, key_id: str) -> str | None:
+def known_key(settings: Settings, key_id: str) -> str | None:
     """The configured API key whose hash is ``key_id`` (constant time per key)."""
     found = None
     for key in settings.api_keys:
-        if hmac.compare_digest(_key_id(key).encode(), key_id.encode()):
+        if hmac.compare_digest(key_hash(key).encode(), key_id.encode()):
             found = key
     return found
 
 
 def session_cookie(settings: Settings, key: str, now: datetime) -> str:
-    payload = f"{_key_id(key)}.{int(now.timestamp())}"
+    payload = f"{key_hash(key)}.{int(now.timestamp())}"
     return f"{payload}.{_mac(settings, 'session', payload)}"
 
 
@@ -84,7 +79,7 @@ def read_session(settings: Settings, cookie: str | None, now: datetime) -> Conso
     key_id, _, issued = payload.partition(".")
     if not issued.isdigit() or not 0 <= now.timestamp() - int(issued) < SESSION_MAX_S:
         return None
-    key = _known_key(settings, key_id)
+    key = known_key(settings, key_id)
     agent = agent_for_key(settings, key) if key else None
     if agent is None:
         return None
@@ -127,68 +122,3 @@ def checked_session(request: Request, session: SessionDep, form: FormDep) -> Con
 
 
 PostSessionDep = Annotated[ConsoleSession, Depends(checked_session)]
-
-
-# --- sign in and out ---------------------------------------------------------------------------
-
-
-def _safe_next(target: str | None) -> str:
-    """Only a console path: never another site (``//evil``, ``/\\evil``)."""
-    if target and target.startswith("/console") and "\\" not in target:
-        return target
-    return "/console"
-
-
-@router.get(LOGIN, response_class=HTMLResponse)
-def login_form(
-    request: Request, knowledge: KnowledgeDep, store: StoreDep, templates: TemplatesDep,
-    next_: Annotated[str, Query(alias="next", max_length=500)] = "/console",
-) -> HTMLResponse:
-    context = base(request, knowledge, store, None) | {"next": _safe_next(next_), "error": None}
-    return page(request, templates, "console/login.html", context)
-
-
-@router.post(LOGIN, response_class=HTMLResponse)
-def login(request: Request, settings: SettingsDep, knowledge: KnowledgeDep, store: StoreDep,
-          templates: TemplatesDep, form: FormDep, caller: CallerDep) -> Response:
-    key = form.get("key", "").strip()
-    target = _safe_next(form.get("next"))
-    known = _known_key(settings, _key_id(key)) if key else None
-    agent = agent_for_key(settings, known) if known else None
-    try:
-        caller.limiter.check("login", caller.address)  # a blocked address learns nothing
-        if agent is None:
-            caller.hit("login")  # only failed attempts count
-    except RateLimited as exc:
-        context = base(request, knowledge, store, None) | {"next": target, "error": exc.detail}
-        return page(request, templates, "console/login.html", context, 429,
-                    headers={"Retry-After": str(exc.retry_after)})
-    if agent is None:
-        error, status_code = (
-            ("This API key has no inbox scope: it needs 'inbox' or 'inbox:<queue>'.", 403)
-            if known else ("Unknown API key.", 401)
-        )
-        context = base(request, knowledge, store, None) | {"next": target, "error": error}
-        return page(request, templates, "console/login.html", context, status_code)
-    response = RedirectResponse(target, status_code=303)
-    response.set_cookie(
-        COOKIE, session_cookie(settings, key, store.clock.now()),
-        max_age=SESSION_MAX_S, path="/console", httponly=True, samesite="strict",
-        secure=request.url.scheme == "https",
-    )
-    return response
-
-
-@router.post("/console/logout")
-def logout(_session: PostSessionDep) -> Response:
-    response = RedirectResponse(LOGIN, status_code=303)
-    response.delete_cookie(COOKIE, path="/console", httponly=True, samesite="strict")
-    return response
-
-
-async def to_login(request: Request, exc: Exception) -> Response:
-    """Where a request without a session goes: the login page, then back to where it was."""
-    if is_htmx(request):  # htmx follows HX-Redirect with a full page load
-        return Response(status_code=401, headers={"HX-Redirect": LOGIN})
-    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    return RedirectResponse(f"{LOGIN}?next={quote(target, safe='')}", status_code=303)
