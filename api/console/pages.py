@@ -16,6 +16,7 @@ from fastapi.templating import Jinja2Templates
 
 from agent.understand import KnowledgeBase
 from api.console.session import ConsoleSession
+from api.deps import KnowledgeDep, StoreDep
 from api.errors import status_of
 from core.clock import aware
 from core.domain import Message
@@ -42,16 +43,6 @@ def get_templates(request: Request) -> Jinja2Templates:
 
 
 TemplatesDep = Annotated[Jinja2Templates, Depends(get_templates)]
-
-
-def page(
-    request: Request, templates: Jinja2Templates, name: str, context: dict[str, Any],
-    status_code: int = 200, headers: dict[str, str] | None = None,
-) -> HTMLResponse:
-    response = templates.TemplateResponse(request, name, context, status_code=status_code)
-    response.headers.update(SECURITY_HEADERS)
-    response.headers.update(headers or {})
-    return response
 
 
 def is_htmx(request: Request) -> bool:
@@ -91,20 +82,51 @@ def environment() -> jinja2.Environment:
     return env
 
 
-def base(request: Request, knowledge: KnowledgeBase, store: Store,
-         session: ConsoleSession | None) -> dict[str, Any]:
-    """What every page shows: the signed-in agent, the CSRF token, the company, the time."""
-    return {
-        "request": request,
-        "agent": session.agent if session else None,
-        "csrf": session.csrf if session else "",
-        "company": knowledge.company,
-        "now": store.clock.now(),
-    }
+class Pages:
+    """One request's pages: its templates and what every page shows. Routes take it as
+    ``pages: PagesDep`` instead of the four things it is made of."""
+
+    def __init__(self, request: Request, templates: Jinja2Templates, knowledge: KnowledgeBase,
+                 store: Store) -> None:
+        self.request = request
+        self.templates = templates
+        self.knowledge = knowledge
+        self.store = store
+
+    @property
+    def htmx(self) -> bool:
+        """Whether htmx sent the request (it wants a fragment, not a page)."""
+        return is_htmx(self.request)
+
+    def context(self, session: ConsoleSession | None, **extra: Any) -> dict[str, Any]:
+        """What every page shows (the signed-in agent, the CSRF token, the company, the time),
+        and ``extra``."""
+        return {
+            "request": self.request,
+            "agent": session.agent if session else None,
+            "csrf": session.csrf if session else "",
+            "company": self.knowledge.company,
+            "now": self.store.clock.now(),
+        } | extra
+
+    def render(self, name: str, context: dict[str, Any], status_code: int = 200,
+               headers: dict[str, str] | None = None) -> HTMLResponse:
+        """The template with the security headers (and ``headers``)."""
+        response = self.templates.TemplateResponse(self.request, name, context,
+                                                   status_code=status_code)
+        response.headers.update(SECURITY_HEADERS)
+        response.headers.update(headers or {})
+        return response
+
+    def error(self, session: ConsoleSession | None, exc: DomainError,
+              name: str = "console/error.html") -> HTMLResponse:
+        """A domain refusal as a page, with the status the API would answer (``status_of``)."""
+        return self.render(name, self.context(session, message=exc.detail), status_of(exc))
 
 
-def error_page(request: Request, templates: Jinja2Templates, knowledge: KnowledgeBase,
-               store: Store, session: ConsoleSession, exc: DomainError) -> HTMLResponse:
-    """A domain refusal as a page, with the status the API would answer (``status_of``)."""
-    context = base(request, knowledge, store, session) | {"message": exc.detail}
-    return page(request, templates, "console/error.html", context, status_of(exc))
+def get_pages(request: Request, templates: TemplatesDep, knowledge: KnowledgeDep,
+              store: StoreDep) -> Pages:
+    return Pages(request, templates, knowledge, store)
+
+
+PagesDep = Annotated[Pages, Depends(get_pages)]

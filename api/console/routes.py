@@ -13,19 +13,16 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
 
-from agent.understand import KnowledgeBase
-from api.console.pages import TemplatesDep, base, error_page, is_htmx, page
+from api.console.pages import Pages, PagesDep
 from api.console.session import ConsoleSession, FormDep, PostSessionDep, SessionDep
-from api.deps import HandoffsDep, KnowledgeDep, StoreDep
+from api.deps import HandoffsDep
 from api.errors import status_of
 from core.domain import Decision
 from core.errors import DomainError, Invalid
 from journey.handoffs import Agent, HandoffPacket, HandoffService, HandoffView
-from memory.store import Store
 
 MAX_TEXT_CHARS = 4000
 
@@ -39,10 +36,9 @@ router = APIRouter(include_in_schema=False)
 
 
 @router.get("/chat", response_class=HTMLResponse)
-def chat_page(request: Request, knowledge: KnowledgeDep, templates: TemplatesDep,
-              ) -> HTMLResponse:
+def chat_page(pages: PagesDep) -> HTMLResponse:
     """The customer's web chat (demo): a session, the reply stream, a message box."""
-    return page(request, templates, "chat.html", {"company": knowledge.company})
+    return pages.render("chat.html", {"company": pages.knowledge.company})
 
 
 # --- the inbox ---------------------------------------------------------------------------------
@@ -80,26 +76,24 @@ def _status(value: str | None) -> StatusFilter:
 
 @router.get("/console", response_class=HTMLResponse)
 def inbox(
-    request: Request, handoffs: HandoffsDep, knowledge: KnowledgeDep, store: StoreDep,
-    session: SessionDep, templates: TemplatesDep,
+    handoffs: HandoffsDep, session: SessionDep, pages: PagesDep,
     queue: QueueQuery = None, status: StatusQuery = None,
 ) -> HTMLResponse:
     """The inbox: the handoffs in the agent's queues, filtered, refreshed every 2 s."""
-    context = base(request, knowledge, store, session) | _inbox_context(
+    context = pages.context(session) | _inbox_context(
         handoffs, session.agent, queue, _status(status))
-    return page(request, templates, "console/inbox.html", context)
+    return pages.render("console/inbox.html", context)
 
 
 @router.get("/console/inbox", response_class=HTMLResponse)
 def inbox_rows(
-    request: Request, handoffs: HandoffsDep, knowledge: KnowledgeDep, store: StoreDep,
-    session: SessionDep, templates: TemplatesDep,
+    handoffs: HandoffsDep, session: SessionDep, pages: PagesDep,
     queue: QueueQuery = None, status: StatusQuery = None,
 ) -> HTMLResponse:
     """The inbox table alone (htmx polls it)."""
-    context = base(request, knowledge, store, session) | _inbox_context(
+    context = pages.context(session) | _inbox_context(
         handoffs, session.agent, queue, _status(status))
-    return page(request, templates, "console/_inbox_table.html", context)
+    return pages.render("console/_inbox_table.html", context)
 
 
 # --- a conversation ----------------------------------------------------------------------------
@@ -138,38 +132,33 @@ def _actions_context(
 
 @router.get("/console/handoffs/{handoff_id}", response_class=HTMLResponse)
 def conversation(
-    handoff_id: str, request: Request, handoffs: HandoffsDep, knowledge: KnowledgeDep,
-    store: StoreDep, session: SessionDep, templates: TemplatesDep,
+    handoff_id: str, handoffs: HandoffsDep, session: SessionDep, pages: PagesDep,
 ) -> HTMLResponse:
     """One handoff: profile, packet, cross-channel transcript, decision trace, the actions."""
     try:
         packet = handoffs.packet(session.agent, handoff_id)
     except DomainError as exc:
-        return error_page(request, templates, knowledge, store, session, exc)
-    context = (base(request, knowledge, store, session) | _packet_context(packet)
+        return pages.error(session, exc)
+    context = (pages.context(session) | _packet_context(packet)
                | _actions_context(handoffs, session.agent, packet.handoff))
-    return page(request, templates, "console/conversation.html", context)
+    return pages.render("console/conversation.html", context)
 
 
 @router.get("/console/handoffs/{handoff_id}/live", response_class=HTMLResponse)
 def conversation_live(
-    handoff_id: str, request: Request, handoffs: HandoffsDep, knowledge: KnowledgeDep,
-    store: StoreDep, session: SessionDep, templates: TemplatesDep,
+    handoff_id: str, handoffs: HandoffsDep, session: SessionDep, pages: PagesDep,
 ) -> HTMLResponse:
     """The parts of a conversation that change (htmx polls them): the status, the
     transcript, the events and the decision trace."""
     try:
         packet = handoffs.packet(session.agent, handoff_id)
     except DomainError as exc:
-        context = base(request, knowledge, store, session) | {"message": exc.detail}
-        return page(request, templates, "console/_gone.html", context)
-    context = base(request, knowledge, store, session) | _packet_context(packet)
-    return page(request, templates, "console/_live.html", context)
+        return pages.render("console/_gone.html", pages.context(session, message=exc.detail))
+    return pages.render("console/_live.html", pages.context(session) | _packet_context(packet))
 
 
 def _act(
-    request: Request, templates: Jinja2Templates, handoffs: HandoffService,
-    knowledge: KnowledgeBase, store: Store, session: ConsoleSession, handoff_id: str,
+    pages: Pages, handoffs: HandoffService, session: ConsoleSession, handoff_id: str,
     run: Callable[[], object], done: str, drafts: dict[str, str] | None = None,
 ) -> Response:
     """Run one state change; answer htmx with the actions panel (the error inline, with its
@@ -180,22 +169,21 @@ def _act(
         run()
     except DomainError as exc:
         error = exc
-    if not is_htmx(request):
+    if not pages.htmx:
         if error is None:
             return RedirectResponse(f"/console/handoffs/{quote(handoff_id)}", status_code=303)
-        return error_page(request, templates, knowledge, store, session, error)
+        return pages.error(session, error)
     try:
         handoff = handoffs.view(agent, handoff_id)
     except DomainError as exc:
-        context = base(request, knowledge, store, session) | {"message": exc.detail}
-        return page(request, templates, "console/_gone.html", context, status_of(exc))
-    context = base(request, knowledge, store, session) | _actions_context(
+        return pages.error(session, exc, "console/_gone.html")
+    context = pages.context(session) | _actions_context(
         handoffs, agent, handoff,
         error=error.detail if error else None, notice=None if error else done,
         drafts=drafts if error else None,
     )
-    return page(
-        request, templates, "console/_actions.html", context,
+    return pages.render(
+        "console/_actions.html", context,
         status_code=status_of(error) if error else 200,
         # the live parts refresh at once instead of on the next poll
         headers={} if error else {"HX-Trigger": "console-changed"},
@@ -214,17 +202,16 @@ def _text(form: dict[str, str], field: str) -> str:
 
 
 @router.post("/console/handoffs/{handoff_id}/claim")
-def claim(handoff_id: str, request: Request, handoffs: HandoffsDep, knowledge: KnowledgeDep,
-          store: StoreDep, session: PostSessionDep, templates: TemplatesDep) -> Response:
-    return _act(request, templates, handoffs, knowledge, store, session, handoff_id,
+def claim(handoff_id: str, handoffs: HandoffsDep, session: PostSessionDep, pages: PagesDep,
+          ) -> Response:
+    return _act(pages, handoffs, session, handoff_id,
                 lambda: handoffs.claim(session.agent, handoff_id),
                 "Claimed: the conversation is yours.")
 
 
 @router.post("/console/handoffs/{handoff_id}/reply")
-def reply(handoff_id: str, request: Request, handoffs: HandoffsDep, knowledge: KnowledgeDep,
-          store: StoreDep, session: PostSessionDep, templates: TemplatesDep, form: FormDep,
-          ) -> Response:
+def reply(handoff_id: str, handoffs: HandoffsDep, session: PostSessionDep, pages: PagesDep,
+          form: FormDep) -> Response:
     def run() -> object:
         text = _text(form, "text")
         if not text:
@@ -232,14 +219,13 @@ def reply(handoff_id: str, request: Request, handoffs: HandoffsDep, knowledge: K
         return handoffs.reply(session.agent, handoff_id, text,
                               idempotency_key=form.get("idempotency_key") or None)
 
-    return _act(request, templates, handoffs, knowledge, store, session, handoff_id, run,
+    return _act(pages, handoffs, session, handoff_id, run,
                 "Sent to the customer.", drafts={"reply": form.get("text", "")})
 
 
 @router.post("/console/handoffs/{handoff_id}/note")
-def note(handoff_id: str, request: Request, handoffs: HandoffsDep, knowledge: KnowledgeDep,
-         store: StoreDep, session: PostSessionDep, templates: TemplatesDep, form: FormDep,
-         ) -> Response:
+def note(handoff_id: str, handoffs: HandoffsDep, session: PostSessionDep, pages: PagesDep,
+         form: FormDep) -> Response:
     def run() -> object:
         text = _text(form, "text")
         if not text:
@@ -247,14 +233,13 @@ def note(handoff_id: str, request: Request, handoffs: HandoffsDep, knowledge: Kn
         return handoffs.note(session.agent, handoff_id, text,
                              idempotency_key=form.get("idempotency_key") or None)
 
-    return _act(request, templates, handoffs, knowledge, store, session, handoff_id, run,
+    return _act(pages, handoffs, session, handoff_id, run,
                 "Note added.", drafts={"note": form.get("text", "")})
 
 
 @router.post("/console/handoffs/{handoff_id}/resolve")
-def resolve(handoff_id: str, request: Request, handoffs: HandoffsDep, knowledge: KnowledgeDep,
-            store: StoreDep, session: PostSessionDep, templates: TemplatesDep, form: FormDep,
-            ) -> Response:
+def resolve(handoff_id: str, handoffs: HandoffsDep, session: PostSessionDep, pages: PagesDep,
+            form: FormDep) -> Response:
     def run() -> object:
         outcome = form.get("outcome", "")
         if outcome not in handoffs.outcomes():
@@ -262,15 +247,14 @@ def resolve(handoff_id: str, request: Request, handoffs: HandoffsDep, knowledge:
         return handoffs.resolve(session.agent, handoff_id, outcome,
                                 note=_text(form, "note") or None)
 
-    return _act(request, templates, handoffs, knowledge, store, session, handoff_id, run,
+    return _act(pages, handoffs, session, handoff_id, run,
                 "Resolved.")
 
 
 @router.post("/console/handoffs/{handoff_id}/return")
-def return_to_bot(handoff_id: str, request: Request, handoffs: HandoffsDep,
-                  knowledge: KnowledgeDep, store: StoreDep, session: PostSessionDep,
-                  templates: TemplatesDep, form: FormDep) -> Response:
-    return _act(request, templates, handoffs, knowledge, store, session, handoff_id,
+def return_to_bot(handoff_id: str, handoffs: HandoffsDep, session: PostSessionDep,
+                  pages: PagesDep, form: FormDep) -> Response:
+    return _act(pages, handoffs, session, handoff_id,
                 lambda: handoffs.return_to_bot(
                     session.agent, handoff_id, note=_text(form, "note") or None),
                 "Returned to the bot: it answers the customer's next message.")
@@ -280,15 +264,14 @@ def return_to_bot(handoff_id: str, request: Request, handoffs: HandoffsDep,
 
 
 @router.get("/console/metrics", response_class=HTMLResponse)
-def metrics(request: Request, handoffs: HandoffsDep, knowledge: KnowledgeDep, store: StoreDep,
-            session: SessionDep, templates: TemplatesDep) -> HTMLResponse:
+def metrics(handoffs: HandoffsDep, session: SessionDep, pages: PagesDep) -> HTMLResponse:
     """Handoff outcomes per queue: time to claim and to resolve, human vs returned."""
     agent = session.agent
     found = handoffs.metrics(agent)  # only the queues the agent's key covers
-    context = base(request, knowledge, store, session) | {
+    context = pages.context(session) | {
         "metrics": found,
         # the total of the agent's queues; for one queue it would repeat that queue's row
         "rows": found.queues + ([found.total] if agent.queues is None or len(agent.queues) > 1
                                 else []),
     }
-    return page(request, templates, "console/metrics.html", context)
+    return pages.render("console/metrics.html", context)

@@ -14,7 +14,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from api.console.pages import TemplatesDep, base, is_htmx, page
+from api.console.pages import PagesDep, is_htmx
 from api.console.session import (
     COOKIE,
     LOGIN,
@@ -25,7 +25,7 @@ from api.console.session import (
     known_key,
     session_cookie,
 )
-from api.deps import CallerDep, KnowledgeDep, SettingsDep, StoreDep, agent_for_key
+from api.deps import CallerDep, SettingsDep, agent_for_key
 from api.ratelimit import RateLimited
 
 router = APIRouter(include_in_schema=False)
@@ -40,16 +40,15 @@ def _safe_next(target: str | None) -> str:
 
 @router.get(LOGIN, response_class=HTMLResponse)
 def login_form(
-    request: Request, knowledge: KnowledgeDep, store: StoreDep, templates: TemplatesDep,
-    next_: Annotated[str, Query(alias="next", max_length=500)] = "/console",
+    pages: PagesDep, next_: Annotated[str, Query(alias="next", max_length=500)] = "/console",
 ) -> HTMLResponse:
-    context = base(request, knowledge, store, None) | {"next": _safe_next(next_), "error": None}
-    return page(request, templates, "console/login.html", context)
+    context = pages.context(None, next=_safe_next(next_), error=None)
+    return pages.render("console/login.html", context)
 
 
 @router.post(LOGIN, response_class=HTMLResponse)
-def login(request: Request, settings: SettingsDep, knowledge: KnowledgeDep, store: StoreDep,
-          templates: TemplatesDep, form: FormDep, caller: CallerDep) -> Response:
+def login(request: Request, settings: SettingsDep, pages: PagesDep, form: FormDep,
+          caller: CallerDep) -> Response:
     key = form.get("key", "").strip()
     target = _safe_next(form.get("next"))
     known = known_key(settings, key_hash(key)) if key else None
@@ -59,19 +58,19 @@ def login(request: Request, settings: SettingsDep, knowledge: KnowledgeDep, stor
         if agent is None:
             caller.hit("login")  # only failed attempts count
     except RateLimited as exc:
-        context = base(request, knowledge, store, None) | {"next": target, "error": exc.detail}
-        return page(request, templates, "console/login.html", context, 429,
-                    headers={"Retry-After": str(exc.retry_after)})
+        context = pages.context(None, next=target, error=exc.detail)
+        return pages.render("console/login.html", context, 429,
+                            headers={"Retry-After": str(exc.retry_after)})
     if agent is None:
         error, status_code = (
             ("This API key has no inbox scope: it needs 'inbox' or 'inbox:<queue>'.", 403)
             if known else ("Unknown API key.", 401)
         )
-        context = base(request, knowledge, store, None) | {"next": target, "error": error}
-        return page(request, templates, "console/login.html", context, status_code)
+        context = pages.context(None, next=target, error=error)
+        return pages.render("console/login.html", context, status_code)
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(
-        COOKIE, session_cookie(settings, key, store.clock.now()),
+        COOKIE, session_cookie(settings, key, pages.store.clock.now()),
         max_age=SESSION_MAX_S, path="/console", httponly=True, samesite="strict",
         secure=request.url.scheme == "https",
     )
