@@ -51,6 +51,10 @@ class Settings(BaseSettings):
         "PersistentClient in data_dir/chroma.",
     )
     chroma_collection: str = "messages"
+    default_phone_region: str = Field(
+        "US", min_length=2, max_length=2, pattern=r"^[A-Za-z]{2}$",
+        description="The region (ISO 3166 alpha-2) a phone number written without its "
+        "+<country code> is read in.")
     history_k: int = Field(6, ge=0, le=50, description="Retrieved history messages per turn.")
 
     brain: BrainName = Field(

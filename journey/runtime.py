@@ -24,6 +24,7 @@ from agent.graph import build_graph
 from agent.understand import IntentClassifier, KnowledgeBase
 from channels.base import ChannelAdapter
 from channels.registry import build_adapters, close_adapters
+from core import identity
 from core.clock import Clock, IdFactory, SystemClock, uuid_ids
 from core.domain import Channel
 from core.hub import JOBS_KEY, Hub
@@ -183,6 +184,7 @@ def build_container(
     closers: list[Callable[[], None]] = []
     engine = make_engine(settings.resolved_database_url)
     closers.append(engine.dispose)
+    identity.set_default_region(settings.default_phone_region)
     migrate.upgrade(engine)
     store = Store(engine, clock=clock, ids=ids)
     embedder = embedder or get_embedder()
@@ -249,6 +251,8 @@ def build_container(
         memory.reassign(merged, survivor)  # the merged profile's history is searchable
 
     store.on_merge.append(follow_merge)
+    # identities an older version stored in other spellings: canonical now, duplicates merged
+    store.normalise_identities(stages=lifecycle.stages)
     signals = SignalService(store, journeys, lifecycle, clock,
                             on_enqueue=lambda: hub.notify(JOBS_KEY), policy=policy)
     adapters = build_adapters(settings, hub, clock)

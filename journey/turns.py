@@ -29,6 +29,7 @@ from core.domain import (
 )
 from core.effects import InboundAccepted
 from core.errors import Conflict, NotFound
+from core.identity import EmailAddress, PhoneNumber
 from memory.jobs import Job
 from memory.locks import ConversationLocks, LockTimeout
 from memory.store import Store
@@ -49,8 +50,11 @@ LANE_LOOKBACK = timedelta(days=1)
 class CustomerRef(BaseModel):
     """Who wrote: any identities we know them by. At least one is required."""
 
-    email: str | None = Field(None, max_length=320, examples=["dana@example.com"])
-    phone: str | None = Field(None, max_length=40, examples=["+14155550100"])
+    email: EmailAddress | None = Field(None, max_length=320, examples=["dana@example.com"],
+                                       description="Validated; compared lower-cased.")
+    phone: PhoneNumber | None = Field(
+        None, max_length=40, examples=["+14155550100"],
+        description="E.164, or a national number read in JOURNEY_DEFAULT_PHONE_REGION.")
     web_chat_id: str | None = Field(None, max_length=200, examples=["wc_5f1c"])
     crm_id: str | None = Field(None, max_length=200)
     name: str | None = Field(None, max_length=200)
@@ -59,14 +63,12 @@ class CustomerRef(BaseModel):
     def _one_identity(self) -> CustomerRef:
         if not (self.email or self.phone or self.web_chat_id or self.crm_id):
             raise ValueError("give at least one identity: email, phone, web_chat_id or crm_id")
-        if self.email is not None and "@" not in self.email:
-            raise ValueError(f"email {self.email!r} is not an email address")
         return self
 
     def identities(self) -> list[Identity]:
         pairs = (
-            ("email", self.email and self.email.strip().lower()),
-            ("phone", self.phone and self.phone.strip().replace(" ", "")),
+            ("email", self.email),
+            ("phone", self.phone),
             ("web_chat_id", self.web_chat_id),
             ("crm_id", self.crm_id),
         )

@@ -15,9 +15,29 @@ from sqlalchemy.exc import IntegrityError
 
 from core.clock import Clock, IdFactory, utc
 from core.domain import Channel, CustomerProfile, Event, Identity
+from core.identity import InvalidIdentity, normal_identity
 from memory import db
 from memory.crm import consent_dict, strictest_consent
 from memory.handoffs import OPEN_HANDOFF
+
+
+def canonical_all(identities: Sequence[Identity]) -> list[Identity]:
+    """Each identity in its canonical form, a repeated one once, in their order."""
+    seen: dict[tuple[str, str], Identity] = {}
+    for identity in map(canonical, identities):
+        seen.setdefault((identity.kind, identity.value), identity)
+    return list(seen.values())
+
+
+def canonical(identity: Identity) -> Identity:
+    """``identity`` in its canonical form (``core.identity``). Requests are validated at the
+    edge; here a value that cannot be made canonical (a row an older version stored, a test's
+    made-up address) is kept as given, trimmed, so a lookup still finds it."""
+    try:
+        value = normal_identity(identity.kind, identity.value)
+    except InvalidIdentity:
+        value = identity.value.strip()
+    return identity if value == identity.value else Identity(kind=identity.kind, value=value)
 
 
 class Profiles:
@@ -60,6 +80,7 @@ class Profiles:
             return self._profile(conn, live) if live else None
 
     def find_customer(self, identity: Identity) -> CustomerProfile | None:
+        identity = canonical(identity)
         with self.engine.connect() as conn:
             cid = self._owner_of(conn, identity)
             return self._profile(conn, cid) if cid else None
@@ -77,6 +98,7 @@ class Profiles:
     ) -> CustomerProfile:
         now = self.clock.now()
         cid = customer_id or self.ids("cus")
+        identities = canonical_all(identities)
         with self.engine.begin() as conn:
             conn.execute(
                 insert(db.customers).values(
@@ -143,6 +165,7 @@ class Profiles:
         Identities not seen before are linked to it. When they belong to two or more profiles
         (a web-chat visitor gives the email of a known customer), those profiles are merged
         into the oldest one, keeping all history, and the merge is recorded."""
+        identities = canonical_all(identities)
         with self.engine.connect() as conn:
             owners = list(dict.fromkeys(
                 cid for ident in identities if (cid := self._owner_of(conn, ident))
@@ -293,6 +316,51 @@ class Profiles:
         for hook in self.on_merge:
             hook(survivor_id, merged_id)
         return record
+
+    def normalise_identities(self, stages: Sequence[str] = ()) -> dict[str, int]:
+        """Bring identities stored before normalisation to their canonical form (once: a cheap
+        query finds none the next time). Where the canonical form already belongs to another
+        profile, the two are one person: merged into the older, recorded like any merge.
+        Values that cannot be made canonical are left as they are."""
+        i = db.identities
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(i.c.id, i.c.customer_id, i.c.kind, i.c.value)
+                .where(i.c.kind.in_(("phone", "email")))
+                .where((i.c.value != func.trim(i.c.value))
+                       | ((i.c.kind == "email") & (i.c.value != func.lower(i.c.value)))
+                       | ((i.c.kind == "phone") & ~i.c.value.like("+%"))
+                       | ((i.c.kind == "phone") & i.c.value.like("% %"))
+                       | ((i.c.kind == "phone") & i.c.value.like("%-%"))
+                       | ((i.c.kind == "phone") & i.c.value.like("%(%")))
+                .order_by(i.c.id)
+            ).all()
+        done = {"normalised": 0, "merged": 0}
+        for row in rows:
+            fixed = canonical(Identity(kind=row.kind, value=row.value))
+            if fixed.value == row.value:
+                continue
+            with self.engine.connect() as conn:
+                owner = self._owner_of(conn, fixed)
+                mine = self._live_id(conn, row.customer_id)
+            if owner is None:
+                with self.engine.begin() as conn:
+                    conn.execute(update(i).where(i.c.id == row.id).values(value=fixed.value))
+                done["normalised"] += 1
+                continue
+            if mine is not None and mine != owner:
+                older, newer = sorted(
+                    (p for cid in (owner, mine) if (p := self.get_customer(cid))),
+                    key=lambda p: (p.created_at, p.id))
+                self.merge_customers(
+                    older.id, newer.id, by="identity_normalisation", stages=stages,
+                    reason=f"identities normalised: {row.kind} {row.value!r} is {fixed.value}")
+                done["merged"] += 1
+            # the canonical form is held already: this spelling is a duplicate of it
+            with self.engine.begin() as conn:
+                conn.execute(i.delete().where(i.c.id == row.id))
+            done["normalised"] += 1
+        return done
 
     def merges(self, customer_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:

@@ -132,6 +132,9 @@ class Store:
     def merges(self, customer_id: str) -> list[dict[str, Any]]:
         return self._profiles.merges(customer_id)
 
+    def normalise_identities(self, stages: Sequence[str] = ()) -> dict[str, int]:
+        return self._profiles.normalise_identities(stages)
+
     def list_customers(self, limit: int = 100) -> list[CustomerProfile]:
         return self._profiles.list_customers(limit)
 

@@ -44,6 +44,7 @@ from api.routes.channels import inbound_request
 from channels.webchat import check_session_token, new_session_id, session_key, session_token
 from core.domain import Identity, Message
 from core.hub import Hub
+from core.identity import EmailAddress, PhoneNumber
 from core.settings import Settings
 from journey.turns import Accepted, CustomerRef
 from memory.store import Store
@@ -75,7 +76,7 @@ class SessionRequest(BaseModel):
     name: str | None = Field(None, max_length=200)
     #: Unverified: kept as the profile attribute ``unverified_email``, never used as an
     #: identity, so typing someone else's address cannot attach this chat to their profile.
-    email: str | None = Field(None, max_length=320)
+    email: EmailAddress | None = Field(None, max_length=320)
     #: Verified identities: the chat joins the customer's profile (their email, SMS and
     #: WhatsApp history). Needs an API key with ``messages:write``.
     signed_in: SignedIn | None = None
@@ -85,8 +86,8 @@ class SignedIn(BaseModel):
     """Who the visitor is, as your site knows after they signed in. Only your backend can say
     this: it needs an API key with ``messages:write``."""
 
-    email: str | None = Field(None, min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
-    phone: str | None = Field(None, min_length=6, max_length=20, pattern=r"^\+?[0-9 ()-]{6,24}$")
+    email: EmailAddress | None = Field(None, max_length=320)
+    phone: PhoneNumber | None = Field(None, max_length=40)
     crm_id: str | None = Field(None, min_length=1, max_length=200)
 
 
