@@ -19,6 +19,7 @@ from agent.understand import KnowledgeBase
 from api.ratelimit import RateLimiter, Rule, key_id
 from core.hub import Hub
 from core.settings import ApiKey, Settings
+from journey.customers import CustomerService
 from journey.handoffs import Agent, HandoffService
 from journey.runtime import Container
 from journey.signals import SignalService
@@ -54,6 +55,7 @@ ContainerDep = Annotated[Container, Depends(get_container)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 StoreDep = Annotated[Store, Depends(_service("store"))]
 HandoffsDep = Annotated[HandoffService, Depends(_service("handoffs"))]
+CustomersDep = Annotated[CustomerService, Depends(_service("customers"))]
 TurnsDep = Annotated[Orchestrator, Depends(_service("orchestrator"))]
 SignalsDep = Annotated[SignalService, Depends(_service("signals"))]
 PolicyDep = Annotated[PolicyProvider, Depends(_service("policy"))]

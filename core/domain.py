@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 Channel = Literal["web_chat", "email", "sms", "whatsapp"]
 CHANNELS: tuple[Channel, ...] = ("web_chat", "email", "sms", "whatsapp")
-IdentityKind = Literal["email", "phone", "web_chat_id", "crm_id", "whatsapp_id"]
+IdentityKind = Literal["email", "phone", "web_chat_id", "crm_id", "whatsapp_id", "external_id"]
 #: Which identity a channel delivers to.
 CHANNEL_IDENTITY: dict[Channel, IdentityKind] = {
     "web_chat": "web_chat_id",
@@ -66,6 +66,10 @@ class CustomerProfile(BaseModel):
     consent: dict[Channel, ChannelConsent] = Field(default_factory=dict)
     #: IANA name; empty when unknown (the policy's default timezone is used then).
     timezone: str = ""
+    #: BCP 47 (``en-US``); empty when unknown.
+    locale: str = ""
+    #: The channel the customer asked to be reached on, if they said.
+    channel_preference: Channel | None = None
     created_at: datetime
     updated_at: datetime
 

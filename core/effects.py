@@ -33,6 +33,13 @@ class CrmChange(BaseModel):
     fields: dict[str, Any] = Field(default_factory=dict)
     #: channel → purpose → status; merged into the stored consent purpose by purpose
     consent: dict[Channel, dict[str, ConsentStatus]] = Field(default_factory=dict)
+    #: where a consent change came from, for the consent ledger: the source (``api``,
+    #: ``keyword``, ``import``, a form's name…), who (an API key's holder, ``customer``, an
+    #: agent), the evidence (a message id…) and when it was given (default: now)
+    consent_source: str = "agent"
+    consent_by: str = "bot"
+    consent_evidence: str | None = None
+    consent_at: datetime | None = None
     #: numeric attributes to add to, inside the transaction (a credit balance)
     increments: dict[str, float] = Field(default_factory=dict)
 

@@ -20,8 +20,8 @@ BrainName = Literal["auto", "rules", "openai", "local"]
 LLMMode = Literal["auto", "tools", "json_schema", "json_object", "json_object_schema"]
 
 ALL_SCOPES = (
-    "messages:write", "customers:read", "conversations:read", "approvals:write", "inbox",
-    "inbox:<queue>", "admin",
+    "messages:write", "customers:read", "customers:write", "conversations:read",
+    "approvals:write", "inbox", "inbox:<queue>", "admin",
 )
 
 

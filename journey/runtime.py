@@ -29,6 +29,7 @@ from core.clock import Clock, IdFactory, SystemClock, uuid_ids
 from core.domain import Channel
 from core.hub import JOBS_KEY, Hub
 from core.settings import Settings
+from journey.customers import CustomerService
 from journey.handoffs import HandoffService
 from journey.localllm import LocalModelError, LocalServer, start_local
 from journey.signals import SignalService
@@ -74,6 +75,8 @@ class Container:
     policy: PolicyProvider
     #: the human inbox (``/v1/handoffs``, the console)
     handoffs: HandoffService
+    #: the profile API (``PUT /v1/customers``, lookups, the consent ledger)
+    customers: CustomerService
     #: Why the configured brain is not the one deciding (e.g. the local model failed to load).
     brain_note: str | None = None
     local_llm: LocalServer | None = None
@@ -291,6 +294,7 @@ def build_container(
         signals=signals,
         adapters=adapters,
         handoffs=handoffs,
+        customers=CustomerService(store, lifecycle),
         webhooks=webhooks,
         _closers=closers,
     )

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, update
 
-from core.clock import Clock
+from core.clock import Clock, utc
 from core.domain import Channel, ConsentStatus
 from core.effects import Activity, CrmChange
 from memory import db
@@ -69,7 +69,41 @@ def apply_crm(conn: Connection, customer_id: str, change: CrmChange, *, now: dat
         values["attributes"] = attributes
     if change.consent:
         values["consent"] = merge_consent(row.consent or {}, change.consent)
+        record_consent(conn, customer_id, row.consent or {}, values["consent"], change, now=now)
     conn.execute(update(db.customers).where(db.customers.c.id == customer_id).values(**values))
+
+
+def record_consent(
+    conn: Connection, customer_id: str, before: dict[str, Any], after: dict[str, Any],
+    change: CrmChange, *, now: datetime,
+) -> None:
+    """One ledger row per (channel, purpose) whose status changed, in the caller's
+    transaction; a change to the status it already had records nothing."""
+    rows = []
+    for channel, purposes in after.items():
+        old = consent_dict(before.get(channel, {}))
+        for purpose, status in consent_dict(purposes).items():
+            previous = old.get(purpose, "unknown")
+            if status != previous:
+                rows.append({
+                    "customer_id": customer_id, "channel": channel, "purpose": purpose,
+                    "previous": previous, "status": status, "source": change.consent_source,
+                    "by": change.consent_by, "evidence": change.consent_evidence,
+                    "at": change.consent_at or now, "created_at": now,
+                })
+    if rows:
+        conn.execute(insert(db.consent_events), rows)
+
+
+def consent_ledger(conn: Connection, customer_id: str) -> list[dict[str, Any]]:
+    """Every consent change of the customer, oldest first."""
+    e = db.consent_events
+    rows = conn.execute(
+        select(e.c.channel, e.c.purpose, e.c.previous, e.c.status, e.c.source, e.c.by,
+               e.c.evidence, e.c.at, e.c.created_at)
+        .where(e.c.customer_id == customer_id).order_by(e.c.id)
+    ).all()
+    return [dict(r._mapping) | {"at": utc(r.at), "created_at": utc(r.created_at)} for r in rows]
 
 
 def add_activities(
@@ -114,6 +148,28 @@ class CrmRepository:
                 conn.execute(
                     update(db.customers).where(db.customers.c.id == customer_id).values(name=name)
                 )
+
+    def update_profile(
+        self, customer_id: str, changes: Sequence[CrmChange], *, name: str | None = None,
+        timezone: str | None = None, locale: str | None = None,
+        channel_preference: str | None = None,
+    ) -> None:
+        """The profile API's update: the CRM changes (stage, attributes, consent with its
+        source, recorded in the ledger) and the profile's own fields, in one transaction."""
+        now = self.clock.now()
+        with self.engine.begin() as conn:
+            for change in changes:
+                apply_crm(conn, customer_id, change, now=now)
+            own = {k: v for k, v in {"name": name, "timezone": timezone, "locale": locale,
+                                     "channel_preference": channel_preference}.items()
+                   if v is not None}
+            if own:
+                conn.execute(update(db.customers).where(db.customers.c.id == customer_id)
+                             .values(**own))
+
+    def consent_ledger(self, customer_id: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return consent_ledger(conn, customer_id)
 
     def apply_profile_change(
         self, customer_id: str, change: CrmChange, activities: Sequence[Activity] = ()

@@ -53,6 +53,32 @@ customers = Table(
     _ts("updated_at", nullable=False),
     # set when this profile was merged into another: the id still resolves to the survivor
     Column("merged_into", String(40)),
+    # BCP 47, e.g. en-US; empty when unknown
+    Column("locale", String(35), nullable=False, server_default=""),
+    # the channel the customer prefers to be reached on, when they said so
+    Column("channel_preference", String(20)),
+)
+
+#: The consent ledger: every change of a customer's consent on a channel for a purpose, with
+#: its source and evidence (what a regulator asks for). Written in the transaction that
+#: changes the consent.
+consent_events = Table(
+    "consent_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("customer_id", String(40), ForeignKey("customers.id"), nullable=False, index=True),
+    Column("channel", String(20), nullable=False),
+    Column("purpose", String(20), nullable=False),
+    Column("previous", String(20), nullable=False),
+    Column("status", String(20), nullable=False),
+    # api, signup-form, keyword, import, a person, erasure …
+    Column("source", String(80), nullable=False),
+    # who: an API key's holder, "customer" for a keyword, an agent's name
+    Column("by", String(200), nullable=False),
+    Column("evidence", Text),
+    # when the customer gave or withdrew it (may be earlier than the row)
+    _ts("at", nullable=False),
+    _ts("created_at", nullable=False),
 )
 
 #: Every merge of two profiles: who survived, what moved, why.

@@ -69,6 +69,8 @@ class Profiles:
             lifecycle_stage=row["lifecycle_stage"],
             consent=row["consent"] or {},
             timezone=row["timezone"],
+            locale=row["locale"] or "",
+            channel_preference=row["channel_preference"],
             created_at=utc(row["created_at"]),
             updated_at=utc(row["updated_at"]),
         )

@@ -166,6 +166,17 @@ class Store:
     def crm_activities(self, customer_id: str) -> list[dict[str, Any]]:
         return self._crm.crm_activities(customer_id)
 
+    def update_profile(
+        self, customer_id: str, changes: Sequence[CrmChange], *, name: str | None = None,
+        timezone: str | None = None, locale: str | None = None,
+        channel_preference: str | None = None,
+    ) -> None:
+        self._crm.update_profile(customer_id, changes, name=name, timezone=timezone,
+                                 locale=locale, channel_preference=channel_preference)
+
+    def consent_ledger(self, customer_id: str) -> list[dict[str, Any]]:
+        return self._crm.consent_ledger(customer_id)
+
     # --- conversations and messages (memory.conversations) ---------------------------------
 
     def get_conversation(self, conversation_id: str) -> Conversation | None:

@@ -28,6 +28,9 @@ def act(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, Any]:
     channel = inbound.channel if inbound else None
     consent = state["consent_changes"]
     effects.crm.consent.update(consent)  # type: ignore[arg-type]
+    if consent and inbound is not None:  # an opt-out or opt-in keyword: the ledger's evidence
+        effects.crm.consent_source, effects.crm.consent_by = "keyword", "customer"
+        effects.crm.consent_evidence = f"message {inbound.id}"
     ctx = tool_context(state, svc, effects)
     verdicts = [Verdict.model_validate(v) for v in state["verdicts"]]
     approval_id = None

@@ -1,17 +1,101 @@
-"""GET /v1/customers/{id}: the unified profile with its CRM record, handoffs and outbox."""
+"""The unified profile: create or update a customer by any identity (``PUT /v1/customers``),
+look one up by an identity, read their whole record and their consent ledger, merge two."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 from pydantic import BaseModel, Field
 
-from api.deps import LifecycleDep, StoreDep, require
+from api.deps import CustomersDep, LifecycleDep, StoreDep, require
 from api.schemas import CustomerView
+from core.domain import CustomerProfile, Identity
+from core.identity import InvalidIdentity, normal_identity
+from journey.customers import ProfileRequest
 
 router = APIRouter(prefix="/v1", tags=["customers"])
+
+_INVALID: dict[int | str, dict[str, Any]] = {
+    422: {"description": "a field is invalid (the message names it)"}}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such customer"}}
+
+
+@router.put(
+    "/customers", response_model=CustomerProfile, status_code=200,
+    responses={201: {"model": CustomerProfile, "description": "created"}, **_INVALID},
+)
+def put_customer(
+    body: ProfileRequest,
+    response: Response,
+    customers: CustomersDep,
+    key: Annotated[str, Depends(require("customers:write"))],
+) -> CustomerProfile:
+    """Create or update the customer any of `identities` names (several naming two profiles
+    merge them). Absent fields are left as they are; `attributes` merge key by key; the
+    `lifecycle_stage` only moves forward unless `force`. Each consent given is recorded in the
+    customer's consent ledger with its `source`, `at`, `evidence` and the key's holder.
+    `201` when the profile was created, `200` when it existed."""
+    done = customers.upsert(body, by=key)
+    response.status_code = 201 if done.created else 200
+    return done.profile
+
+
+def _identity(kind: str, value: str | None) -> Identity | None:
+    if value is None:
+        return None
+    try:
+        return Identity(kind=kind, value=normal_identity(kind, value))  # type: ignore[arg-type]
+    except InvalidIdentity as exc:
+        raise HTTPException(422, f"query.{kind}: {exc}") from None
+
+
+IdentityQuery = Annotated[str | None, Query(min_length=1, max_length=320)]
+
+
+@router.get("/customers", response_model=CustomerProfile, responses={**_INVALID, **_NOT_FOUND})
+def find_customer(
+    customers: CustomersDep,
+    _key: Annotated[str, Depends(require("customers:read"))],
+    email: IdentityQuery = None,
+    phone: IdentityQuery = None,
+    web_chat_id: IdentityQuery = None,
+    crm_id: IdentityQuery = None,
+    external_id: IdentityQuery = None,
+) -> CustomerProfile:
+    """The profile an identity belongs to (phones in any format, emails in any case). Several
+    identities must name the same customer."""
+    given = {"email": email, "phone": phone, "web_chat_id": web_chat_id, "crm_id": crm_id,
+             "external_id": external_id}
+    identities = [i for kind, value in given.items() if (i := _identity(kind, value))]
+    return customers.lookup(identities)
+
+
+class ConsentEvent(BaseModel):
+    channel: str
+    purpose: str
+    previous: str
+    status: str
+    source: str
+    by: str
+    evidence: str | None
+    #: when the customer gave or withdrew it
+    at: datetime
+    #: when it was recorded
+    created_at: datetime
+
+
+@router.get("/customers/{customer_id}/consent", response_model=list[ConsentEvent],
+            responses=_NOT_FOUND)
+def consent_ledger(
+    customer_id: CustomerId,
+    customers: CustomersDep,
+    _key: Annotated[str, Depends(require("customers:read"))],
+) -> list[dict[str, Any]]:
+    """Every change of the customer's consent, oldest first: channel, purpose, the status
+    before and after, its source, who recorded it, when it was given, and the evidence."""
+    return customers.consent(customer_id)
 
 CustomerId = Annotated[str, Path(max_length=40, description="The customer's id")]
 
