@@ -15,9 +15,10 @@ from sqlalchemy.exc import IntegrityError
 
 from core.clock import Clock, IdFactory, utc
 from core.domain import Channel, CustomerProfile, Event, Identity
+from core.effects import CrmChange
 from core.identity import InvalidIdentity, normal_identity
 from memory import db
-from memory.crm import consent_dict, strictest_consent
+from memory.crm import consent_dict, record_consent, strictest_consent
 from memory.handoffs import OPEN_HANDOFF
 
 
@@ -277,7 +278,7 @@ class Profiles:
             for table in (
                 db.identities, db.conversations, db.messages, db.events, db.decisions,
                 db.decision_reasons, db.outbox, db.handoffs, db.crm_activities, db.approvals,
-                db.jobs,
+                db.jobs, db.consent_events,
             ):
                 moved[table.name] = conn.execute(
                     update(table).where(table.c.customer_id == merged_id)
@@ -292,12 +293,16 @@ class Profiles:
             stage = keep.lifecycle_stage
             if stages and gone.lifecycle_stage in stages and stage in stages:
                 stage = max(stage, gone.lifecycle_stage, key=list(stages).index)
+            consent = strictest_consent(keep.consent or {}, gone.consent or {})
+            record_consent(conn, survivor_id, keep.consent or {}, consent, CrmChange(
+                consent_source="merge", consent_by=by,
+                consent_evidence=f"merged {merged_id} into {survivor_id}"), now=now)
             conn.execute(update(c).where(c.c.id == survivor_id).values(
                 name=keep.name or gone.name,
                 timezone=keep.timezone or gone.timezone,
                 lifecycle_stage=stage,
                 attributes=attributes,
-                consent=strictest_consent(keep.consent or {}, gone.consent or {}),
+                consent=consent,
                 updated_at=now,
             ))
             conn.execute(update(c).where(c.c.id == merged_id).values(

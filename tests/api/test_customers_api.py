@@ -148,3 +148,27 @@ def test_every_consent_change_is_in_the_ledger_with_its_source(
     assert first["at"].startswith("2026-11-01T10:00:00")
     assert all(e["evidence"] == f"message {message_id}" for e in stops)
     assert client(base, key="reader").get("/v1/customers/cus_nope/consent").status_code == 404
+
+
+def test_a_merge_keeps_both_ledgers_and_records_what_it_changed(
+    served: tuple[Container, str],
+) -> None:
+    """Two profiles that turn out to be one person: the survivor's ledger holds both histories,
+    and the consent the merge changes (a revocation on either side stands) is recorded too."""
+    _, base = served
+    api = client(base, key="crm-sync")
+    first = api.put("/v1/customers", json={
+        "identities": {"email": "dana@example.com"},
+        "consent": {"sms": {"marketing": {"status": "granted", "source": "checkout"}}}}).json()
+    second = api.put("/v1/customers", json={
+        "identities": {"phone": "+14155550100"},
+        "consent": {"sms": {"marketing": {"status": "revoked", "source": "support-call"}}}}).json()
+    both = api.put("/v1/customers", json={
+        "identities": {"email": "dana@example.com", "phone": "+14155550100"}})
+    assert both.status_code == 200 and both.json()["id"] == first["id"]
+    assert both.json()["consent"]["sms"]["marketing"] == "revoked"
+    ledger = client(base, key="reader").get(f"/v1/customers/{first['id']}/consent").json()
+    assert [(e["status"], e["source"]) for e in ledger] == [
+        ("granted", "checkout"), ("revoked", "support-call"), ("revoked", "merge")]
+    assert ledger[-1]["evidence"] == f"merged {second['id']} into {first['id']}"
+    assert ledger[-1]["previous"] == "granted"
