@@ -46,11 +46,13 @@ def make_checkpointer(settings: Settings) -> tuple[BaseCheckpointSaver[Any], Cal
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     path = settings.data_dir / "checkpoints.sqlite"
-    conn = sqlite3.connect(path, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    sqlite_saver = SqliteSaver(conn)
     # processes (or threads) sharing the file set it up one at a time: two at once can meet
-    # "database is locked" (a read transaction that cannot become a write one in WAL mode)
+    # "database is locked" (switching to WAL takes the file exclusively, and a read
+    # transaction cannot become a write one in WAL mode), so the switch and the tables are
+    # made under one file lock; later writers wait on the busy timeout
     with file_lock(path.with_name(path.name + ".setup.lock")):
+        conn = sqlite3.connect(path, check_same_thread=False, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        sqlite_saver = SqliteSaver(conn)
         sqlite_saver.setup()
     return sqlite_saver, conn.close
