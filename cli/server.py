@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
+from cli.app import app, console, err
 from core.settings import Settings, get_settings
-from journey.cli.app import app, console, err
 
 
 @app.command()

@@ -10,9 +10,9 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from cli.app import app, console, err
+from cli.server import _prepare_local_model
 from core.settings import Settings, get_settings
-from journey.cli.app import app, console, err
-from journey.cli.server import _prepare_local_model
 
 
 def _trace(result: dict[str, Any]) -> None:

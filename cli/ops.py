@@ -7,8 +7,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from cli.app import app, console
 from core.settings import get_settings
-from journey.cli.app import app, console
 
 outbox_app = typer.Typer(
     help="The outbox: what is queued, sent, dead-lettered; replay the dead letters.",

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
+from cli.app import app, console, err
 from core.settings import get_settings
-from journey.cli.app import app, console, err
 
 policy_app = typer.Typer(
     help="Check and explain the policy (consent, caps, quiet hours, escalation, content, "

@@ -11,8 +11,8 @@ operate the outbox and the inbox, check the policy, run the eval suites.
 
 from __future__ import annotations
 
-from journey.cli import chat, ops, policy, server
-from journey.cli.app import app
+from cli import chat, ops, policy, server
+from cli.app import app
 
 __all__ = ["app", "chat", "main", "ops", "policy", "server"]
 
