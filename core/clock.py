@@ -6,7 +6,10 @@ import itertools
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Annotated, Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AfterValidator
 
 
 class Clock(Protocol):
@@ -56,3 +59,16 @@ def sequential_ids() -> IdFactory:
     """Deterministic ids for tests: ``cus_0001``, ``msg_0002`` ..."""
     counter = itertools.count(1)
     return lambda prefix: f"{prefix}_{next(counter):04d}"
+
+
+def known_zone(value: str) -> str:
+    """``value`` when it names an IANA timezone (``Europe/Paris``), else a ``ValueError``."""
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{value!r} is not an IANA timezone (e.g. Europe/Paris)") from None
+    return value
+
+
+#: A field holding an IANA timezone name, validated.
+TimezoneName = Annotated[str, AfterValidator(known_zone)]

@@ -14,11 +14,10 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from core.clock import utc
+from core.clock import TimezoneName, utc
 from core.domain import Channel, CustomerProfile, Identity
 from core.effects import CrmChange
 from core.errors import Invalid, NotFound
@@ -86,7 +85,7 @@ class ProfileRequest(Strict):
     identities: Identities
     name: str | None = Field(None, max_length=200)
     locale: str | None = Field(None, max_length=35, examples=["en-US"])
-    timezone: str | None = Field(None, max_length=60, examples=["America/New_York"])
+    timezone: TimezoneName | None = Field(None, max_length=60, examples=["America/New_York"])
     attributes: dict[str, Any] = Field(default_factory=dict, max_length=100)
     lifecycle_stage: str | None = Field(None, max_length=60)
     force: bool = Field(False, description="Allow the stage to move backward.")
@@ -100,18 +99,6 @@ class ProfileRequest(Strict):
             raise ValueError(f"{value!r} is not a BCP 47 locale (e.g. en-US, pt-BR, zh-Hant-TW)")
         return value
 
-    @field_validator("timezone")
-    @classmethod
-    def _timezone(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"{value!r} is not an IANA timezone (e.g. Europe/Paris)") from None
-        if value not in available_timezones() and value != "UTC":
-            raise ValueError(f"{value!r} is not an IANA timezone (e.g. Europe/Paris)")
-        return value
 
 
 class Upserted(BaseModel):
