@@ -236,7 +236,7 @@ class SignalService:
         updated = profile.model_copy(update={
             "attributes": {**profile.attributes, **change.fields}
         })
-        stage, rule = self.lifecycle.next_stage(updated, None, events, now)
+        stage, rule = self.lifecycle.next_stage(updated, None, events, now, signal=stored)
         activities = []
         if rule is not None:
             change.stage = stage

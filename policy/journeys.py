@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core.domain import Channel, CustomerProfile, Event, Priority, Purpose, Queue
 from policy.model import Duration
+from policy.model_base import value_matches
 from prompts.reloading import ReloadingFile
 from prompts.yamlcheck import YamlInvalid, read_source, validate_yaml
 
@@ -29,24 +30,6 @@ DEFAULT_PATH = Path(__file__).resolve().parent.parent / "prompts" / "journeys.ya
 
 class JourneysError(YamlInvalid):
     kind = "journeys"
-
-
-_OPS: dict[str, Any] = {
-    "eq": lambda a, b: a == b, "ne": lambda a, b: a != b,
-    "gt": lambda a, b: a > b, "gte": lambda a, b: a >= b,
-    "lt": lambda a, b: a < b, "lte": lambda a, b: a <= b,
-    "in": lambda a, b: a in b,
-}
-
-
-def _matches(value: Any, expected: Any) -> bool:
-    """``expected`` is a plain value (equality) or ``{gte: 7, lte: 10, in: [...]}``."""
-    if not isinstance(expected, dict):
-        return bool(value == expected)
-    try:
-        return all(bool(_OPS[op](value, arg)) for op, arg in expected.items())
-    except (TypeError, KeyError):
-        return False
 
 
 class EventMatch(BaseModel):
@@ -58,7 +41,7 @@ class EventMatch(BaseModel):
 
     def matches(self, e: Event) -> bool:
         return e.type == self.event and all(
-            _matches(e.properties.get(k), v) for k, v in self.where.items()
+            value_matches(e.properties.get(k), v) for k, v in self.where.items()
         )
 
 

@@ -7,29 +7,57 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from core.domain import CustomerProfile, Event
-from prompts import read_yaml
+from policy.model_base import WHERE_OPERATORS, value_matches
+from prompts.yamlcheck import YamlInvalid, read_source, validate_yaml
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "prompts" / "lifecycle.yaml"
 
 
-class EventCondition(BaseModel):
-    type: str
+class EventMatch(BaseModel):
+    """Events of ``type`` (one or several) whose properties match ``where`` (a value, or a
+    comparison such as ``{gte: 9}``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: str | list[str]
     where: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("where")
+    @classmethod
+    def _operators(cls, where: dict[str, Any]) -> dict[str, Any]:
+        for key, expected in where.items():
+            unknown = set(expected) - WHERE_OPERATORS if isinstance(expected, dict) else ()
+            if unknown:
+                raise ValueError(f"where.{key}: unknown comparison {sorted(unknown)}; use "
+                                 f"{', '.join(sorted(WHERE_OPERATORS))}")
+        return where
+
+    def matches(self, event: Event) -> bool:
+        types = [self.type] if isinstance(self.type, str) else self.type
+        return event.type in types and all(
+            value_matches(event.properties.get(k), v) for k, v in self.where.items())
+
+
+class EventCondition(EventMatch):
     count_at_least: int = Field(1, ge=1)
     within_minutes: float = Field(60 * 24 * 30, gt=0)
 
 
 class When(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     intent_in: list[str] | None = None
     stage_in: list[str] | None = None
     attributes: dict[str, Any] = Field(default_factory=dict)
+    #: the customer's recent events include these
     event: EventCondition | None = None
+    #: the signal being handled now is this event (a purchase, a cancellation, an NPS answer)
+    on_event: EventMatch | None = None
 
 
 class StageRule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     name: str
     when: When
     move_to: str
@@ -63,11 +91,14 @@ class Lifecycle(BaseModel):
         intent: str | None,
         events: Sequence[Event],
         now: datetime,
+        signal: Event | None = None,
     ) -> tuple[str, str | None]:
-        """The stage after this turn and the name of the rule that moved it (None: no move)."""
+        """The stage after this turn or signal and the name of the rule that moved it (None: no
+        move). ``intent`` is the message's (None for an event); ``signal`` the event being
+        handled (None for a message)."""
         current = profile.lifecycle_stage
         for rule in self.rules:
-            if not _holds(rule.when, profile, intent, events, now):
+            if not _holds(rule.when, profile, intent, events, now, signal):
                 continue
             if rule.move_to == current:
                 continue
@@ -78,8 +109,11 @@ class Lifecycle(BaseModel):
 
 
 def _holds(
-    when: When, profile: CustomerProfile, intent: str | None, events: Sequence[Event], now: datetime
+    when: When, profile: CustomerProfile, intent: str | None, events: Sequence[Event],
+    now: datetime, signal: Event | None,
 ) -> bool:
+    if when.on_event is not None and (signal is None or not when.on_event.matches(signal)):
+        return False
     if when.intent_in is not None and intent not in when.intent_in:
         return False
     if when.stage_in is not None and profile.lifecycle_stage not in when.stage_in:
@@ -92,18 +126,18 @@ def _holds(
     if when.event is not None:
         cond = when.event
         since = now - timedelta(minutes=cond.within_minutes)
-        matching = [
-            e
-            for e in events
-            if e.type == cond.type
-            and since <= e.occurred_at <= now
-            and all(e.properties.get(k) == v for k, v in cond.where.items())
-        ]
+        matching = [e for e in events if cond.matches(e) and since <= e.occurred_at <= now]
         if len(matching) < cond.count_at_least:
             return False
     return True
 
 
+class LifecycleError(YamlInvalid):
+    kind = "lifecycle"
+
+
 def load_lifecycle(path: Path = DEFAULT_PATH) -> Lifecycle:
-    """The lifecycle file; a repeated key raises :class:`prompts.DuplicateKeyError`."""
-    return Lifecycle.model_validate(read_yaml(path))
+    """The lifecycle file; every problem (a repeated key, an unknown stage or comparison, a
+    misspelt condition) raises :class:`LifecycleError` naming its line."""
+    return validate_yaml(read_source(path, LifecycleError), Lifecycle, str(path),
+                         error=LifecycleError)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 
@@ -67,3 +67,24 @@ def _regex(value: str) -> str:
 
 
 Regex = Annotated[str, AfterValidator(_regex)]
+
+
+_OPS: dict[str, Any] = {
+    "eq": lambda a, b: a == b, "ne": lambda a, b: a != b,
+    "gt": lambda a, b: a > b, "gte": lambda a, b: a >= b,
+    "lt": lambda a, b: a < b, "lte": lambda a, b: a <= b,
+    "in": lambda a, b: a in b,
+}
+#: the comparisons a ``where`` may use, e.g. ``{score: {gte: 9}}``
+WHERE_OPERATORS = frozenset(_OPS)
+
+
+def value_matches(value: Any, expected: Any) -> bool:
+    """``expected`` is a plain value (equality) or ``{gte: 7, lte: 10, in: [...]}``; a
+    comparison of values that cannot be compared (a missing property) does not match."""
+    if not isinstance(expected, dict):
+        return bool(value == expected)
+    try:
+        return all(bool(_OPS[op](value, arg)) for op, arg in expected.items())
+    except (TypeError, KeyError):
+        return False

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from core.domain import CustomerProfile, Event
-from policy.lifecycle import Lifecycle, load_lifecycle
+from policy.lifecycle import Lifecycle, LifecycleError, load_lifecycle
 
 NOW = datetime(2026, 11, 3, 15, 0, tzinfo=UTC)
 
@@ -58,3 +59,41 @@ def test_unknown_stages_in_rules_are_rejected() -> None:
             "stages": ["a", "b"], "default_stage": "a",
             "rules": [{"name": "r", "when": {}, "move_to": "vip"}],
         })
+
+
+def test_on_event_matches_only_the_signal_being_handled() -> None:
+    lc = load_lifecycle()
+    nps = Event(id="n", customer_id="c", type="nps_answered", properties={"score": 9},
+                occurred_at=NOW)
+    low = nps.model_copy(update={"properties": {"score": 8}})
+    text = nps.model_copy(update={"properties": {"score": "9"}})  # not a number
+    assert lc.next_stage(who("retention"), None, [nps], NOW, signal=nps) == (
+        "advocacy", "promoter-score")
+    assert lc.next_stage(who("retention"), None, [low], NOW, signal=low) == ("retention", None)
+    assert lc.next_stage(who("retention"), None, [text], NOW, signal=text) == ("retention", None)
+    # the same event among the recent ones, but a message being handled: no move
+    assert lc.next_stage(who("retention"), "small_talk", [nps], NOW) == ("retention", None)
+    order = Event(id="o", customer_id="c", type="checkout_completed", occurred_at=NOW)
+    assert lc.next_stage(who("churned"), None, [order], NOW, signal=order) == (
+        "retention", "won-back")
+
+
+def test_a_misspelt_rule_is_refused_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "lifecycle.yaml"
+    path.write_text(
+        "stages: [lead, paying]\n"
+        "default_stage: lead\n"
+        "rules:\n"
+        "  - name: bought\n"
+        "    when:\n"
+        "      on_event: {type: order_completed, where: {total: {greater: 10}}}\n"
+        "    move_to: paying\n"
+        "  - name: typo\n"
+        "    when: {intent: [pricing]}\n"
+        "    move_to: paying\n"
+    )
+    with pytest.raises(LifecycleError) as caught:
+        load_lifecycle(path)
+    message = str(caught.value)
+    assert "line 6" in message and "unknown comparison ['greater']" in message
+    assert "line 9" in message and "intent" in message
