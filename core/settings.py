@@ -170,6 +170,15 @@ class Settings(BaseSettings):
     handoff_webhook_secret: SecretStr = Field(
         SecretStr(""), description="Signs handoff webhooks. Empty: webhook_secret."
     )
+    crm_webhook_url: str = Field(
+        "",
+        description="Where signed profile changes (profile.updated, stage.changed, "
+        "consent.changed, crm.activity, customer.erased) are POSTed, so a CRM stays in step. "
+        "Empty: none.",
+    )
+    crm_webhook_secret: SecretStr = Field(
+        SecretStr(""), description="Signs the CRM webhooks. Empty: webhook_secret."
+    )
     session_secret: SecretStr = Field(
         SecretStr(""),
         description="Signs web-chat session tokens. Empty: a random key kept in "

@@ -34,7 +34,7 @@ from journey.handoffs import HandoffService
 from journey.localllm import LocalModelError, LocalServer, start_local
 from journey.signals import SignalService
 from journey.turns import Orchestrator
-from journey.webhooks import HandoffWebhooks
+from journey.webhooks import CrmWebhooks, HandoffWebhooks
 from journey.worker import Worker, WorkerPool
 from memory import db, migrate
 from memory.checkpoints import make_checkpointer
@@ -87,6 +87,8 @@ class Container:
     adapters: dict[Channel, ChannelAdapter] = field(default_factory=dict)
     #: signed handoff webhooks (None: ``handoff_webhook_url`` is not set)
     webhooks: HandoffWebhooks | None = None
+    #: the signed CRM sync out (None: ``crm_webhook_url`` is not set)
+    crm_webhooks: CrmWebhooks | None = None
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
     def make_workers(self, n: int, prefix: str = "worker") -> WorkerPool:
@@ -100,7 +102,7 @@ class Container:
                 orchestrator=self.orchestrator, adapters=self.adapters, policy=self.policy,
                 journeys=self.journeys, settings=self.settings, clock=self.store.clock,
                 hub=self.hub, company=self.knowledge.company, webhooks=self.webhooks,
-                handoffs=self.handoffs,
+                crm_webhooks=self.crm_webhooks, handoffs=self.handoffs,
             )
             for i in range(n)
         ]
@@ -273,6 +275,17 @@ def build_container(
         closers.append(http.close)
         webhooks = HandoffWebhooks(settings.handoff_webhook_url, secret, handoffs, clock, http)
         store.handoff_webhooks = True
+    crm_webhooks = None
+    if settings.crm_webhook_url:
+        secret = (settings.crm_webhook_secret.get_secret_value()
+                  or settings.webhook_secret.get_secret_value())
+        if not secret:
+            raise ValueError("crm_webhook_url is set but neither crm_webhook_secret nor "
+                             "webhook_secret is: the webhooks must be signed")
+        crm_http = httpx.Client(timeout=settings.provider_timeout_s)
+        closers.append(crm_http.close)
+        crm_webhooks = CrmWebhooks(settings.crm_webhook_url, secret, store, clock, crm_http)
+        store.sync.enabled = True
     return Container(
         settings=settings,
         engine=engine,
@@ -296,5 +309,6 @@ def build_container(
         handoffs=handoffs,
         customers=CustomerService(store, lifecycle),
         webhooks=webhooks,
+        crm_webhooks=crm_webhooks,
         _closers=closers,
     )

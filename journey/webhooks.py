@@ -1,4 +1,5 @@
-"""Signed outbound webhooks on handoff events, so a helpdesk or CRM can mirror the inbox.
+"""Signed outbound webhooks: handoff events (a helpdesk mirrors the inbox) and profile changes
+(the CRM sync out: HubSpot, Salesforce or any CRM stays in step).
 
 Every handoff event (created, claimed, reply, note, customer_message, resolved, returned) is
 recorded together with a ``webhook`` job in one transaction; a worker POSTs it::
@@ -10,6 +11,17 @@ recorded together with a ``webhook`` job in one transaction; a worker POSTs it::
 
     {"id": <event id>, "type": "handoff.claimed", "created_at": ..., "event": {...},
      "handoff": {...the handoff as GET /v1/handoffs/{id} shows it when delivered...}}
+
+Profile changes (:mod:`memory.sync`: ``profile.updated``, ``stage.changed``,
+``consent.changed``, ``crm.activity``, ``customer.erased``) are queued as ``sync`` jobs in the
+transaction that makes them and POSTed the same way to ``JOURNEY_CRM_WEBHOOK_URL``::
+
+    {"id": <event id>, "type": "stage.changed", "occurred_at": ..., "customer_id": ...,
+     "data": {"from": "decision", "to": "retention"},
+     "profile": {...the profile as GET /v1/customers?… shows it when delivered...}}
+
+A customer erased before the delivery is not sent (their data is gone); ``customer.erased``
+carries their id only.
 
 The signature is the generic webhook transport's (:mod:`channels.webhook`): check it over the
 raw body and reject an old ``t``. A 2xx is delivered; a timeout, a connection error, 408, 429
@@ -28,12 +40,35 @@ from core.clock import Clock
 
 if TYPE_CHECKING:
     from journey.handoffs import HandoffService
+    from memory.store import Store
 
 EVENT_HEADER = "X-Journey-Event"
 
 
 class WebhookFailed(Exception):
     """A delivery to retry (the receiver is down, slow or answered 408/429/5xx)."""
+
+
+def post_signed(client: httpx.Client, url: str, secret: str, clock: Clock,
+                payload: dict[str, Any]) -> dict[str, Any]:
+    """POST ``payload`` signed; returns the job's result, or raises :class:`WebhookFailed`."""
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    t = int(clock.now().timestamp())
+    try:
+        response = client.post(url, content=body, headers={
+            "Content-Type": "application/json",
+            EVENT_HEADER: payload["type"],
+            SIGNATURE_HEADER: sign_webhook(secret, body, t),
+            "Idempotency-Key": payload["id"],
+        })
+    except httpx.HTTPError as exc:
+        raise WebhookFailed(f"{type(exc).__name__}: {exc}") from exc
+    code = response.status_code
+    if 200 <= code < 300:
+        return {"status": code, "type": payload["type"]}
+    if code in (408, 429) or code >= 500:
+        raise WebhookFailed(f"HTTP {code}: {response.text[:200]}")
+    return {"cancelled": f"permanent: HTTP {code}: {response.text[:200]}"}
 
 
 class HandoffWebhooks:
@@ -59,21 +94,29 @@ class HandoffWebhooks:
 
     def deliver(self, event_id: str) -> dict[str, Any]:
         """POST one event; returns the job's result, or raises :class:`WebhookFailed`."""
-        payload = self.payload(event_id)
-        body = json.dumps(payload, separators=(",", ":")).encode()
-        t = int(self.clock.now().timestamp())
-        try:
-            response = self.client.post(self.url, content=body, headers={
-                "Content-Type": "application/json",
-                EVENT_HEADER: payload["type"],
-                SIGNATURE_HEADER: sign_webhook(self.secret, body, t),
-                "Idempotency-Key": event_id,
-            })
-        except httpx.HTTPError as exc:
-            raise WebhookFailed(f"{type(exc).__name__}: {exc}") from exc
-        code = response.status_code
-        if 200 <= code < 300:
-            return {"status": code, "type": payload["type"]}
-        if code in (408, 429) or code >= 500:
-            raise WebhookFailed(f"HTTP {code}: {response.text[:200]}")
-        return {"cancelled": f"permanent: HTTP {code}: {response.text[:200]}"}
+        return post_signed(self.client, self.url, self.secret, self.clock,
+                           self.payload(event_id))
+
+
+class CrmWebhooks:
+    """Delivers the CRM sync out (``sync`` jobs) to ``JOURNEY_CRM_WEBHOOK_URL``."""
+
+    def __init__(self, url: str, secret: str, store: Store, clock: Clock,
+                 client: httpx.Client) -> None:
+        self.url = url
+        self.secret = secret
+        self.store = store
+        self.clock = clock
+        self.client = client
+
+    def deliver(self, event: dict[str, Any]) -> dict[str, Any]:
+        """POST one queued change with the profile as it is now."""
+        payload = dict(event)
+        if payload["type"] != "customer.erased":
+            live = self.store.live_customer_id(str(payload["customer_id"]))
+            profile = self.store.get_customer(live) if live else None
+            if profile is None:
+                return {"cancelled": "the customer was erased before the delivery"}
+            payload["customer_id"] = profile.id
+            payload["profile"] = profile.model_dump(mode="json")
+        return post_signed(self.client, self.url, self.secret, self.clock, payload)

@@ -33,7 +33,7 @@ from core.settings import Settings
 from journey.handoffs import HandoffService
 from journey.relay import Relay
 from journey.turns import Orchestrator
-from journey.webhooks import HandoffWebhooks
+from journey.webhooks import CrmWebhooks, HandoffWebhooks
 from memory.jobs import MAX_JOB_ATTEMPTS, Job
 from memory.outbox import backoff
 from memory.store import OPEN_HANDOFF, Store
@@ -60,6 +60,8 @@ class Worker:
     company: str = ""
     #: delivers signed handoff webhooks (None: none configured)
     webhooks: HandoffWebhooks | None = None
+    #: delivers the CRM sync out (None: none configured)
+    crm_webhooks: CrmWebhooks | None = None
     #: the inbox, whose SLA timers the worker watches (None: not watched)
     handoffs: HandoffService | None = None
     rng: random.Random = field(default_factory=random.Random)
@@ -136,6 +138,10 @@ class Worker:
             if self.webhooks is None:
                 return {"cancelled": "no handoff webhook is configured any more"}
             return self.webhooks.deliver(str(job.payload["event_id"]))
+        if job.kind == "sync":
+            if self.crm_webhooks is None:
+                return {"cancelled": "no CRM webhook is configured any more"}
+            return self.crm_webhooks.deliver(job.payload)
         if job.kind == "journey":
             stale = self._stale(job)
             if stale:

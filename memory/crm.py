@@ -16,6 +16,7 @@ from core.clock import Clock, utc
 from core.domain import Channel, ConsentStatus
 from core.effects import Activity, CrmChange
 from memory import db
+from memory.sync import Change, SyncOut, activity_changes
 
 _CONSENT_RANK = {"revoked": 2, "granted": 1, "unknown": 0}
 
@@ -48,29 +49,46 @@ def strictest_consent(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def apply_crm(conn: Connection, customer_id: str, change: CrmChange, *, now: datetime) -> None:
-    """Apply ``change`` to the profile in the caller's transaction (``now``: its updated_at)."""
+def apply_crm(
+    conn: Connection, customer_id: str, change: CrmChange, *, now: datetime
+) -> list[Change]:
+    """Apply ``change`` to the profile in the caller's transaction (``now``: its updated_at);
+    returns what really changed (for the CRM sync out, :mod:`memory.sync`)."""
     # the row is locked (PostgreSQL) so concurrent turns and approvals cannot lose updates;
     # SQLite already serialises writers and the turn has written before it gets here
     row = conn.execute(
-        select(db.customers.c.attributes, db.customers.c.consent)
+        select(db.customers.c.attributes, db.customers.c.consent,
+               db.customers.c.lifecycle_stage)
         .where(db.customers.c.id == customer_id)
         .with_for_update()
     ).first()
     if row is None:
         raise KeyError(customer_id)
     values: dict[str, Any] = {"updated_at": now}
+    changed: list[Change] = []
     if change.stage:
         values["lifecycle_stage"] = change.stage
+        if change.stage != row.lifecycle_stage:
+            changed.append(("stage.changed", {"from": row.lifecycle_stage, "to": change.stage}))
     if change.fields or change.increments:
-        attributes = {**(row.attributes or {}), **change.fields}
+        before = row.attributes or {}
+        attributes = {**before, **change.fields}
         for name, delta in change.increments.items():
             attributes[name] = round(float(attributes.get(name) or 0) + delta, 2)
         values["attributes"] = attributes
+        diff = {k: v for k, v in attributes.items() if k not in before or before[k] != v}
+        if diff:
+            changed.append(("profile.updated", {"attributes": diff}))
     if change.consent:
         values["consent"] = merge_consent(row.consent or {}, change.consent)
-        record_consent(conn, customer_id, row.consent or {}, values["consent"], change, now=now)
+        rows = consent_rows(customer_id, row.consent or {}, values["consent"], change, now=now)
+        if rows:
+            conn.execute(insert(db.consent_events), rows)
+            changed.append(("consent.changed", {"changes": [
+                {k: r[k] for k in ("channel", "purpose", "previous", "status", "source")}
+                | {"at": utc(r["at"]).isoformat()} for r in rows]}))
     conn.execute(update(db.customers).where(db.customers.c.id == customer_id).values(**values))
+    return changed
 
 
 def record_consent(
@@ -79,6 +97,16 @@ def record_consent(
 ) -> None:
     """One ledger row per (channel, purpose) whose status changed, in the caller's
     transaction; a change to the status it already had records nothing."""
+    rows = consent_rows(customer_id, before, after, change, now=now)
+    if rows:
+        conn.execute(insert(db.consent_events), rows)
+
+
+def consent_rows(
+    customer_id: str, before: dict[str, Any], after: dict[str, Any], change: CrmChange, *,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """The ledger rows :func:`record_consent` writes for ``before`` → ``after``."""
     rows = []
     for channel, purposes in after.items():
         old = consent_dict(before.get(channel, {}))
@@ -91,8 +119,7 @@ def record_consent(
                     "by": change.consent_by, "evidence": change.consent_evidence,
                     "at": change.consent_at or now, "created_at": now,
                 })
-    if rows:
-        conn.execute(insert(db.consent_events), rows)
+    return rows
 
 
 def consent_ledger(conn: Connection, customer_id: str) -> list[dict[str, Any]]:
@@ -123,12 +150,25 @@ def add_activities(
         ))
 
 
+def _own_fields(conn: Connection, customer_id: str, given: dict[str, Any]) -> list[Change]:
+    """Set the profile's own fields that are given (not None); what changed, for the sync."""
+    own = {k: v for k, v in given.items() if v is not None}
+    if not own:
+        return []
+    c = db.customers.c
+    row = conn.execute(select(*(getattr(c, k) for k in own)).where(c.id == customer_id)).one()
+    conn.execute(update(db.customers).where(c.id == customer_id).values(**own))
+    diff = {k: v for k, v in own.items() if getattr(row, k) != v}
+    return [("profile.updated", diff)] if diff else []
+
+
 class CrmRepository:
     """Profile changes outside a turn (the API, signals) and the activity log."""
 
-    def __init__(self, engine: Engine, clock: Clock) -> None:
+    def __init__(self, engine: Engine, clock: Clock, sync: SyncOut) -> None:
         self.engine = engine
         self.clock = clock
+        self.sync = sync
 
     def update_customer(
         self,
@@ -139,15 +179,15 @@ class CrmRepository:
         consent: dict[Channel, Any] | None = None,
         name: str | None = None,
     ) -> None:
+        now = self.clock.now()
         with self.engine.begin() as conn:
-            apply_crm(conn, customer_id, CrmChange(
+            changed = apply_crm(conn, customer_id, CrmChange(
                 stage=stage, fields=attributes or {},
                 consent={k: consent_dict(v) for k, v in (consent or {}).items()},
-            ), now=self.clock.now())
+            ), now=now)
             if name is not None:
-                conn.execute(
-                    update(db.customers).where(db.customers.c.id == customer_id).values(name=name)
-                )
+                changed += _own_fields(conn, customer_id, {"name": name})
+            self.sync.queue(conn, customer_id, changed, now=now)
 
     def update_profile(
         self, customer_id: str, changes: Sequence[CrmChange], *, name: str | None = None,
@@ -158,14 +198,12 @@ class CrmRepository:
         source, recorded in the ledger) and the profile's own fields, in one transaction."""
         now = self.clock.now()
         with self.engine.begin() as conn:
-            for change in changes:
-                apply_crm(conn, customer_id, change, now=now)
-            own = {k: v for k, v in {"name": name, "timezone": timezone, "locale": locale,
-                                     "channel_preference": channel_preference}.items()
-                   if v is not None}
-            if own:
-                conn.execute(update(db.customers).where(db.customers.c.id == customer_id)
-                             .values(**own))
+            changed = [c for change in changes
+                       for c in apply_crm(conn, customer_id, change, now=now)]
+            changed += _own_fields(conn, customer_id, {
+                "name": name, "timezone": timezone, "locale": locale,
+                "channel_preference": channel_preference})
+            self.sync.queue(conn, customer_id, changed, now=now)
 
     def consent_ledger(self, customer_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
@@ -177,8 +215,10 @@ class CrmRepository:
         """A signal's effect on the profile (traits, intent scores, a stage rule), recorded."""
         now = self.clock.now()
         with self.engine.begin() as conn:
-            apply_crm(conn, customer_id, change, now=self.clock.now())
+            changed = apply_crm(conn, customer_id, change, now=now)
             add_activities(conn, customer_id, None, activities, done=True, now=now)
+            self.sync.queue(conn, customer_id, changed + activity_changes(activities, None),
+                            now=now)
 
     def crm_activities(self, customer_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:

@@ -19,6 +19,7 @@ from core.clock import Clock, IdFactory
 from core.effects import TurnEffects
 from memory import db
 from memory.crm import add_activities, apply_crm
+from memory.sync import SyncOut, activity_changes
 
 
 class EffectWriter:
@@ -27,6 +28,8 @@ class EffectWriter:
         self.ids = ids
         #: queue a signed webhook for every handoff event (``JOURNEY_HANDOFF_WEBHOOK_URL``)
         self.handoff_webhooks = False
+        #: queues the CRM sync-out webhooks of profile changes (``JOURNEY_CRM_WEBHOOK_URL``)
+        self.sync = SyncOut(ids)
 
     def apply(
         self,
@@ -70,9 +73,11 @@ class EffectWriter:
                 )
             )
         crm = effects.crm
-        if crm.stage or crm.fields or crm.consent or crm.increments:
-            apply_crm(conn, customer_id, crm, now=self.clock.now())
+        changed = apply_crm(conn, customer_id, crm, now=self.clock.now()) \
+            if crm.stage or crm.fields or crm.consent or crm.increments else []
         add_activities(conn, customer_id, decision_id, effects.activities, done=False, now=now)
+        self.sync.queue(conn, customer_id,
+                        changed + activity_changes(effects.activities, decision_id), now=now)
         for h in effects.handoffs:
             conn.execute(
                 insert(db.handoffs).values(

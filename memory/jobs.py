@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from core.clock import Clock, IdFactory, aware
 from memory import db
 
-JobKind = Literal["turn", "journey", "action", "webhook"]
+JobKind = Literal["turn", "journey", "action", "webhook", "sync"]
 JobStatus = Literal["pending", "running", "done", "cancelled", "failed"]
 #: A job that fails this many times is marked failed (visible in `journey jobs`).
 MAX_JOB_ATTEMPTS = 5

@@ -20,6 +20,7 @@ from core.identity import InvalidIdentity, normal_identity
 from memory import db
 from memory.crm import consent_dict, record_consent, strictest_consent
 from memory.handoffs import OPEN_HANDOFF
+from memory.sync import SyncOut
 
 
 def canonical_all(identities: Sequence[Identity]) -> list[Identity]:
@@ -48,6 +49,8 @@ class Profiles:
         self.ids = ids
         #: called as ``(survivor_id, merged_id)`` after two profiles were merged
         self.on_merge: list[Callable[[str, str], None]] = []
+        #: queues the CRM sync out (a created profile, a merge); set by the store
+        self.sync: SyncOut | None = None
 
     # --- customers ------------------------------------------------------------------------
 
@@ -121,6 +124,8 @@ class Profiles:
                         customer_id=cid, kind=ident.kind, value=ident.value
                     )
                 )
+            if self.sync is not None:
+                self.sync.queue(conn, cid, [("profile.updated", {"created": True})], now=now)
         profile = self.get_customer(cid)
         if profile is None:  # pragma: no cover - we just wrote it
             raise RuntimeError("customer vanished")
@@ -314,12 +319,16 @@ class Profiles:
                 "created_at": now,
             }
             conn.execute(insert(db.profile_merges).values(**record))
+            activity = {"id": self.ids("act"), "kind": "merge",
+                        "body": {"merged_id": merged_id, "reason": reason, "by": by,
+                                 "identities": idents}}
             conn.execute(insert(db.crm_activities).values(
-                id=self.ids("act"), customer_id=survivor_id, decision_id=None, kind="merge",
-                body={"merged_id": merged_id, "reason": reason, "by": by,
-                      "identities": idents},
-                done=True, created_at=now,
+                **activity, customer_id=survivor_id, decision_id=None, done=True,
+                created_at=now,
             ))
+            if self.sync is not None:
+                self.sync.queue(conn, survivor_id, [("crm.activity", {
+                    **activity, "decision_id": None})], now=now)
         for hook in self.on_merge:
             hook(survivor_id, merged_id)
         return record

@@ -47,6 +47,7 @@ from memory.handoffs import OPEN_HANDOFF, HandoffRepository, load_handback
 from memory.jobs import Jobs
 from memory.outbox import OutboxQueue
 from memory.profiles import Profiles
+from memory.sync import SyncOut
 
 __all__ = ["OPEN_HANDOFF", "Store"]
 
@@ -64,11 +65,17 @@ class Store:
         self._profiles = Profiles(engine, self.clock, ids)
         self._conversations = Conversations(engine, self.clock, ids)
         self._decisions = Decisions(engine, self.clock, self.effects)
-        self._crm = CrmRepository(engine, self.clock)
+        self._crm = CrmRepository(engine, self.clock, self.effects.sync)
+        self._profiles.sync = self.effects.sync
         #: the handoffs' tables as the inbox (``journey.handoffs.HandoffService``) uses them
         self.inbox = HandoffRepository(engine, self.clock, self.effects)
         #: called as ``(survivor_id, merged_id)`` after two profiles were merged
         self.on_merge: list[Callable[[str, str], None]] = self._profiles.on_merge
+
+    @property
+    def sync(self) -> SyncOut:
+        """Queues the CRM sync-out webhooks (enable with ``store.sync.enabled = True``)."""
+        return self.effects.sync
 
     @property
     def handoff_webhooks(self) -> bool:
