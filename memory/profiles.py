@@ -305,6 +305,8 @@ class Profiles:
             conn.execute(update(c).where(c.c.id == survivor_id).values(
                 name=keep.name or gone.name,
                 timezone=keep.timezone or gone.timezone,
+                locale=keep.locale or gone.locale,
+                channel_preference=keep.channel_preference or gone.channel_preference,
                 lifecycle_stage=stage,
                 attributes=attributes,
                 consent=consent,

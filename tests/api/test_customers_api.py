@@ -161,12 +161,14 @@ def test_a_merge_keeps_both_ledgers_and_records_what_it_changed(
         "identities": {"email": "dana@example.com"},
         "consent": {"sms": {"marketing": {"status": "granted", "source": "checkout"}}}}).json()
     second = api.put("/v1/customers", json={
-        "identities": {"phone": "+14155550100"},
+        "identities": {"phone": "+14155550100"}, "locale": "pt-BR", "channel_preference": "sms",
         "consent": {"sms": {"marketing": {"status": "revoked", "source": "support-call"}}}}).json()
     both = api.put("/v1/customers", json={
         "identities": {"email": "dana@example.com", "phone": "+14155550100"}})
     assert both.status_code == 200 and both.json()["id"] == first["id"]
     assert both.json()["consent"]["sms"]["marketing"] == "revoked"
+    # what only the merged profile knew fills the survivor's gaps
+    assert (both.json()["locale"], both.json()["channel_preference"]) == ("pt-BR", "sms")
     ledger = client(base, key="reader").get(f"/v1/customers/{first['id']}/consent").json()
     assert [(e["status"], e["source"]) for e in ledger] == [
         ("granted", "checkout"), ("revoked", "support-call"), ("revoked", "merge")]
