@@ -20,6 +20,7 @@ from api.ratelimit import RateLimiter, Rule, key_id
 from core.hub import Hub
 from core.settings import ApiKey, Settings
 from journey.customers import CustomerService
+from journey.erasure import ErasureService
 from journey.handoffs import Agent, HandoffService
 from journey.runtime import Container
 from journey.signals import SignalService
@@ -56,6 +57,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 StoreDep = Annotated[Store, Depends(_service("store"))]
 HandoffsDep = Annotated[HandoffService, Depends(_service("handoffs"))]
 CustomersDep = Annotated[CustomerService, Depends(_service("customers"))]
+ErasureDep = Annotated[ErasureService, Depends(_service("erasure"))]
 TurnsDep = Annotated[Orchestrator, Depends(_service("orchestrator"))]
 SignalsDep = Annotated[SignalService, Depends(_service("signals"))]
 PolicyDep = Annotated[PolicyProvider, Depends(_service("policy"))]

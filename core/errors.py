@@ -9,9 +9,12 @@ kind to status code (``api/errors.py``), and the console shows the same ``detail
     ├── Forbidden    the caller may not do this
     ├── Conflict     the thing is not in a state that allows this (claimed by another…)
     └── Rejected     well-formed, but refused by a rule (the policy blocked a person's reply)
+        └── IdentityErased  data names an identity whose person was erased
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 
 class DomainError(Exception):
@@ -40,3 +43,15 @@ class Conflict(DomainError):
 
 class Rejected(DomainError):
     """Well-formed, but refused by a rule."""
+
+
+class IdentityErased(Rejected):
+    """Data names an identity whose person was erased (right to erasure): it is refused, so
+    the person is not silently recreated. ``field`` is the identity's kind."""
+
+    def __init__(self, field: str, erased_at: datetime) -> None:
+        super().__init__(
+            f"{field}: identity erased at {erased_at.isoformat()} (right to erasure); data "
+            "naming it is refused so the person is not recreated")
+        self.field = field
+        self.erased_at = erased_at

@@ -21,7 +21,7 @@ LLMMode = Literal["auto", "tools", "json_schema", "json_object", "json_object_sc
 
 ALL_SCOPES = (
     "messages:write", "customers:read", "customers:write", "conversations:read",
-    "approvals:write", "inbox", "inbox:<queue>", "admin",
+    "approvals:write", "inbox", "inbox:<queue>", "customers:erase", "admin",
 )
 
 
@@ -183,6 +183,20 @@ class Settings(BaseSettings):
         SecretStr(""),
         description="Signs web-chat session tokens. Empty: a random key kept in "
         "data_dir/session.key.",
+    )
+
+    # --- erasure and retention ---------------------------------------------------------------
+    erasure_salt: SecretStr = Field(
+        SecretStr(""),
+        description="The key of the hashes an erasure keeps of the identities it removed (so "
+        "data naming an erased identity is refused). Empty: a random key generated once and "
+        "kept in the database. Set it before the first erasure and keep it.",
+    )
+    retention_days: int = Field(
+        0, ge=0, le=36500,
+        description="Messages (with the turns decided on them) and behavioural events older "
+        "than this many days are purged by the worker, with their checkpoints and vectors. "
+        "0: kept forever.",
     )
 
     embedding_threads: int = Field(1, ge=1, le=16)

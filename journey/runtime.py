@@ -30,6 +30,7 @@ from core.domain import Channel
 from core.hub import JOBS_KEY, Hub
 from core.settings import Settings
 from journey.customers import CustomerService
+from journey.erasure import ErasureService
 from journey.handoffs import HandoffService
 from journey.localllm import LocalModelError, LocalServer, start_local
 from journey.signals import SignalService
@@ -89,6 +90,8 @@ class Container:
     webhooks: HandoffWebhooks | None = None
     #: the signed CRM sync out (None: ``crm_webhook_url`` is not set)
     crm_webhooks: CrmWebhooks | None = None
+    #: erasure, export and retention of a customer's data (``DELETE /v1/customers/{id}``)
+    erasure: ErasureService | None = None
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
     def make_workers(self, n: int, prefix: str = "worker") -> WorkerPool:
@@ -102,7 +105,7 @@ class Container:
                 orchestrator=self.orchestrator, adapters=self.adapters, policy=self.policy,
                 journeys=self.journeys, settings=self.settings, clock=self.store.clock,
                 hub=self.hub, company=self.knowledge.company, webhooks=self.webhooks,
-                crm_webhooks=self.crm_webhooks, handoffs=self.handoffs,
+                crm_webhooks=self.crm_webhooks, handoffs=self.handoffs, erasure=self.erasure,
             )
             for i in range(n)
         ]
@@ -192,6 +195,8 @@ def build_container(
     identity.set_default_region(settings.default_phone_region)
     migrate.upgrade(engine)
     store = Store(engine, clock=clock, ids=ids)
+    # the key of the hashes an erasure keeps (empty: one generated once, kept in the database)
+    store.erasure.salt = settings.erasure_salt.get_secret_value()
     embedder = embedder or get_embedder()
     memory = memory or make_memory(settings, embedder)
     lifecycle = load_lifecycle()
@@ -310,5 +315,7 @@ def build_container(
         customers=CustomerService(store, lifecycle),
         webhooks=webhooks,
         crm_webhooks=crm_webhooks,
+        erasure=ErasureService(store, checkpointer, memory, orchestrator.locks,
+                               settings.data_dir, retention_days=settings.retention_days),
         _closers=closers,
     )

@@ -29,6 +29,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from core.clock import Clock
 from core.domain import Event
 from core.effects import Activity, CrmChange
+from core.errors import IdentityErased
 from journey.turns import CustomerRef
 from memory.store import Store
 from policy.journeys import JourneysProvider, apply_signals, trigger_holds
@@ -194,7 +195,11 @@ class SignalService:
                 continue
             key = next((f"{i.kind}:{i.value}" for i in event.customer.identities()), "")
             with self._locks[zlib.crc32(key.encode()) % len(self._locks)]:
-                results.append(self._one(index, event, at))
+                try:
+                    results.append(self._one(index, event, at))
+                except IdentityErased as exc:  # a late event must not recreate the person
+                    results.append(EventResult(index=index, id=event.id, status="rejected",
+                                               errors=[f"customer.{exc.detail}"]))
         count = {s: sum(r.status == s for r in results) for s in ("accepted", "duplicate",
                                                                    "rejected")}
         return IngestResult(accepted=count["accepted"], duplicates=count["duplicate"],

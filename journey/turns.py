@@ -178,9 +178,10 @@ class Orchestrator:
         # prompts them
         privacy = svc.policy.get().privacy
         # a customer first seen here has no known timezone: the policy's default applies
+        # the person writing again after an erasure is a fresh profile (the audit notes it)
         profile, _ = store.resolve_customer(
             request.customer.identities(), svc.lifecycle.default_stage, timezone="",
-            stages=svc.lifecycle.stages,
+            stages=svc.lifecycle.stages, on_erased="recreate",
         )
         if request.customer.name and not profile.name:
             store.update_customer(profile.id, name=mask(request.customer.name, privacy))

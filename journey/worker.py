@@ -12,7 +12,8 @@ One pass (:meth:`Worker.run_once`):
    conversation: cancelled with the reason) and otherwise wakes the agent proactively;
 2. due outbox rows: the relay (:mod:`journey.relay`, where a message leaves) checks each with
    the policy again and hands it to its channel's adapter;
-3. every ``SLA_CHECK_S``: handoffs past their SLA.
+3. every ``SLA_CHECK_S``: handoffs past their SLA;
+4. at start, then every ``RETENTION_CHECK_S``: what is older than ``JOURNEY_RETENTION_DAYS``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from core.clock import Clock
 from core.domain import Channel
 from core.hub import JOBS_KEY, Hub
 from core.settings import Settings
+from journey.erasure import ErasureService
 from journey.handoffs import HandoffService
 from journey.relay import Relay
 from journey.turns import Orchestrator
@@ -43,6 +45,8 @@ from policy.loader import PolicyProvider
 log = logging.getLogger(__name__)
 #: how often (by the clock) a worker looks for handoffs past their SLA
 SLA_CHECK_S = 15.0
+#: how often (by the clock) a worker purges what is older than the retention
+RETENTION_CHECK_S = 3600.0
 
 
 
@@ -64,6 +68,9 @@ class Worker:
     crm_webhooks: CrmWebhooks | None = None
     #: the inbox, whose SLA timers the worker watches (None: not watched)
     handoffs: HandoffService | None = None
+    #: purges what is older than ``retention_days`` (None, or 0 days: nothing is purged)
+    erasure: ErasureService | None = None
+    _retention_checked: datetime | None = None
     rng: random.Random = field(default_factory=random.Random)
     _sla_checked: datetime | None = None
     _relay: Relay = field(init=False)
@@ -79,7 +86,20 @@ class Worker:
 
     def run_once(self) -> int:
         """One pass over due jobs and due messages; returns how many it handled."""
-        return self.run_jobs() + self.relay() + self.check_slas()
+        return self.run_jobs() + self.relay() + self.check_slas() + self.purge_expired()
+
+    def purge_expired(self) -> int:
+        """When the worker starts, then every ``RETENTION_CHECK_S`` of the clock: purge what
+        is older than the retention (``journey.erasure``); returns how much was purged."""
+        if self.erasure is None or self.erasure.retention_days <= 0:
+            return 0
+        now = self.clock.now()
+        if self._retention_checked is not None and \
+                (now - self._retention_checked).total_seconds() < RETENTION_CHECK_S:
+            return 0
+        self._retention_checked = now
+        counts = self.erasure.purge_expired()
+        return counts.get("messages", 0) + counts.get("events", 0)
 
     def check_slas(self) -> int:
         """Every ``SLA_CHECK_S`` of the clock: record handoffs past their SLA (once each)."""

@@ -4,7 +4,8 @@ kept. A SQLite file beside the SQLite store, or PostgreSQL tables beside the Pos
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -56,3 +57,43 @@ def make_checkpointer(settings: Settings) -> tuple[BaseCheckpointSaver[Any], Cal
         sqlite_saver = SqliteSaver(conn)
         sqlite_saver.setup()
     return sqlite_saver, conn.close
+
+
+def forget_threads(saver: BaseCheckpointSaver[Any], thread_ids: Sequence[str]) -> int:
+    """Delete the checkpoints and pending writes of ``thread_ids`` (a person's turns), then,
+    on the SQLite saver, rebuild its file and truncate its write-ahead log so no page keeps
+    them. Returns how many threads had checkpoints."""
+    if not thread_ids:
+        return 0
+    found: int | None = None
+    if isinstance(saver, _sqlite_saver()):
+        with saver.lock:
+            saver.conn.execute("PRAGMA secure_delete=ON")
+            marks = ",".join("?" * len(thread_ids))
+            found = saver.conn.execute(
+                f"SELECT COUNT(DISTINCT thread_id) FROM checkpoints WHERE thread_id IN ({marks})",
+                list(thread_ids)).fetchone()[0]
+            saver.conn.commit()
+    for thread_id in thread_ids:
+        saver.delete_thread(thread_id)
+    if isinstance(saver, _sqlite_saver()):
+        with saver.lock:
+            saver.conn.execute("VACUUM")
+            checkpoint_wal(saver.conn)
+    return len(thread_ids) if found is None else int(found)
+
+
+def checkpoint_wal(conn: sqlite3.Connection, attempts: int = 50) -> None:
+    """Copy the write-ahead log into the file and truncate it to nothing; a reader holding
+    an old snapshot makes SQLite answer busy, so try again a little later."""
+    for _ in range(attempts):
+        busy, _log, _done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if not busy:
+            return
+        time.sleep(0.05)
+
+
+def _sqlite_saver() -> type[Any]:
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    return SqliteSaver

@@ -336,6 +336,46 @@ webhook_receipts = Table(
     Index("ix_webhook_receipts_source_expires", "source", "expires_at"),
 )
 
+# --- erasure: the audit record of each erasure, without personal data (memory.erasure) ---
+
+#: One row per erasure: the audit record (no personal data).
+erasures = Table(
+    "erasures",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    # the erased profile's id (it resolves to nothing any more) and those merged into it
+    Column("customer_id", String(40), nullable=False, unique=True),
+    Column("merged_ids", Json, nullable=False),
+    Column("erased_at", DateTime(timezone=True), nullable=False),
+    # the API key's holder, or cli:<user>
+    Column("by", String(200), nullable=False),
+    # rows removed per table, checkpoint threads, vector records, lines of files
+    Column("counts", Json, nullable=False),
+    # the consent withdrawn by the erasure (source "erasure"): channel, purpose, previous
+    Column("consent", Json, nullable=False),
+    # people who wrote again after the erasure (a fresh profile each): when, how many times
+    Column("recreated", Json),
+)
+
+#: A keyed hash of each identity an erasure removed.
+erased_identities = Table(
+    "erased_identities",
+    metadata,
+    Column("hash", String(64), primary_key=True),
+    Column("kind", String(20), nullable=False),
+    Column("erasure_id", String(40), ForeignKey("erasures.id"), nullable=False, index=True),
+    Column("erased_at", DateTime(timezone=True), nullable=False),
+)
+
+#: The generated hashing key, when ``JOURNEY_ERASURE_SALT`` is not set (one row).
+erasure_salt = Table(
+    "erasure_salt",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("salt", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
 
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite files get WAL, foreign keys and their folder created."""

@@ -21,8 +21,8 @@ import hashlib
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -79,6 +79,20 @@ class ConversationLocks:
                 yield
         finally:
             local.release()
+
+    @contextmanager
+    def hold_many(self, keys: Sequence[str]) -> Iterator[None]:
+        """Hold the locks of all ``keys`` (an erasure holds every conversation of the person),
+        in a fixed order so two callers cannot deadlock; two keys on one in-process stripe are
+        held once."""
+        with ExitStack() as stack:
+            stripes: set[int] = set()
+            for key in sorted(set(keys)):
+                stripe = _stripe(f"turns:{key}")
+                if stripe not in stripes:
+                    stripes.add(stripe)
+                    stack.enter_context(self.hold(key))
+            yield
 
     @contextmanager
     def _advisory(self, name: str, deadline: float | None) -> Iterator[None]:

@@ -12,6 +12,8 @@ responsibility, all on the same engine, clock and ids::
     memory.decisions      Decisions           decisions and the turn transaction, the ledger,
                                               approvals, the outbox read model
     memory.crm            CrmRepository       profile changes, the activity log
+    memory.erasure        ErasureRepository   one person's export, erasure (with its audit
+                                              record), retention (``erasure``)
     memory.handoffs       HandoffRepository   handoffs for the bot and the inbox (``inbox``)
     memory.effects        EffectWriter        the one writer of a turn's effects and of
                                               handoff events, in the caller's transaction
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Connection, Engine
 
@@ -39,10 +41,12 @@ from core.domain import (
     Message,
 )
 from core.effects import Activity, CrmChange, InboundAccepted, LedgerEntry, TurnEffects
+from core.errors import IdentityErased
 from memory.conversations import Conversations
 from memory.crm import CrmRepository
 from memory.decisions import Decisions
 from memory.effects import EffectWriter
+from memory.erasure import ErasureRepository
 from memory.handoffs import OPEN_HANDOFF, HandoffRepository, load_handback
 from memory.jobs import Jobs
 from memory.outbox import OutboxQueue
@@ -71,6 +75,8 @@ class Store:
         self.inbox = HandoffRepository(engine, self.clock, self.effects)
         #: called as ``(survivor_id, merged_id)`` after two profiles were merged
         self.on_merge: list[Callable[[str, str], None]] = self._profiles.on_merge
+        #: erasure, access and retention in SQL (``journey.erasure.ErasureService``)
+        self.erasure = ErasureRepository(engine, self.clock, ids, self.effects.sync)
 
     @property
     def sync(self) -> SyncOut:
@@ -120,9 +126,25 @@ class Store:
         timezone: str = "UTC",
         *,
         stages: Sequence[str] = (),
+        on_erased: Literal["refuse", "recreate"] = "refuse",
     ) -> tuple[CustomerProfile, bool]:
-        return self._profiles.resolve_customer(identities, default_stage, timezone,
-                                               stages=stages)
+        """The one profile ``identities`` belong to (created when none does). An identity
+        whose person was erased, and that no live profile holds since, is refused
+        (:class:`core.errors.IdentityErased`) unless ``on_erased="recreate"``: the person
+        wrote to us again, so a fresh profile is made and the erasure's record notes it."""
+        erased = self.erasure.erased(identities)
+        if erased is not None and on_erased == "refuse":
+            raise IdentityErased(erased[0].kind, erased[1])
+        profile, created = self._profiles.resolve_customer(identities, default_stage, timezone,
+                                                           stages=stages)
+        if erased is not None:
+            self.erasure.note_recreated(identities)
+        return profile, created
+
+    def erased_identity(self, identity: Identity) -> datetime | None:
+        """When ``identity``'s person was erased, if no live profile holds it since."""
+        erased = self.erasure.erased([identity])
+        return None if erased is None else erased[1]
 
     def merge_customers(
         self,

@@ -9,17 +9,20 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 from pydantic import BaseModel, Field
 
-from api.deps import CustomersDep, LifecycleDep, StoreDep, require
+from api.deps import CustomersDep, ErasureDep, LifecycleDep, StoreDep, require
 from api.schemas import CustomerView
 from core.domain import CustomerProfile, Identity
 from core.identity import InvalidIdentity, normal_identity
 from journey.customers import ProfileRequest
+from journey.erasure import Erasure
 
 router = APIRouter(prefix="/v1", tags=["customers"])
 
 _INVALID: dict[int | str, dict[str, Any]] = {
     422: {"description": "a field is invalid (the message names it)"}}
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such customer"}}
+
+CustomerId = Annotated[str, Path(max_length=40, description="The customer's id")]
 
 
 @router.put(
@@ -97,18 +100,17 @@ def consent_ledger(
     before and after, its source, who recorded it, when it was given, and the evidence."""
     return customers.consent(customer_id)
 
-CustomerId = Annotated[str, Path(max_length=40, description="The customer's id")]
-
 
 @router.get("/customers/{customer_id}", response_model=CustomerView)
 def get_customer(
     customer_id: CustomerId,
     store: StoreDep,
+    erasure: ErasureDep,
     _key: Annotated[str, Depends(require("customers:read"))],
 ) -> CustomerView:
     profile = store.get_customer(customer_id)
-    if profile is None:
-        raise HTTPException(404, f"no customer {customer_id!r}")
+    if profile is None:  # never known, or erased (the answer says when)
+        raise HTTPException(404, erasure.missing(customer_id))
     # a merged id answers with the profile it was merged into
     return CustomerView(
         profile=profile,
@@ -155,3 +157,35 @@ def merge_customers(
         raise HTTPException(409, "cannot merge a profile into itself")
     return store.merge_customers(survivor, merged, reason=body.reason, by=body.by,
                                  stages=lifecycle.stages)
+
+
+@router.get("/customers/{customer_id}/export", responses=_NOT_FOUND)
+def export_customer(
+    customer_id: CustomerId,
+    erasure: ErasureDep,
+    _key: Annotated[str, Depends(require("customers:read"))],
+) -> dict[str, Any]:
+    """Everything held about the customer, as JSON (GDPR art. 15 and 20): the profile and
+    the profiles merged into it, identities, the consent ledger, conversations with their
+    messages, decisions, approvals, handoffs with their events, outbox, CRM activities,
+    behavioural events, jobs and merges. A merged id exports the profile it is now."""
+    return erasure.export(customer_id)
+
+
+@router.delete(
+    "/customers/{customer_id}", response_model=Erasure,
+    responses={404: {"description": "no such customer, and none erased under this id"}},
+)
+def erase_customer(
+    customer_id: CustomerId,
+    erasure: ErasureDep,
+    key: Annotated[str, Depends(require("customers:erase"))],
+) -> Erasure:
+    """Erase the customer (GDPR art. 17, CCPA): their profile and every profile merged into
+    it, identities, conversations and messages, decisions, approvals, outbox, CRM
+    activities, handoffs and their events, behavioural events, jobs, the consent ledger,
+    the checkpoints of their turns, their vector memory and the devbox files' lines — from
+    the disk too. Answers the audit record that remains (no personal data: when, by whom,
+    what was removed, keyed hashes of the identities). Erasing again answers the same
+    record with `already: true`. Scope `customers:erase` (or `admin`)."""
+    return erasure.erase(customer_id, by=key)

@@ -138,6 +138,7 @@ def create_session(
                           crm_id=who.crm_id)
         profile, _ = store.resolve_customer(
             ref.identities(), lifecycle.default_stage, timezone="", stages=lifecycle.stages,
+            on_erased="recreate",  # the person themselves, signed in
         )
         if body.name and not profile.name:
             store.update_customer(profile.id, name=mask(body.name, privacy))
