@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 
 import journey
 from api import console, errors
+from api.encoding import DecodeRequestBody
 from api.guards import RequestGuard
 from api.ratelimit import RateLimited, RateLimiter
 from api.routes import (
@@ -26,6 +27,7 @@ from api.routes import (
     messages,
     outbox,
     policy,
+    segment,
     webchat,
 )
 from core.settings import Settings, get_settings
@@ -103,10 +105,12 @@ def create_app(settings: Settings | None = None, container: Container | None = N
 
     # before any route: a body over the limit is a 413, a NUL character anywhere a 422
     app.add_middleware(RequestGuard, max_body_bytes=max_body_bytes)
+    # outside the guard: a gzip body (the RudderStack SDKs send one) is guarded decompressed
+    app.add_middleware(DecodeRequestBody, max_body_bytes=max_body_bytes)
 
     for module in (
         messages, events, channels, webchat, customers, conversations, decisions, approvals,
-        handoffs, outbox, policy, health,
+        handoffs, outbox, policy, segment, health,
     ):
         app.include_router(module.router)
     console.install(app)

@@ -23,6 +23,7 @@ from journey.customers import CustomerService
 from journey.erasure import ErasureService
 from journey.handoffs import Agent, HandoffService
 from journey.runtime import Container
+from journey.segment import SegmentService
 from journey.signals import SignalService
 from journey.turns import Orchestrator
 from memory.store import Store
@@ -60,6 +61,7 @@ CustomersDep = Annotated[CustomerService, Depends(_service("customers"))]
 ErasureDep = Annotated[ErasureService, Depends(_service("erasure"))]
 TurnsDep = Annotated[Orchestrator, Depends(_service("orchestrator"))]
 SignalsDep = Annotated[SignalService, Depends(_service("signals"))]
+SegmentDep = Annotated[SegmentService, Depends(_service("segment"))]
 PolicyDep = Annotated[PolicyProvider, Depends(_service("policy"))]
 LifecycleDep = Annotated[Lifecycle, Depends(_service("lifecycle"))]
 HubDep = Annotated[Hub, Depends(_service("hub"))]

@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 Channel = Literal["web_chat", "email", "sms", "whatsapp"]
 CHANNELS: tuple[Channel, ...] = ("web_chat", "email", "sms", "whatsapp")
-IdentityKind = Literal["email", "phone", "web_chat_id", "crm_id", "whatsapp_id", "external_id"]
+IdentityKind = Literal["email", "phone", "web_chat_id", "crm_id", "whatsapp_id", "external_id",
+                       "anonymous_id"]
 #: Which identity a channel delivers to.
 CHANNEL_IDENTITY: dict[Channel, IdentityKind] = {
     "web_chat": "web_chat_id",

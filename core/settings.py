@@ -92,6 +92,14 @@ class Settings(BaseSettings):
         '["inbox:support"]}}. '
         f"Scopes: {', '.join(ALL_SCOPES)}; inbox covers every queue, inbox:<queue> one.",
     )
+    segment_write_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description="Write keys for the Segment-compatible endpoints (/v1/batch, /v1/identify, "
+        '/v1/track, /v1/page, /v1/alias…) and the source each stands for, JSON: {"<write key>": '
+        '"website"}. Clients send the key as the HTTP Basic user (empty password) or as '
+        "writeKey in the body. A write key can only send data in (it may sit in a web page), "
+        "so it is not an API key. Empty: those endpoints answer 401.",
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     server_url: str = Field("", description="Where `journey chat` finds the server.")

@@ -33,6 +33,7 @@ from journey.customers import CustomerService
 from journey.erasure import ErasureService
 from journey.handoffs import HandoffService
 from journey.localllm import LocalModelError, LocalServer, start_local
+from journey.segment import SegmentService
 from journey.signals import SignalService
 from journey.turns import Orchestrator
 from journey.webhooks import CrmWebhooks, HandoffWebhooks
@@ -41,6 +42,7 @@ from memory import db, migrate
 from memory.checkpoints import make_checkpointer
 from memory.db import Engine, make_engine
 from memory.embeddings import MiniLMEmbedder, get_embedder
+from memory.segment import MessageReceipts
 from memory.store import Store
 from memory.vector import ChromaVectorMemory, VectorMemory
 from policy.brief import policy_brief
@@ -85,6 +87,8 @@ class Container:
     hub: Hub = field(default_factory=Hub)
     journeys: JourneysProvider | None = None
     signals: SignalService | None = None
+    #: Segment-compatible ingestion (``/v1/batch``, ``/v1/identify``, ``/v1/track``…)
+    segment: SegmentService | None = None
     adapters: dict[Channel, ChannelAdapter] = field(default_factory=dict)
     #: signed handoff webhooks (None: ``handoff_webhook_url`` is not set)
     webhooks: HandoffWebhooks | None = None
@@ -310,6 +314,8 @@ def build_container(
         hub=hub,
         journeys=journeys,
         signals=signals,
+        segment=SegmentService(store, signals, lifecycle, clock,
+                               MessageReceipts(store.engine, clock), policy=policy),
         adapters=adapters,
         handoffs=handoffs,
         customers=CustomerService(store, lifecycle),

@@ -85,15 +85,7 @@ class EventIn(BaseModel):
     @field_validator("properties", "traits")
     @classmethod
     def _within_limits(cls, value: dict[str, Any]) -> dict[str, Any]:
-        found = _over_limit(value)
-        if found is None and _json_bytes(value) > MAX_PROPERTIES_BYTES:
-            found = (), f"at most {MAX_PROPERTIES_BYTES} bytes as JSON"
-        if found is not None:
-            loc, message = found  # raised as a ValidationError to name the nested field
-            raise ValidationError.from_exception_data("EventIn", [InitErrorDetails(
-                type=PydanticCustomError("value_error", message), loc=loc, input=value,
-            )])
-        return value
+        return within_limits(value, "EventIn")
 
     @field_validator("occurred_at")
     @classmethod
@@ -101,6 +93,20 @@ class EventIn(BaseModel):
         if value is not None and value.tzinfo is None:
             raise ValueError("occurred_at needs a timezone (e.g. 2026-11-03T10:15:00Z)")
         return value
+
+
+def within_limits(value: dict[str, Any], title: str) -> dict[str, Any]:
+    """``value`` (an event's ``properties`` or ``traits``) if it keeps the per-event limits;
+    otherwise a ``ValidationError`` naming the nested field that breaks one."""
+    found = _over_limit(value)
+    if found is None and _json_bytes(value) > MAX_PROPERTIES_BYTES:
+        found = (), f"at most {MAX_PROPERTIES_BYTES} bytes as JSON"
+    if found is not None:
+        loc, message = found
+        raise ValidationError.from_exception_data(title, [InitErrorDetails(
+            type=PydanticCustomError("value_error", message), loc=loc, input=value,
+        )])
+    return value
 
 
 def _over_limit(value: Any) -> tuple[Loc, str] | None:
