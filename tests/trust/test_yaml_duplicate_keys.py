@@ -21,7 +21,7 @@ from evals.runner import SUITES_DIR, SuiteError, case_policy, load_suite, load_s
 from evals.schema import Case
 from journey.demo import DEMO_FILE, seed
 from policy.journeys import JourneysError, JourneysProvider, load_journeys, parse_journeys
-from policy.lifecycle import load_lifecycle
+from policy.lifecycle import LifecycleError, load_lifecycle
 from policy.loader import PolicyError, PolicyProvider, default_policy_path, load_policy
 from prompts import PROMPTS_DIR, load_yaml
 from tests.conftest import ContainerFactory
@@ -179,9 +179,9 @@ def test_the_lifecycle_file_refuses_a_duplicate_key(tmp_path: Path) -> None:
     path = tmp_path / "lifecycle.yaml"
     first = line_of(source.read_text(encoding="utf-8"), "default_stage:")
     _, second = with_appended(source, path, "default_stage: decision\n")
-    with pytest.raises(yaml.YAMLError) as caught:
+    with pytest.raises(LifecycleError) as caught:
         load_lifecycle(path)
-    assert str(caught.value) == f"{path}: {said('default_stage', second, first)}"
+    assert [str(p) for p in caught.value.problems] == [said("default_stage", second, first)]
 
 
 def test_intents_with_a_repeated_intent_are_refused(tmp_path: Path) -> None:
