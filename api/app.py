@@ -25,6 +25,7 @@ from api.routes import (
     handoffs,
     health,
     messages,
+    notifications,
     outbox,
     policy,
     segment,
@@ -109,8 +110,8 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.add_middleware(DecodeRequestBody, max_body_bytes=max_body_bytes)
 
     for module in (
-        messages, events, channels, webchat, customers, conversations, decisions, approvals,
-        handoffs, outbox, policy, segment, health,
+        messages, events, channels, webchat, customers, notifications, conversations,
+        decisions, approvals, handoffs, outbox, policy, segment, health,
     ):
         app.include_router(module.router)
     console.install(app)

@@ -22,6 +22,7 @@ from core.settings import ApiKey, Settings
 from journey.customers import CustomerService
 from journey.erasure import ErasureService
 from journey.handoffs import Agent, HandoffService
+from journey.notifications import NotificationService
 from journey.runtime import Container
 from journey.segment import SegmentService
 from journey.signals import SignalService
@@ -66,6 +67,7 @@ PolicyDep = Annotated[PolicyProvider, Depends(_service("policy"))]
 LifecycleDep = Annotated[Lifecycle, Depends(_service("lifecycle"))]
 HubDep = Annotated[Hub, Depends(_service("hub"))]
 KnowledgeDep = Annotated[KnowledgeBase, Depends(_service("knowledge"))]
+NotificationsDep = Annotated[NotificationService, Depends(_service("notifications"))]
 
 
 @dataclass(frozen=True)
@@ -118,10 +120,10 @@ def _key(
     return holder
 
 
-def require(scope: str) -> Callable[..., str]:
-    """A dependency that admits a request whose key has ``scope`` (or ``admin``), within the
-    key's rate limit. Called directly, it limits only when given the ``caller``
-    (:func:`check_api_key` does that)."""
+def require(scope: str, *also: str) -> Callable[..., str]:
+    """A dependency that admits a request whose key has ``scope`` (or one of ``also``, or
+    ``admin``), within the key's rate limit. Called directly, it limits only when given the
+    ``caller`` (:func:`check_api_key` does that)."""
 
     def check(
         settings: Annotated[Settings, Depends(get_settings_dep)],
@@ -130,7 +132,7 @@ def require(scope: str) -> Callable[..., str]:
         caller: Annotated[Caller | None, Depends(get_caller)] = None,
     ) -> str:
         holder = _key(bearer, header, settings, caller)
-        if scope in holder.scopes or "admin" in holder.scopes:
+        if {scope, *also, "admin"} & set(holder.scopes):
             return holder.name
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"this API key lacks the scope {scope!r}")
 

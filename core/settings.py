@@ -21,7 +21,8 @@ LLMMode = Literal["auto", "tools", "json_schema", "json_object", "json_object_sc
 
 ALL_SCOPES = (
     "messages:write", "customers:read", "customers:write", "conversations:read",
-    "approvals:write", "inbox", "inbox:<queue>", "customers:erase", "admin",
+    "approvals:write", "notifications:write", "notifications:read", "inbox", "inbox:<queue>",
+    "customers:erase", "admin",
 )
 
 
@@ -115,6 +116,11 @@ class Settings(BaseSettings):
         None,
         description="The journeys YAML (triggers over signals). Empty: prompts/journeys.yaml. "
         "Changes are picked up without a restart.",
+    )
+    notifications_path: Path | None = Field(
+        None,
+        description="The transactional message templates (POST /v1/notifications). Empty: "
+        "prompts/notifications.yaml. Changes are picked up without a restart.",
     )
 
     # --- the worker: scheduled actions, journey wake-ups, queued turns, the outbox relay ----

@@ -33,6 +33,7 @@ from journey.customers import CustomerService
 from journey.erasure import ErasureService
 from journey.handoffs import HandoffService
 from journey.localllm import LocalModelError, LocalServer, start_local
+from journey.notifications import NotificationService, NotificationTemplatesProvider
 from journey.segment import SegmentService
 from journey.signals import SignalService
 from journey.turns import Orchestrator
@@ -94,6 +95,8 @@ class Container:
     webhooks: HandoffWebhooks | None = None
     #: the signed CRM sync out (None: ``crm_webhook_url`` is not set)
     crm_webhooks: CrmWebhooks | None = None
+    #: transactional messages (``POST /v1/notifications``)
+    notifications: NotificationService | None = None
     #: erasure, export and retention of a customer's data (``DELETE /v1/customers/{id}``)
     erasure: ErasureService | None = None
     _closers: list[Callable[[], None]] = field(default_factory=list)
@@ -193,6 +196,7 @@ def build_container(
     clock = clock or SystemClock()
     policy = PolicyProvider(settings.policy_path)  # an invalid policy stops start-up here
     journeys = JourneysProvider(settings.journeys_path)  # and so do invalid journeys
+    templates = NotificationTemplatesProvider(settings.notifications_path)  # and templates
     closers: list[Callable[[], None]] = []
     engine = make_engine(settings.resolved_database_url)
     closers.append(engine.dispose)
@@ -323,5 +327,8 @@ def build_container(
         crm_webhooks=crm_webhooks,
         erasure=ErasureService(store, checkpointer, memory, orchestrator.locks,
                                settings.data_dir, retention_days=settings.retention_days),
+        notifications=NotificationService(
+            store=store, policy=policy, lifecycle=lifecycle, templates=templates,
+            memory=memory, clock=clock, ids=ids, company=knowledge.company),
         _closers=closers,
     )

@@ -376,6 +376,27 @@ erasure_salt = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
+#: One row per ``POST /v1/notifications``, keyed by its idempotency key (memory.notifications).
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    # null: the caller sent no key (every request is a new notification)
+    Column("idempotency_key", String(200), unique=True),
+    # sha256 of the request (variables masked): the same key with another body is a conflict
+    Column("request_hash", String(64), nullable=False),
+    Column("customer_id", String(40), ForeignKey("customers.id"), nullable=False),
+    Column("template", String(80), nullable=False),
+    Column("status", String(20), nullable=False),  # deciding|queued|scheduled|held|suppressed
+    Column("decision_id", String(40)),
+    Column("outbox_id", String(40)),
+    Column("answer", Json),
+    _ts("locked_until"),
+    _ts("created_at", nullable=False),
+    _ts("updated_at", nullable=False),
+    Index("ix_notifications_customer_created", "customer_id", "created_at"),
+)
+
 
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite files get WAL, foreign keys and their folder created."""

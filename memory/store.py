@@ -49,6 +49,7 @@ from memory.effects import EffectWriter
 from memory.erasure import ErasureRepository
 from memory.handoffs import OPEN_HANDOFF, HandoffRepository, load_handback
 from memory.jobs import Jobs
+from memory.notifications import Notifications
 from memory.outbox import OutboxQueue
 from memory.profiles import Profiles
 from memory.sync import SyncOut
@@ -65,6 +66,8 @@ class Store:
         self.ids = ids
         self.jobs = Jobs(engine, self.clock, ids)
         self.outbox_queue = OutboxQueue(engine, self.clock)
+        #: transactional notifications by idempotency key (``journey.notifications``)
+        self.notifications = Notifications(engine, self.clock)
         self.effects = EffectWriter(self.clock, ids)
         self._profiles = Profiles(engine, self.clock, ids)
         self._conversations = Conversations(engine, self.clock, ids)
@@ -75,6 +78,7 @@ class Store:
         self.inbox = HandoffRepository(engine, self.clock, self.effects)
         #: called as ``(survivor_id, merged_id)`` after two profiles were merged
         self.on_merge: list[Callable[[str, str], None]] = self._profiles.on_merge
+        self.on_merge.append(self.notifications.reassign)
         #: erasure, access and retention in SQL (``journey.erasure.ErasureService``)
         self.erasure = ErasureRepository(engine, self.clock, ids, self.effects.sync)
 

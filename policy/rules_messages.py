@@ -48,7 +48,11 @@ def judge_message(
                      "the one confirmation after an opt-out")
             return j
         return j.deny("eligibility", "consent_revoked", "the customer just opted out")
-    if facts.active_handoff is not None and not facts.approved_by_person:
+    # a person owns the conversation, so the bot is silent; the system's transactional
+    # messages (an order update, a password reset) are not the conversation and still go out
+    account_notice = facts.origin == "system" and action.purpose == "transactional"
+    if facts.active_handoff is not None and not facts.approved_by_person \
+            and not account_notice:
         h = facts.active_handoff
         return j.deny("eligibility", "handoff_active", f"handoff {h.id} to {h.queue} is open")
     purpose: Purpose = action.purpose
