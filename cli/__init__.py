@@ -6,16 +6,16 @@ operate the outbox and the inbox, check the policy, run the eval suites.
     chat.py     chat
     ops.py      outbox list/replay, handoffs list/metrics
     policy.py   policy check/explain
-    customers.py  the customers group (erase in erasure.py)
+    customers.py  the customers group (import/export in bulk.py, erase in erasure.py)
     (eval)      the eval suites' commands, from ``evals.cli``
 """
 
 from __future__ import annotations
 
-from cli import chat, customers, erasure, ops, policy, server
+from cli import bulk, chat, customers, erasure, ops, policy, server
 from cli.app import app
 
-__all__ = ["app", "chat", "customers", "erasure", "main", "ops", "policy", "server"]
+__all__ = ["app", "bulk", "chat", "customers", "erasure", "main", "ops", "policy", "server"]
 
 
 def _add_eval() -> None:

@@ -12,6 +12,7 @@ responsibility, all on the same engine, clock and ids::
     memory.decisions      Decisions           decisions and the turn transaction, the ledger,
                                               approvals, the outbox read model
     memory.crm            CrmRepository       profile changes, the activity log
+    memory.bulk           BulkProfiles        many profiles at once: import batches, export pages
     memory.erasure        ErasureRepository   one person's export, erasure (with its audit
                                               record), retention (``erasure``)
     memory.handoffs       HandoffRepository   handoffs for the bot and the inbox (``inbox``)
@@ -42,6 +43,7 @@ from core.domain import (
 )
 from core.effects import Activity, CrmChange, InboundAccepted, LedgerEntry, TurnEffects
 from core.errors import IdentityErased
+from memory.bulk import BulkProfiles
 from memory.conversations import Conversations
 from memory.crm import CrmRepository
 from memory.decisions import Decisions
@@ -70,6 +72,8 @@ class Store:
         self.notifications = Notifications(engine, self.clock)
         self.effects = EffectWriter(self.clock, ids)
         self._profiles = Profiles(engine, self.clock, ids)
+        #: imports and exports of many profiles at once (``journey customers import``)
+        self.bulk = BulkProfiles(engine, self.clock, ids, self.effects.sync)
         self._conversations = Conversations(engine, self.clock, ids)
         self._decisions = Decisions(engine, self.clock, self.effects)
         self._crm = CrmRepository(engine, self.clock, self.effects.sync)
