@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 
 import httpx
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from pydantic import SecretStr
 
 from agent.brains.base import Brain
 from agent.brains.llm import LLMBrain, make_client, resolve_mode
@@ -279,25 +280,14 @@ def build_container(
     orchestrator.on_inbound.append(handoffs.record_customer_message)
     webhooks = None
     if settings.handoff_webhook_url:
-        secret = (settings.handoff_webhook_secret.get_secret_value()
-                  or settings.webhook_secret.get_secret_value())
-        if not secret:
-            raise ValueError("handoff_webhook_url is set but neither handoff_webhook_secret nor "
-                             "webhook_secret is: the webhooks must be signed")
-        http = httpx.Client(timeout=settings.provider_timeout_s)
-        closers.append(http.close)
-        webhooks = HandoffWebhooks(settings.handoff_webhook_url, secret, handoffs, clock, http)
+        webhooks = HandoffWebhooks(
+            settings.handoff_webhook_url, _webhook_secret(settings, "handoff"), handoffs, clock,
+            _http_client(settings, closers))
         store.handoff_webhooks = True
     crm_webhooks = None
     if settings.crm_webhook_url:
-        secret = (settings.crm_webhook_secret.get_secret_value()
-                  or settings.webhook_secret.get_secret_value())
-        if not secret:
-            raise ValueError("crm_webhook_url is set but neither crm_webhook_secret nor "
-                             "webhook_secret is: the webhooks must be signed")
-        crm_http = httpx.Client(timeout=settings.provider_timeout_s)
-        closers.append(crm_http.close)
-        crm_webhooks = CrmWebhooks(settings.crm_webhook_url, secret, store, clock, crm_http)
+        crm_webhooks = CrmWebhooks(settings.crm_webhook_url, _webhook_secret(settings, "crm"),
+                                   store, clock, _http_client(settings, closers))
         store.sync.enabled = True
     return Container(
         settings=settings,
@@ -332,3 +322,20 @@ def build_container(
             memory=memory, clock=clock, ids=ids, company=knowledge.company),
         _closers=closers,
     )
+
+
+def _webhook_secret(settings: Settings, kind: str) -> str:
+    """The secret that signs ``kind``'s webhooks (``<kind>_webhook_secret``, else
+    ``webhook_secret``); outbound webhooks are never sent unsigned."""
+    own: SecretStr = getattr(settings, f"{kind}_webhook_secret")
+    secret = own.get_secret_value() or settings.webhook_secret.get_secret_value()
+    if not secret:
+        raise ValueError(f"{kind}_webhook_url is set but neither {kind}_webhook_secret nor "
+                         "webhook_secret is: the webhooks must be signed")
+    return secret
+
+
+def _http_client(settings: Settings, closers: list[Callable[[], None]]) -> httpx.Client:
+    client = httpx.Client(timeout=settings.provider_timeout_s)
+    closers.append(client.close)
+    return client

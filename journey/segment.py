@@ -70,6 +70,7 @@ from journey.signals import (
     TRIGGER_LOOKBACK,
     EventIn,
     SignalService,
+    field_errors,
     within_limits,
 )
 from journey.turns import CustomerRef
@@ -308,15 +309,6 @@ class BatchResult(BaseModel):
     results: list[ItemResult]
 
 
-def _errors(exc: ValidationError) -> list[str]:
-    out = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        out.append(f"{loc}: {msg}" if loc else msg)
-    return out
-
-
 # --- the service -----------------------------------------------------------------------------
 
 
@@ -372,7 +364,7 @@ class SegmentService:
         try:
             message = MODELS[kind_].model_validate(raw)
         except ValidationError as exc:
-            return result.model_copy(update={"errors": _errors(exc)})
+            return result.model_copy(update={"errors": field_errors(exc)})
         if message.message_id is None:  # no idempotency without one: a fresh id
             message.message_id = self.store.ids("seg")
             result.message_id = message.message_id
@@ -434,7 +426,7 @@ class SegmentService:
                 "occurred_at": at,
             })
         except ValidationError as exc:
-            raise Refused(_errors(exc)) from None
+            raise Refused(field_errors(exc)) from None
         done = self.signals.ingest([event]).results[0]
         result = result.model_copy(update={
             "status": done.status, "customer_id": done.customer_id, "event_type": type_,

@@ -157,7 +157,8 @@ class IngestResult(BaseModel):
     results: list[EventResult]
 
 
-def _errors(exc: ValidationError) -> list[str]:
+def field_errors(exc: ValidationError) -> list[str]:
+    """Each error of ``exc`` as ``field.path: message``."""
     out = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
@@ -189,7 +190,7 @@ class SignalService:
                 event = EventIn.model_validate(item)
             except ValidationError as exc:
                 results.append(EventResult(index=index, id=ident if isinstance(ident, str)
-                                           else None, status="rejected", errors=_errors(exc)))
+                                           else None, status="rejected", errors=field_errors(exc)))
                 continue
             now = self.clock.now()
             at = event.occurred_at or now
