@@ -184,7 +184,11 @@ class ChromaVectorMemory:
         carry these records' data are removed (the deletions stay, so the vector index
         replays them), the full-text index is merged (FTS5 ``optimize``) and the file is
         vacuumed. A Chroma server's files are its operator's (``chroma vacuum``)."""
-        ids = set(record_ids)
+        ids: set[str] = set()
+        wanted = list(dict.fromkeys(record_ids))
+        for start in range(0, len(wanted), self._max_batch):  # only those that exist count
+            ids.update(self._collection.get(ids=wanted[start:start + self._max_batch],
+                                            include=[])["ids"])
         for start in range(0, len(customer_ids), 100):
             where = {"customer_id": {"$in": list(customer_ids[start:start + 100])}}
             ids.update(self._collection.get(where=where, include=[])["ids"])

@@ -328,6 +328,19 @@ def test_count_and_delete_customer(memory: VectorMemory) -> None:
     assert len(memory.search("B", "invoice", k=5)) == len(B_RECORDS)
 
 
+def test_forget_removes_customers_and_single_records(memory: VectorMemory) -> None:
+    """Erasure and retention: every record of some customers, and some records of others."""
+    forget = getattr(memory, "forget", None)
+    if forget is None:
+        pytest.skip("this adapter has no forget")  # every adapter in ADAPTERS has one
+    memory.add(A_RECORDS + B_RECORDS)
+    assert forget(["A", "nobody"], ["b-2", "no-such-record"]) == len(A_RECORDS) + 1
+    assert memory.count("A") == 0
+    assert sorted(_ids(memory.search("B", "invoice", k=10))) == ["b-1", "b-3", "b-4"]
+    assert forget([], []) == 0
+    assert memory.count() == len(B_RECORDS) - 1
+
+
 # --------------------------------------------------------------------------- adapter parity
 
 
