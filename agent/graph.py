@@ -22,6 +22,16 @@ from langgraph.graph import END, START, StateGraph
 from agent import nodes
 from agent.context import TurnServices
 from agent.state import TurnState
+from memory.checkpoints import SlimCheckpointer
+
+#: How a turn is run: one checkpoint, when the run ends (a pause for approval, or the end),
+#: not one per step; the steps in between serve no restart (a turn that dies mid-way is run
+#: again from its start by its turn job).
+DURABILITY = "exit"
+#: What a turn that needs no approval keeps in its checkpoint: its input (the message, or the
+#: journey's trigger) and the decision it recorded; not the context it read.
+FINISHED_TURN_KEEPS = frozenset({"conversation_id", "customer_id", "inbound", "trigger",
+                                 "decision_id", "decision"})
 
 
 def make_builder(
@@ -59,7 +69,13 @@ builder = make_builder()
 
 
 def build_graph(checkpointer: BaseCheckpointSaver[Any] | None = None) -> Any:
-    """Compile the agent graph; the checkpointer keeps paused turns across restarts."""
+    """Compile the agent graph; the checkpointer keeps paused turns across restarts.
+
+    A turn held for approval is checkpointed in full (its pause must survive a restart); any
+    other keeps only :data:`FINISHED_TURN_KEEPS` (run it with ``durability=DURABILITY``)."""
+    if checkpointer is not None:
+        checkpointer = SlimCheckpointer(checkpointer, full_when="approval_id",
+                                        keep=FINISHED_TURN_KEEPS)
     return builder.compile(checkpointer=checkpointer, name="journey-agent")
 
 

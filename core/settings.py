@@ -52,6 +52,10 @@ class Settings(BaseSettings):
         "PersistentClient in data_dir/chroma.",
     )
     chroma_collection: str = "messages"
+    vector_write_behind: bool = Field(
+        True, description="Store messages in vector memory from a background thread, in "
+        "batches (a turn does not wait for the upsert); this process's searches merge the "
+        "records not stored yet. False: each turn waits for its upsert.")
     default_phone_region: str = Field(
         "US", min_length=2, max_length=2, pattern=r"^[A-Za-z]{2}$",
         description="The region (ISO 3166 alpha-2) a phone number written without its "

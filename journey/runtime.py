@@ -46,7 +46,7 @@ from memory.db import Engine, make_engine
 from memory.embeddings import MiniLMEmbedder, get_embedder
 from memory.segment import MessageReceipts
 from memory.store import Store
-from memory.vector import ChromaVectorMemory, VectorMemory
+from memory.vector import ChromaVectorMemory, VectorMemory, WriteBehindMemory
 from policy.brief import policy_brief
 from policy.journeys import JourneysProvider
 from policy.lifecycle import Lifecycle, load_lifecycle
@@ -138,6 +138,11 @@ class Container:
 
 
 def make_memory(settings: Settings, embedder: MiniLMEmbedder) -> VectorMemory:
+    chroma = _make_chroma(settings, embedder)
+    return WriteBehindMemory(chroma, embedder) if settings.vector_write_behind else chroma
+
+
+def _make_chroma(settings: Settings, embedder: MiniLMEmbedder) -> ChromaVectorMemory:
     if settings.chroma_url:
         url = urlparse(settings.chroma_url)
         return ChromaVectorMemory.http(
@@ -208,6 +213,8 @@ def build_container(
     store.erasure.salt = settings.erasure_salt.get_secret_value()
     embedder = embedder or get_embedder()
     memory = memory or make_memory(settings, embedder)
+    if isinstance(memory, WriteBehindMemory):
+        closers.append(memory.close)  # what is buffered lands before the process ends
     lifecycle = load_lifecycle()
     classifier = classifier or IntentClassifier(embedder)
     knowledge = knowledge or KnowledgeBase(embedder)

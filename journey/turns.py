@@ -16,7 +16,7 @@ from langgraph.types import Command
 from pydantic import BaseModel, Field, model_validator
 
 from agent.context import TurnServices
-from agent.graph import thread_config
+from agent.graph import DURABILITY, thread_config
 from agent.nodes import run_approval
 from core.domain import (
     CHANNEL_IDENTITY,
@@ -168,6 +168,9 @@ class Orchestrator:
         #: called with each new inbound message (the inbox records one that arrives while
         #: people own the conversation)
         self.on_inbound: list[Callable[[Message], object]] = []
+        #: LangGraph's durability for turns (:data:`agent.graph.DURABILITY`: one checkpoint,
+        #: when the run ends); bench/ sets ``"async"`` to measure the step-by-step one
+        self.durability = DURABILITY
 
     def _store_inbound(
         self, request: InboundRequest, meta: dict[str, Any] | None = None
@@ -250,7 +253,7 @@ class Orchestrator:
                     "started": time.perf_counter(),
                 },
                 config=thread_config(job.id),
-                context=self.services,
+                context=self.services, durability=self.durability,
             )
         return Decision.model_validate(state["decision"])
 
@@ -297,11 +300,12 @@ class Orchestrator:
             existing = store.decision_for_inbound(message.id)
             if existing is not None:
                 return existing, False
-            return self._turn(message), True
+            return self._turn(message, checked=True), True
 
-    def _turn(self, message: Message) -> Decision:
-        """Run the graph on ``message`` (the caller holds the conversation's lock)."""
-        existing = self.store.decision_for_inbound(message.id)
+    def _turn(self, message: Message, *, checked: bool = False) -> Decision:
+        """Run the graph on ``message`` (the caller holds the conversation's lock; ``checked``:
+        and has just seen that it has no decision yet)."""
+        existing = None if checked else self.store.decision_for_inbound(message.id)
         if existing is not None:
             return existing
         state = self.graph.invoke(
@@ -313,7 +317,7 @@ class Orchestrator:
                 "started": time.perf_counter(),
             },
             config=thread_config(message.id),
-            context=self.services,
+            context=self.services, durability=self.durability,
         )
         return Decision.model_validate(state["decision"])
 
@@ -347,7 +351,8 @@ class Orchestrator:
         config = thread_config(approval.inbound_message_id)
         snapshot = self.graph.get_state(config)
         if "await_approval" in (snapshot.next or ()):
-            self.graph.invoke(Command(resume=answer), config=config, context=self.services)
+            self.graph.invoke(Command(resume=answer), config=config, context=self.services,
+                              durability=self.durability)
         else:
             # the turn was recorded but its pause was never checkpointed (the process died
             # between the two): run the same node body directly; the store still guards it

@@ -5,10 +5,17 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from langgraph.checkpoint.base import BaseCheckpointSaver
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+)
 
 from core.settings import Settings
 from memory import migrate
@@ -57,6 +64,50 @@ def make_checkpointer(settings: Settings) -> tuple[BaseCheckpointSaver[Any], Cal
         sqlite_saver = SqliteSaver(conn)
         sqlite_saver.setup()
     return sqlite_saver, conn.close
+
+
+class SlimCheckpointer(BaseCheckpointSaver[Any]):
+    """A saver that keeps in full only the checkpoints that must survive: those whose state
+    has a value in ``full_when`` (a turn paused for a person). Any other checkpoint (a turn
+    that ended in one pass, or failed) is stored with only the ``keep`` channels, the record
+    of what the turn decided; the context it read (profile, history, events…) is not kept.
+
+    Meant for graphs run with ``durability="exit"``: one checkpoint per run, at its end, so
+    that is the state the run ended in. Everything else is the wrapped saver's."""
+
+    def __init__(self, inner: BaseCheckpointSaver[Any], *, full_when: str,
+                 keep: frozenset[str]) -> None:
+        super().__init__(serde=inner.serde)
+        self.inner = inner
+        self.full_when = full_when
+        self.keep = keep
+
+    def put(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
+            new_versions: ChannelVersions) -> RunnableConfig:
+        values = checkpoint["channel_values"]
+        if not values.get(self.full_when):
+            kept = {k: v for k, v in values.items() if k in self.keep}
+            checkpoint = {**checkpoint, "channel_values": kept}
+            new_versions = {k: v for k, v in new_versions.items() if k in kept}
+        return self.inner.put(config, checkpoint, metadata, new_versions)
+
+    def put_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]],
+                   task_id: str, task_path: str = "") -> None:
+        self.inner.put_writes(config, writes, task_id, task_path)
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return self.inner.get_tuple(config)
+
+    def list(self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
+             before: RunnableConfig | None = None,
+             limit: int | None = None) -> Iterator[CheckpointTuple]:
+        return self.inner.list(config, filter=filter, before=before, limit=limit)
+
+    def delete_thread(self, thread_id: str) -> None:
+        self.inner.delete_thread(thread_id)
+
+    def get_next_version(self, current: Any, channel: None) -> Any:
+        return self.inner.get_next_version(current, channel)
 
 
 def forget_threads(saver: BaseCheckpointSaver[Any], thread_ids: Sequence[str]) -> int:

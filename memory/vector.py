@@ -8,9 +8,11 @@ from another customer's search, whatever the query or ``k``.
 from __future__ import annotations
 
 import ctypes
+import logging
 import sqlite3
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from contextlib import closing, suppress
 from datetime import datetime
@@ -27,12 +29,15 @@ from chromadb.config import Settings
 from core.ports import MemoryHit, MemoryRecord, VectorMemory
 from memory.embeddings import FloatArray, MiniLMEmbedder, MiniLMEmbeddingFunction
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "ChromaVectorMemory",
     "InMemoryVectorMemory",
     "MemoryHit",
     "MemoryRecord",
     "VectorMemory",
+    "WriteBehindMemory",
     "chroma_settings",
 ]
 
@@ -61,7 +66,18 @@ def _embed_records(embedder: MiniLMEmbedder, records: list[MemoryRecord]) -> Flo
         # A turn stores its inbound message (already embedded for retrieval: a cache hit)
         # and a reply or two; embed_one reuses and warms the cache.
         return np.stack([embedder.embed_one(r.text) for r in records])
-    return embedder.embed([r.text for r in records])
+    # a batch (many turns' messages, written behind them): what retrieval embedded already
+    # is reused, the rest is embedded in one batch
+    with embedder._cache_lock:
+        known = [embedder._cache.get(r.text) for r in records]
+    missing = [i for i, v in enumerate(known) if v is None]
+    if len(missing) * 2 > len(records):
+        return embedder.embed([r.text for r in records])
+    if missing:
+        for i, vector in zip(missing, embedder.embed([records[i].text for i in missing]),
+                             strict=True):
+            known[i] = vector
+    return np.stack([v for v in known if v is not None])
 
 
 class ChromaVectorMemory:
@@ -345,3 +361,142 @@ class InMemoryVectorMemory:
                 target[record_id] = (record.model_copy(update={"customer_id": to_customer}), vector)
                 self._owner[record_id] = to_customer
             return len(moved)
+
+
+class WriteBehindMemory:
+    """A :class:`VectorMemory` whose writes land behind the caller's back: ``add`` hands the
+    records to a background thread, which waits ``window_s`` for more, then embeds and upserts
+    what has gathered in one batch (a turn does not wait for Chroma's on-disk upsert and its
+    fsyncs, and many turns share one upsert).
+
+    Until a record has landed it stays in an in-process buffer that ``search`` merges, scored
+    the same way (cosine of the same embeddings), so a customer's next turn in this process
+    retrieves its latest messages as if the write had been synchronous. Every other operation
+    (``count``, ``delete_customer``, ``forget``, ``reassign``) first waits for the buffer to
+    land, so erasure and merges see every record. ``close`` lands what is left.
+
+    Another process's next turn reads the latest messages from the SQL store (a turn's recent
+    messages); a record that has not landed when the process dies is not in vector memory."""
+
+    def __init__(self, inner: VectorMemory, embedder: MiniLMEmbedder, *,
+                 window_s: float = 0.25, max_batch: int = 256,
+                 name: str = "vector-write-behind") -> None:
+        self.inner = inner
+        self._embedder = embedder
+        #: records gather this long (or up to ``max_batch``) before one upsert lands them all
+        self.window_s = window_s
+        self.max_batch = max_batch
+        self._first_at = 0.0
+        self._flushing = 0
+        self._cond = threading.Condition()
+        #: record id -> record, not landed yet (the newest version of an id wins)
+        self._pending: dict[str, MemoryRecord] = {}
+        #: records the background thread is writing now (still searchable here)
+        self._landing: dict[str, MemoryRecord] = {}
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def __getattr__(self, name: str) -> Any:  # the wrapped memory's extras (collection, path)
+        return getattr(self.inner, name)
+
+    def add(self, records: Sequence[MemoryRecord]) -> None:
+        if not records:
+            return
+        with self._cond:
+            if self._closed:
+                self.inner.add(records)
+                return
+            if not self._pending:
+                self._first_at = time.monotonic()
+            for record in records:
+                self._pending[record.id] = record
+            self._cond.notify_all()
+
+    def pending(self, customer_id: str | None = None) -> list[MemoryRecord]:
+        """The records not landed yet (of ``customer_id``)."""
+        with self._cond:
+            records = {**self._landing, **self._pending}.values()
+            return [r for r in records if customer_id is None or r.customer_id == customer_id]
+
+    def search(self, customer_id: str, query: str, k: int = 5) -> list[MemoryHit]:
+        _check_k(k)
+        buffered = self.pending(customer_id)
+        hits = self.inner.search(customer_id, query, k)
+        if not buffered or not query.strip():
+            return hits
+        query_vector = self._embedder.embed_one(query)
+        fresh = [
+            MemoryHit(**r.model_dump(include=set(MemoryRecord.model_fields)),
+                      score=float(self._embedder.embed_one(r.text) @ query_vector))
+            for r in buffered
+        ]
+        ids = {h.id for h in fresh}
+        merged = fresh + [h for h in hits if h.id not in ids]
+        merged.sort(key=lambda h: h.score, reverse=True)
+        return merged[:k]
+
+    def flush(self, timeout_s: float | None = None) -> bool:
+        """Wait until every record handed to ``add`` so far has landed (False: timed out)."""
+        with self._cond:
+            self._flushing += 1
+            self._cond.notify_all()
+            try:
+                return self._cond.wait_for(lambda: (not self._pending and not self._landing)
+                                           or not self._thread.is_alive(), timeout_s)
+            finally:
+                self._flushing -= 1
+
+    def count(self, customer_id: str | None = None) -> int:
+        self.flush()
+        return self.inner.count(customer_id)
+
+    def delete_customer(self, customer_id: str) -> None:
+        self.flush()
+        self.inner.delete_customer(customer_id)
+
+    def forget(self, customer_ids: Sequence[str], record_ids: Sequence[str] = ()) -> int:
+        self.flush()
+        forget = getattr(self.inner, "forget", None)
+        if forget is not None:
+            return int(forget(customer_ids, record_ids))
+        gone = 0
+        for customer_id in customer_ids:
+            gone += self.inner.count(customer_id)
+            self.inner.delete_customer(customer_id)
+        return gone
+
+    def reassign(self, from_customer: str, to_customer: str) -> int:
+        self.flush()
+        return self.inner.reassign(from_customer, to_customer)
+
+    def close(self) -> None:
+        """Land what is buffered and stop the background thread."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: bool(self._pending) or self._closed)
+                if not self._pending:  # closed, nothing left
+                    return
+                # gather a batch: one upsert (Chroma holds the GIL through it, fsyncs and
+                # all, so every thread of the process waits for it) for many turns' records
+                while not (self._closed or self._flushing
+                           or len(self._pending) >= self.max_batch):
+                    left = self._first_at + self.window_s - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+                self._landing, self._pending = self._pending, {}
+                batch = list(self._landing.values())
+            try:
+                self.inner.add(batch)
+            except Exception:  # the messages stay in SQL; the next batches still land
+                log.exception("vector memory: %d records were not stored", len(batch))
+            with self._cond:
+                self._landing = {}
+                self._cond.notify_all()

@@ -77,6 +77,9 @@ def _checkpoint_bytes(container: Container) -> bytes:
 
 
 def _chroma_documents(container: Container) -> str:
+    flush = getattr(container.memory, "flush", None)
+    if flush is not None:  # the vector writes trail the turns: let them land first
+        assert flush(), "the buffered vector writes did not land"
     collection = container.memory.collection  # type: ignore[attr-defined]
     return "\n".join(collection.get(include=["documents"])["documents"] or [])
 
