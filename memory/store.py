@@ -13,6 +13,8 @@ responsibility, all on the same engine, clock and ids::
                                               approvals, the outbox read model
     memory.crm            CrmRepository       profile changes, the activity log
     memory.bulk           BulkProfiles        many profiles at once: import batches, export pages
+    memory.events         EventBatch          one ingested batch of events, set-based, in one
+                                              transaction (``event_batch``)
     memory.erasure        ErasureRepository   one person's export, erasure (with its audit
                                               record), retention (``erasure``)
     memory.handoffs       HandoffRepository   handoffs for the bot and the inbox (``inbox``)
@@ -22,7 +24,8 @@ responsibility, all on the same engine, clock and ids::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Literal
 
@@ -49,6 +52,7 @@ from memory.crm import CrmRepository
 from memory.decisions import Decisions
 from memory.effects import EffectWriter
 from memory.erasure import ErasureRepository
+from memory.events import EventBatch, batch_transaction
 from memory.handoffs import OPEN_HANDOFF, HandoffRepository, load_handback
 from memory.jobs import Jobs
 from memory.notifications import Notifications
@@ -180,6 +184,12 @@ class Store:
 
     def recent_events(self, customer_id: str, since: datetime, limit: int = 200) -> list[Event]:
         return self._profiles.recent_events(customer_id, since, limit)
+
+    @contextmanager
+    def event_batch(self) -> Iterator[EventBatch]:
+        """One ingested batch's reads and writes in one transaction (``memory.events``)."""
+        with batch_transaction(self.engine, self.ids, self.effects.sync) as batch:
+            yield batch
 
     # --- CRM (memory.crm) ------------------------------------------------------------------
 
