@@ -57,6 +57,11 @@ def seed_demo() -> None:
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default: JOURNEY_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default: JOURNEY_PORT).")] = None,
+    workers: Annotated[int, typer.Option(
+        "--workers", min=1, max=64,
+        help="API processes sharing the port (uvicorn workers). Above 1: PostgreSQL "
+        "(JOURNEY_DATABASE_URL) and a Chroma server (JOURNEY_CHROMA_URL) are required; each "
+        "process also runs JOURNEY_WORKERS worker threads.")] = 1,
 ) -> None:
     """Run the API server in the foreground (Ctrl+C stops it)."""
     import uvicorn
@@ -67,6 +72,11 @@ def serve(
     host = host or settings.host
     port = port or settings.port
     base = f"http://{host}:{port}"
+    if workers > 1:
+        problem = processes_problem(settings)
+        if problem:
+            err.print(f"[red]journey serve --workers {workers}: {problem}[/red]")
+            raise typer.Exit(2)
     brain = settings.resolved_brain
     if brain == "local" and not _prepare_local_model(settings):
         settings = settings.model_copy(update={"brain": "rules"})
@@ -85,7 +95,11 @@ def serve(
                   f"(or `.venv/bin/journey chat`), or open {base}/chat")
     console.print(f"  Inbox:     {base}/console (sign in with an API key that has the inbox "
                   "or admin scope, e.g. JOURNEY_CLI_API_KEY in .env)")
+    if workers > 1:
+        console.print(f"  Processes: {workers} API processes on one port, sharing "
+                      f"{settings.resolved_database_url.split('@')[-1]} and {settings.chroma_url}")
     console.print(f"  Workers:   {settings.workers} (queued turns, journeys, the outbox relay)"
+                  + (f" in each of the {workers} processes" if workers > 1 else "")
                   + ("; run `journey worker` for more" if settings.workers else
                      "; run `journey worker` to deliver anything"))
     if not (settings.smtp_host and settings.twilio_account_sid):
@@ -94,8 +108,38 @@ def serve(
     if not settings.api_keys:
         console.print("  [yellow]No API keys configured: run `journey init` first.[/yellow]")
     # open web-chat streams must not hold Ctrl+C for minutes
+    if workers > 1:
+        # each process builds its own app from the environment (the settings above came from
+        # it unchanged); migrations and the checkpointer's tables are set up under a database
+        # lock, so the processes may start together
+        uvicorn.run("api.app:create_app", factory=True, workers=workers, host=host, port=port,
+                    log_level="info", timeout_graceful_shutdown=5)
+        return
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info",
                 timeout_graceful_shutdown=5)
+
+
+def processes_problem(settings: Settings) -> str | None:
+    """Why ``settings`` cannot be shared by several API processes (None: they can).
+
+    The embedded SQLite file and Chroma directory belong to one process (Chroma's embedded
+    client keeps its index in the process), and the embedded local model would start once per
+    process on one port."""
+    missing = []
+    if not settings.is_postgres:
+        missing.append("PostgreSQL (JOURNEY_DATABASE_URL=postgresql+psycopg://…), not the "
+                       "embedded SQLite file")
+    if not settings.chroma_url:
+        missing.append("a Chroma server (`chroma run`, JOURNEY_CHROMA_URL=http://host:8000), "
+                       "not the embedded Chroma directory")
+    if missing:
+        return "several processes share the stores, so they need " + " and ".join(missing) + "."
+    if settings.resolved_brain == "local":
+        return ("the embedded local model would start once per process. Run it once with "
+                "`journey llm serve` and point the processes at it: JOURNEY_BRAIN=openai, "
+                f"JOURNEY_LLM_BASE_URL=http://127.0.0.1:{settings.local_port}/v1, "
+                "JOURNEY_LLM_MODE=json_object_schema (or set JOURNEY_BRAIN=rules).")
+    return None
 
 
 @app.command()
@@ -117,6 +161,10 @@ def worker(
         settings = settings.model_copy(update={"brain": "rules"})
     with console.status("Loading the embedding model and the stores…"):
         container = build_container(settings)
+    if settings.is_postgres and not settings.chroma_url:
+        err.print("[yellow]The vector memory is this process's own embedded Chroma directory: "
+                  "processes sharing PostgreSQL should share a Chroma server too "
+                  "(JOURNEY_CHROMA_URL), or each remembers only the turns it ran.[/yellow]")
     pool = container.make_workers(threads, prefix="cli").start()
     console.print(f"{threads} worker(s) on {container.engine.dialect.name}; Ctrl+C stops.")
     done = threading.Event()

@@ -127,6 +127,14 @@ class Settings(BaseSettings):
         "prompts/notifications.yaml. Changes are picked up without a restart.",
     )
 
+    max_concurrent_turns: int = Field(
+        6, ge=1, le=64,
+        description="Turns `POST /v1/messages` runs at once in one server process; more "
+        "requests wait for a slot holding no thread and no database connection. A turn holds "
+        "two PostgreSQL connections (its conversation's lock and the store's), so keep it "
+        "under half the pool (20) less the worker threads.",
+    )
+
     # --- the worker: scheduled actions, journey wake-ups, queued turns, the outbox relay ----
     workers: int = Field(
         1, ge=0, le=16,

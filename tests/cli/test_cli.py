@@ -10,7 +10,8 @@ from pathlib import Path
 JOURNEY = Path(sys.executable).with_name("journey")
 
 
-def run(args: list[str], tmp_path: Path, stdin: str = "") -> subprocess.CompletedProcess[str]:
+def run(args: list[str], tmp_path: Path, stdin: str = "",
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "JOURNEY_DATA_DIR": str(tmp_path / "data"),
@@ -18,6 +19,7 @@ def run(args: list[str], tmp_path: Path, stdin: str = "") -> subprocess.Complete
         "JOURNEY_BRAIN": "rules",
         "COLUMNS": "200",
         "ORT_DISABLE_TELEMETRY": "1",
+        **(env or {}),
     }
     return subprocess.run(
         [str(JOURNEY), *args], input=stdin, capture_output=True, text=True, env=env,
@@ -91,3 +93,21 @@ def test_handoffs_list_and_metrics(tmp_path: Path) -> None:
     assert metrics.returncode == 0, metrics.stderr
     [support] = [line for line in metrics.stdout.splitlines() if "support" in line]
     assert "1 (1 active)" in support and "0 / 0" in support
+
+
+def test_serve_with_several_processes_refuses_the_embedded_stores(tmp_path: Path) -> None:
+    """`journey serve --workers 2` needs stores every process can share: on the embedded SQLite
+    file and Chroma directory it refuses at once, saying what to set (nothing is started)."""
+    out = run(["serve", "--workers", "2"], tmp_path)
+    assert out.returncode == 2
+    said = " ".join((out.stdout + out.stderr).split())
+    assert "several processes share the stores" in said
+    assert "JOURNEY_DATABASE_URL" in said and "JOURNEY_CHROMA_URL" in said
+    assert not (tmp_path / "data" / "journey.sqlite").exists()
+    # PostgreSQL alone is not enough: the vector memory must be a Chroma server too (the URL
+    # is never reached: the refusal comes first)
+    env_pg = {"JOURNEY_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:9/none"}
+    out = run(["serve", "--workers", "2"], tmp_path, env=env_pg)
+    assert out.returncode == 2
+    said = " ".join((out.stdout + out.stderr).split())
+    assert "JOURNEY_CHROMA_URL" in said and "JOURNEY_DATABASE_URL" not in said
