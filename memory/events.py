@@ -237,31 +237,7 @@ class EventBatch:
         """The ``sync`` job rows :meth:`SyncOut.queue` would write for ``changes``; ``now``
         gives each its time (the batch's, a microsecond apart, so the CRM gets them in the
         order they happened, as when each event had its own transaction)."""
-        if not self.sync.enabled or not changes:
-            return []
-        events: list[Change] = []
-        updated: dict[str, Any] = {}
-        for kind, data in changes:
-            if kind == "profile.updated":
-                for key, value in data.items():
-                    updated[key] = ({**updated.get(key, {}), **value}
-                                    if key == "attributes" else value)
-            else:
-                events.append((kind, data))
-        if updated:
-            events.insert(0, ("profile.updated", updated))
-        rows = []
-        for kind, data in events:
-            event_id = self.ids("cev")
-            at = now()
-            rows.append(dict(
-                id=self.ids("job"), kind="sync", customer_id=customer_id,
-                dedupe_key=f"sync:{event_id}", due_at=at, status="pending", attempts=0,
-                journey=None, tag=None, error=None, created_at=at, updated_at=at,
-                payload={"id": event_id, "type": kind, "customer_id": customer_id,
-                         "occurred_at": at.isoformat(), "data": data},
-            ))
-        return rows
+        return self.sync.rows(customer_id, changes, now=now)
 
     def write(self, w: BatchWrites, *, now: datetime, timezone: str = "") -> None:
         """Everything the batch decided, one statement per table (and kind of change)."""

@@ -15,7 +15,7 @@ A change that changes nothing (the same value written again) queues nothing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -42,6 +42,15 @@ class SyncOut:
         """Queue ``changes`` in the caller's transaction (the ``profile.updated`` ones as one
         event); returns the event ids. ``erased``: the customer row is gone, so the job is
         not tied to it."""
+        rows = self.rows(customer_id, changes, now=lambda: now, erased=erased)
+        if rows:
+            conn.execute(insert(db.jobs), rows)
+        return [row["payload"]["id"] for row in rows]
+
+    def rows(self, customer_id: str, changes: Sequence[Change], *,
+             now: Callable[[], datetime], erased: bool = False) -> list[dict[str, Any]]:
+        """The ``sync`` job rows for ``changes`` (none while the sync is off); ``now`` gives
+        each its time (a batch of events gives them a microsecond apart, in order)."""
         if not self.enabled or not changes:
             return []
         events: list[Change] = []
@@ -55,18 +64,17 @@ class SyncOut:
                 events.append((kind, data))
         if updated:
             events.insert(0, ("profile.updated", updated))
-        ids = []
+        rows = []
         for kind, data in events:
-            event_id = self.ids("cev")
-            conn.execute(insert(db.jobs).values(
+            event_id, at = self.ids("cev"), now()
+            rows.append(dict(
                 id=self.ids("job"), kind="sync", customer_id=None if erased else customer_id,
-                dedupe_key=f"sync:{event_id}", due_at=now, status="pending", attempts=0,
-                created_at=now, updated_at=now,
+                dedupe_key=f"sync:{event_id}", due_at=at, status="pending", attempts=0,
+                journey=None, tag=None, error=None, created_at=at, updated_at=at,
                 payload={"id": event_id, "type": kind, "customer_id": customer_id,
-                         "occurred_at": now.isoformat(), "data": data},
+                         "occurred_at": at.isoformat(), "data": data},
             ))
-            ids.append(event_id)
-        return ids
+        return rows
 
 
 def activity_changes(activities: Sequence[Any], decision_id: str | None) -> list[Change]:
