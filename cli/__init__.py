@@ -12,8 +12,10 @@ operate the outbox and the inbox, check the policy, run the eval suites.
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 from cli import bulk, chat, customers, erasure, ops, policy, server
-from cli.app import app
+from cli.app import app, err
 
 __all__ = ["app", "bulk", "chat", "customers", "erasure", "main", "ops", "policy", "server"]
 
@@ -28,7 +30,18 @@ _add_eval()
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except ValidationError as exc:
+        if exc.title != "Settings":
+            raise
+        # a JOURNEY_* variable or .env line is invalid: say which, not a traceback
+        err.print("[red]invalid settings[/red] (JOURNEY_* variables or .env):")
+        for problem in exc.errors():
+            name = "JOURNEY_" + "_".join(str(p) for p in problem["loc"]).upper()
+            message = str(problem["msg"]).removeprefix("Value error, ")
+            err.print(f"  {name + ': ' if problem['loc'] else ''}{message}", highlight=False)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -29,12 +29,17 @@ class InvalidIdentity(ValueError):
     """The value is not an identity of its kind."""
 
 
+def phone_region(region: str) -> str:
+    """``region`` upper-cased, if phonenumbers knows it (else :class:`InvalidIdentity`)."""
+    if region.upper() not in phonenumbers.SUPPORTED_REGIONS:
+        raise InvalidIdentity(f"{region!r} is not a region phonenumbers knows (e.g. US, GB, DE)")
+    return region.upper()
+
+
 def set_default_region(region: str) -> None:
     """The region for numbers written without a country code (the wiring sets it)."""
     global _default_region
-    if region.upper() not in phonenumbers.SUPPORTED_REGIONS:
-        raise InvalidIdentity(f"{region!r} is not a region phonenumbers knows (e.g. US, GB, DE)")
-    _default_region = region.upper()
+    _default_region = phone_region(region)
 
 
 def normal_phone(value: str, region: str | None = None) -> str:

@@ -13,8 +13,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.identity import phone_region
 
 BrainName = Literal["auto", "rules", "openai", "local"]
 LLMMode = Literal["auto", "tools", "json_schema", "json_object", "json_object_schema"]
@@ -31,6 +33,12 @@ class ApiKey(BaseModel):
 
     name: str = Field("", max_length=200)
     scopes: list[str] = Field(default_factory=list)
+
+
+#: On PostgreSQL, the most turns one process may run at once (API and worker threads): each
+#: holds two connections of the pool ``memory.db.make_engine`` opens (10 + 10 overflow), and a
+#: couple stay free for the rest (the relay, the inbox, health checks).
+PG_TURNS_AT_ONCE = 9
 
 
 class Settings(BaseSettings):
@@ -131,8 +139,8 @@ class Settings(BaseSettings):
         6, ge=1, le=64,
         description="Turns `POST /v1/messages` runs at once in one server process; more "
         "requests wait for a slot holding no thread and no database connection. A turn holds "
-        "two PostgreSQL connections (its conversation's lock and the store's), so keep it "
-        "under half the pool (20) less the worker threads.",
+        "two PostgreSQL connections (its conversation's lock and the store's), so on PostgreSQL "
+        "it plus JOURNEY_WORKERS may be at most 9 (checked at start-up).",
     )
 
     # --- the worker: scheduled actions, journey wake-ups, queued turns, the outbox relay ----
@@ -280,6 +288,25 @@ class Settings(BaseSettings):
                     digest = hashlib.sha256(known.encode()).hexdigest()[:8]
                     found = found.model_copy(update={"name": f"key-{digest}"})
         return found
+
+    @field_validator("default_phone_region")
+    @classmethod
+    def _known_region(cls, value: str) -> str:
+        return phone_region(value)  # checked at start-up, not at the first phone number
+
+    @model_validator(mode="after")
+    def _turns_fit_the_pool(self) -> Settings:
+        """On PostgreSQL a running turn holds two of the pool's connections (its
+        conversation's lock and the store's): more turns at once than half the pool deadlock
+        it (every turn holding one connection, waiting for a second)."""
+        running = self.max_concurrent_turns + self.workers
+        if self.is_postgres and running > PG_TURNS_AT_ONCE:
+            raise ValueError(
+                f"JOURNEY_MAX_CONCURRENT_TURNS ({self.max_concurrent_turns}) + JOURNEY_WORKERS "
+                f"({self.workers}) = {running} turns at once, over {PG_TURNS_AT_ONCE} on "
+                f"PostgreSQL: each holds two of the pool's {2 * PG_TURNS_AT_ONCE + 2} "
+                "connections; lower one of them (run more `journey worker` processes instead)")
+        return self
 
     @property
     def resolved_database_url(self) -> str:

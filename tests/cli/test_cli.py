@@ -111,3 +111,15 @@ def test_serve_with_several_processes_refuses_the_embedded_stores(tmp_path: Path
     assert out.returncode == 2
     said = " ".join((out.stdout + out.stderr).split())
     assert "JOURNEY_CHROMA_URL" in said and "JOURNEY_DATABASE_URL" not in said
+
+
+def test_invalid_settings_are_named_not_a_traceback(tmp_path: Path) -> None:
+    region = run(["serve"], tmp_path, env={"JOURNEY_DEFAULT_PHONE_REGION": "XX"})
+    assert region.returncode == 2
+    assert "invalid settings" in region.stderr and "Traceback" not in region.stderr
+    assert "JOURNEY_DEFAULT_PHONE_REGION: 'XX' is not a region" in " ".join(region.stderr.split())
+    pool = run(["serve"], tmp_path, env={
+        "JOURNEY_DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:5432/unused",
+        "JOURNEY_WORKERS": "16"})
+    assert pool.returncode == 2 and "Traceback" not in pool.stderr
+    assert "JOURNEY_WORKERS (16) = 22 turns at once" in " ".join(pool.stderr.split())

@@ -28,9 +28,11 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import create_engine, text
 
 from channels.webhook import sign_webhook
+from core.settings import Settings
 from tests import fakes
 from tests.server import client, free_port, running_server
 from tests.trust.processes import DEADLINE_S, DEFAULTS, JourneyProcess, running_processes
@@ -214,3 +216,15 @@ def test_the_server_runs_at_most_max_concurrent_turns_at_once(
         codes = list(pool.map(post, range(8)))
     assert codes == [200] * 8
     assert 1 <= in_flight["most"] <= 2
+
+
+def test_settings_refuse_more_turns_at_once_than_the_pool_holds() -> None:
+    """Each running turn holds two pooled PostgreSQL connections: more turns at once than half
+    the pool deadlocked it (every turn holding one, waiting for a second)."""
+    postgres = "postgresql+psycopg://journey@127.0.0.1:5432/journey"
+    with pytest.raises(ValidationError, match=r"JOURNEY_MAX_CONCURRENT_TURNS \(6\) \+ "
+                       r"JOURNEY_WORKERS \(16\) = 22 turns at once"):
+        Settings(database_url=postgres, workers=16, max_concurrent_turns=6)
+    assert Settings(database_url=postgres, workers=3, max_concurrent_turns=6).workers == 3
+    # SQLite serialises its writers and has no pool to exhaust
+    assert Settings(database_url="sqlite:///x.sqlite", workers=16).workers == 16
