@@ -7,6 +7,7 @@ import platform
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -53,10 +54,10 @@ def served(settings: Settings) -> Iterator[tuple[Container, str]]:
 
 
 @contextmanager
-def scratch_postgres(server_url: str) -> Iterator[str]:
-    """A new PostgreSQL database on ``server_url`` for one run (its SQLAlchemy URL); dropped
-    afterwards."""
-    name = f"jo_bench_{int(time.time())}"
+def scratch_postgres(server_url: str, label: str = "bench") -> Iterator[str]:
+    """A new PostgreSQL database ``jo_<label>_<random>`` on ``server_url`` for one run (its
+    SQLAlchemy URL); dropped afterwards."""
+    name = f"jo_{label}_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(server_url, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     try:

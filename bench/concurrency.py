@@ -40,13 +40,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import common
 import httpx
-import psycopg
 from common import machine as machine_name  # bench/common.py
 from common import percentile
 from rich.console import Console
@@ -279,18 +279,9 @@ def chroma_server(root: Path) -> Iterator[str]:
         _stop(proc)
 
 
-@contextmanager
-def scratch_postgres(tag: str) -> Iterator[str]:
-    """A fresh database ``jo16_scale_<tag>_<time>`` (its SQLAlchemy URL), dropped afterwards."""
-    name = f"jo16_scale_{tag}_{int(time.time() * 1000) % 10**9}"
-    with psycopg.connect(PG_SERVER, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        base = PG_SERVER.rsplit("/", 1)[0].split("://", 1)[1]
-        yield f"postgresql+psycopg://{base}/{name}"
-    finally:
-        with psycopg.connect(PG_SERVER, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def scratch_postgres(tag: str) -> AbstractContextManager[str]:
+    """A fresh database ``jo_scale_<tag>_<random>`` on the bench's server, dropped afterwards."""
+    return common.scratch_postgres(PG_SERVER, f"scale_{tag}")
 
 
 # --------------------------------------------------------------------------- the experiment

@@ -36,15 +36,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import psycopg
 from common import machine as machine_name  # bench/common.py
+from common import scratch_postgres
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import func, insert, select
@@ -63,20 +60,6 @@ ZONES = ["America/New_York", "America/Los_Angeles", "Europe/London", "Europe/Par
 LOCALES = ["en-US", "en-GB", "fr-FR", "pt-BR", "ja-JP", "de-DE"]
 STAGES = ["awareness", "consideration", "decision", "retention"]
 PLANS = ["Starter", "Growth", "Scale"]
-
-
-@contextmanager
-def scratch(server_url: str, label: str) -> Iterator[str]:
-    """A new PostgreSQL database on ``server_url`` (its SQLAlchemy URL); dropped afterwards."""
-    name = f"jo_bench_{label}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        base = server_url.rsplit("/", 1)[0].split("://", 1)[1]
-        yield f"postgresql+psycopg://{base}/{name}"
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def synthetic(n: int, seed: int) -> list[dict[str, Any]]:
@@ -287,8 +270,9 @@ def main() -> None:
         if "sqlite" in args.databases:
             results.append(run("sqlite", sqlite, csv_path, rows, Path(tmp) / "a", args.upserts))
         if "postgresql" in args.databases:
-            with scratch(args.pg, "import") as a, scratch(args.pg, "base") as b, \
-                    scratch(args.pg, "upsert") as c:
+            with scratch_postgres(args.pg, "bench_import") as a, \
+                    scratch_postgres(args.pg, "bench_base") as b, \
+                    scratch_postgres(args.pg, "bench_upsert") as c:
                 results.append(run("postgresql", [a, b, c], csv_path, rows, Path(tmp) / "b",
                                    args.upserts))
     table = Table(title=f"customers import, {args.rows:,} rows, on {machine_name()}")

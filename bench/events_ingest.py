@@ -24,16 +24,13 @@ import json
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 from common import machine as machine_name  # bench/common.py
-from common import percentile, served
+from common import percentile, scratch_postgres, served
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import insert
@@ -128,20 +125,6 @@ def run(database: str, url: str, batches: int, old_batches: int, customers: int,
     return out
 
 
-@contextmanager
-def scratch_postgres(server_url: str) -> Iterator[str]:
-    """A new database for this run (prefixed ``jo16_ingest_``), dropped afterwards."""
-    name = f"jo16_ingest_{int(time.time())}"
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        base = server_url.rsplit("/", 1)[0].split("://", 1)[1]
-        yield f"postgresql+psycopg://{base}/{name}"
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batches", type=int, default=10)
@@ -158,7 +141,7 @@ def main() -> None:
             results.append(run("sqlite", f"sqlite:///{tmp}/bench.sqlite", args.batches,
                                args.old_batches, args.customers, Path(tmp) / "a"))
         if args.only != "sqlite":
-            with scratch_postgres(args.pg) as url:
+            with scratch_postgres(args.pg, "ingest") as url:
                 results.append(run("postgresql", url, args.batches, args.old_batches,
                                    args.customers, Path(tmp) / "b"))
     table = Table(title=f"events ingested, batches of {BATCH}, {args.customers} customers, "
