@@ -51,28 +51,11 @@ from common import machine as machine_name  # bench/common.py
 from common import percentile
 from rich.console import Console
 from rich.table import Table
+from turn_overhead import DECISION, TEXTS  # bench/turn_overhead.py
 
 BIN = Path(sys.executable).parent
 PG_SERVER = os.environ.get("JOURNEY_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 KEY = "bench-admin"
-TEXTS = [
-    "what does the Growth plan include?",
-    "how much is the Starter plan per month?",
-    "do you integrate with Salesforce?",
-    "my webhooks return 401 since this morning",
-    "thanks, that helps!",
-    "is there a free trial?",
-    "we're 40 people, which plan fits?",
-    "can I pay annually?",
-]
-DECISION = {
-    "intent": "product_question",
-    "stage": "consideration",
-    "sentiment": "neutral",
-    "confidence": 0.9,
-    "reply": "Growth includes up to 25 seats, all four channels and the REST API.",
-    "actions": [{"tool": "update_crm", "note": "asked about plans"}],
-}
 COMPLETION = json.dumps({
     "id": "bench", "object": "chat.completion", "created": 0, "model": "instant",
     "choices": [{"index": 0, "finish_reason": "stop",
