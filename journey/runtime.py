@@ -34,7 +34,7 @@ from journey.customers import CustomerService
 from journey.erasure import ErasureService
 from journey.handoffs import HandoffService
 from journey.localllm import LocalModelError, LocalServer, start_local
-from journey.notifications import NotificationService, NotificationTemplatesProvider
+from journey.notifications import NotificationService
 from journey.segment import SegmentService
 from journey.signals import SignalService
 from journey.turns import Orchestrator
@@ -51,6 +51,7 @@ from policy.brief import policy_brief
 from policy.journeys import JourneysProvider
 from policy.lifecycle import Lifecycle, load_lifecycle
 from policy.loader import PolicyProvider
+from policy.notifications import NotificationTemplatesProvider
 
 log = logging.getLogger(__name__)
 

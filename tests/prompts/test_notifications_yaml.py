@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from core.errors import Invalid
-from journey.notifications import (
+from policy.notifications import (
     NotificationsError,
     NotificationTemplatesProvider,
     Template,
