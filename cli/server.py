@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from cli.app import app, console, err
-from core.settings import Settings, get_settings
+from core.settings import PG_TURNS_AT_ONCE, Settings, get_settings
 
 
 @app.command()
@@ -144,7 +144,9 @@ def processes_problem(settings: Settings) -> str | None:
 
 @app.command()
 def worker(
-    threads: Annotated[int, typer.Option(min=1, max=16, help="Worker threads.")] = 1,
+    threads: Annotated[int, typer.Option(
+        min=1, max=16,
+        help=f"Worker threads (at most {PG_TURNS_AT_ONCE} on PostgreSQL).")] = 1,
 ) -> None:
     """Run workers without the API: queued turns, journey wake-ups, the outbox relay.
 
@@ -156,6 +158,12 @@ def worker(
     from journey.runtime import build_container
 
     settings = get_settings()
+    if settings.is_postgres and threads > PG_TURNS_AT_ONCE:
+        # each thread runs a turn, and a turn holds two of the pool's connections
+        err.print(f"[red]journey worker --threads {threads}: at most {PG_TURNS_AT_ONCE} on "
+                  "PostgreSQL (each running turn holds two of the pool's connections; more "
+                  "deadlock it). Run more `journey worker` processes instead.[/red]")
+        raise typer.Exit(2)
     if settings.resolved_brain == "local":
         # workers run queued turns; the local model is started by `journey serve`
         settings = settings.model_copy(update={"brain": "rules"})

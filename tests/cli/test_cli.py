@@ -123,3 +123,15 @@ def test_invalid_settings_are_named_not_a_traceback(tmp_path: Path) -> None:
         "JOURNEY_WORKERS": "16"})
     assert pool.returncode == 2 and "Traceback" not in pool.stderr
     assert "JOURNEY_WORKERS (16) = 22 turns at once" in " ".join(pool.stderr.split())
+
+
+def test_worker_refuses_more_threads_than_the_pool_holds(tmp_path: Path) -> None:
+    """Each worker thread runs a turn, and a turn holds two pooled PostgreSQL connections: on
+    PostgreSQL `journey worker --threads 12` would deadlock its pool, so it refuses before
+    connecting (the URL is never reached), naming the limit and what to do instead."""
+    env_pg = {"JOURNEY_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:9/none"}
+    out = run(["worker", "--threads", "12"], tmp_path, env=env_pg)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    said = " ".join((out.stdout + out.stderr).split())
+    assert "--threads 12" in said and "at most 9" in said and "more `journey worker`" in said
+    assert "Loading" not in out.stdout
