@@ -30,9 +30,10 @@ run: install
 	$(BIN)/journey seed-demo
 	$(BIN)/journey serve
 
-## make test: install, lint, type-check, run the whole test suite, then gate on the eval suites
+## make test: install, lint, type-check, run the whole test suite on every core (pytest-xdist,
+## a test file per worker), then gate on the eval suites
 test: install lint browser
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto --dist loadfile
 	$(BIN)/journey eval run evals/suites --brain rules --report build/eval
 
 ## the headless Chromium the console's end-to-end test drives: Debian's package (root, apt)

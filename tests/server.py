@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import random
 import socket
 import threading
 import time
@@ -15,21 +17,53 @@ from api.app import create_app
 from journey.runtime import Container
 from journey.worker import Worker
 
+#: under pytest-xdist, each worker's ports for servers in other processes: a block of its own
+#: below the kernel's ephemeral range, which ``bind(0)`` and outgoing connections draw from
+PORT_BLOCKS = range(12_000, 32_000, 2_000)
+
 
 def free_port() -> int:
+    """A port free now, for a server in another process (SMTP, ``journey serve``, ``chroma
+    run``). Under pytest-xdist it comes from this worker's own block, so a test running in
+    parallel cannot be given the same port before the server binds it; in this process, bind
+    with :func:`bound_socket` instead."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # gw0, gw1, ...
+    if worker.startswith("gw") and worker[2:].isdigit():
+        start = PORT_BLOCKS[int(worker[2:]) % len(PORT_BLOCKS)]
+        for port in random.sample(range(start, start + PORT_BLOCKS.step), 200):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
+def bound_socket() -> socket.socket:
+    """A loopback socket bound to a free port and kept: nobody else (another test running in
+    parallel) can take the port between choosing it and serving on it."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
 @contextmanager
-def running_server(container: Container, port: int | None = None) -> Iterator[str]:
-    port = port or free_port()
+def running_server(container: Container, port: int | None = None,
+                   sock: socket.socket | None = None) -> Iterator[str]:
+    """The app on ``sock`` (or ``port``; by default a socket of :func:`bound_socket`)."""
+    if port is None and sock is None:
+        sock = bound_socket()
+    if sock is not None:
+        port = int(sock.getsockname()[1])
     config = uvicorn.Config(
-        create_app(container=container), host="127.0.0.1", port=port, log_level="warning"
+        create_app(container=container), host="127.0.0.1", port=port or 0, log_level="warning"
     )
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock] if sock else None},
+                              daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
@@ -42,6 +76,8 @@ def running_server(container: Container, port: int | None = None) -> Iterator[st
     finally:
         server.should_exit = True
         thread.join(10)
+        if sock is not None:
+            sock.close()
 
 
 def client(base: str, key: str | None = "test-admin") -> httpx.Client:

@@ -16,7 +16,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from journey.runtime import Container
 from tests.conftest import ContainerFactory
 from tests.providers import FakeTwilio
-from tests.server import free_port, running_server
+from tests.server import bound_socket, free_port, running_server
 
 #: The fake Twilio account the channel and promise tests sign with.
 TWILIO_SID = "AC" + "0" * 32
@@ -39,12 +39,12 @@ def serve(make_container: ContainerFactory) -> Iterator[ServeFactory]:
     with ExitStack() as stack:
 
         def start(**overrides: Any) -> Served:
-            port = free_port()
-            base = f"http://127.0.0.1:{port}"
+            sock = bound_socket()  # the URL is known before the settings are made
+            base = f"http://127.0.0.1:{sock.getsockname()[1]}"
             if "public_url" in overrides:
                 overrides["public_url"] = overrides["public_url"].format(base=base)
             container = make_container(**overrides)
-            stack.enter_context(running_server(container, port))
+            stack.enter_context(running_server(container, sock=sock))
             return Served(container, base)
 
         yield start

@@ -20,7 +20,7 @@ from journey.turns import CustomerRef, InboundRequest
 from journey.worker import Worker
 from tests.conftest import ContainerFactory
 from tests.providers import FakeTwilio
-from tests.server import free_port, one_worker, running_server
+from tests.server import bound_socket, one_worker, running_server
 
 SID = "AC" + "0" * 32
 
@@ -136,13 +136,13 @@ def test_fifty_concurrent_deliveries_of_one_webhook_store_one_message_and_send_o
 
 
 def test_status_callbacks_record_delivery(make_container: ContainerFactory) -> None:
-    port = free_port()
+    sock = bound_socket()
     with FakeTwilio() as twilio:
         # where Twilio calls back, and the URL it signs
         container = make_container(**_twilio_settings(
-            twilio, public_url=f"http://127.0.0.1:{port}"))
+            twilio, public_url=f"http://127.0.0.1:{sock.getsockname()[1]}"))
         _sms_turns(container, 1)
-        with running_server(container, port) as base:
+        with running_server(container, sock=sock) as base:
             worker = one_worker(container)
             worker.relay()
             (message,) = twilio.messages

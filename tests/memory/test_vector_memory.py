@@ -33,6 +33,7 @@ from memory.vector import (
     VectorMemory,
     chroma_settings,
 )
+from tests.server import free_port
 
 CHROMA_BIN = Path(sys.executable).with_name("chroma")
 
@@ -61,18 +62,12 @@ def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
 # --------------------------------------------------------------------------- chroma server
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
     """A real ``chroma run`` on loopback, with its own data directory."""
     assert CHROMA_BIN.exists(), f"chroma CLI not found at {CHROMA_BIN}"
     root = tmp_path_factory.mktemp("chroma-server")
-    port = _free_port()
+    port = free_port()
     log_path = root / "server.log"
     env = {**os.environ, "ANONYMIZED_TELEMETRY": "False", "NO_COLOR": "1"}
     with log_path.open("wb") as log:
