@@ -1,6 +1,7 @@
 """Understanding a message without an LLM: intent by nearest neighbour over labelled examples,
-answers by nearest neighbour over the knowledge base, sentiment by a small lexicon, and the
-entities a sales team wants (seats, requirements).
+answers by nearest neighbour over the knowledge base, the customer's mood
+(:mod:`agent.sentiment`), the message's language (:mod:`agent.language`), and the entities a
+sales team wants (seats, requirements).
 
 Examples and knowledge are data in ``prompts/``; they are embedded once with the same MiniLM
 model the vector memory uses.
@@ -14,8 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from number_parser import parse as parse_numbers
 from pydantic import BaseModel
 
+from agent.language import DEFAULT_LANGUAGE, human_request_in, language_of
+from agent.sentiment import mood_of
 from core.domain import Sentiment
 from memory.embeddings import MiniLMEmbedder
 from prompts import load_yaml
@@ -37,6 +41,13 @@ class Signals(BaseModel):
     seats: int | None = None
     requirements: list[str] = []
     opt_out_keyword: bool = False
+    #: the reading behind ``sentiment`` (-1 to 1) and the frustration markers it found
+    sentiment_score: float = 0.0
+    mood: list[str] = []
+    #: how many contacts the customer says this is ("third time": 3; nothing said: 1)
+    claimed_contacts: int = 1
+    #: the message's language (ISO 639-1; :mod:`agent.language`)
+    language: str = DEFAULT_LANGUAGE
 
     @property
     def intent(self) -> str:
@@ -135,28 +146,21 @@ class KnowledgeBase:
         return "\n".join(f"- [{e.id}] {e.answer}" for e in self.entries)
 
 
-_NEGATIVE = re.compile(
-    r"\b(angry|furious|terrible|awful|worst|useless|ridiculous|unacceptable|disappointed|"
-    r"frustrat\w*|annoy\w*|hate|horrible|scam|lawyer|legal action|sue|broken again|"
-    r"still not|waste|fed up|not happy|unhappy|pathetic|rubbish)\b",
-    re.IGNORECASE,
-)
-_POSITIVE = re.compile(
-    r"\b(love|great|awesome|amazing|excellent|fantastic|thanks?|thank you|perfect|helpful|"
-    r"happy|recommend|brilliant|wonderful|impressed)\b",
-    re.IGNORECASE,
-)
 _OPT_OUT = re.compile(
     r"^\s*(stop|stopall|unsubscribe|cancel|end|quit|opt[\s-]?out)\s*[.!]*\s*$|"
     r"\b(unsubscribe me|stop (messaging|texting|emailing|contacting) me|"
     r"remove me from (your|the) (list|mailing list))\b",
     re.IGNORECASE,
 )
+_NUMBER = r"\d{1,3}(?:[,.]\d{3})+(?![.,]?\d)|\d+(?:\.\d+)?"
+_SCALE = r"k|thousand|m|million"
 _SEATS = re.compile(
-    r"\b(\d{1,3}(?:[,.]\d{3})*|\d+)\s*(?:k\b)?\s*(?:\+\s*)?"
-    r"(seats?|users?|licen[cs]es?|agents?|people|employees|reps)\b",
+    rf"(?<![\w.,])({_NUMBER})\s*({_SCALE})?\b"
+    rf"(?:\s*(?:-|–|to|or)\s*(?:{_NUMBER})\s*({_SCALE})?\b)?"
+    r"\s*\+?\s*(?:seats?|users?|licen[cs]es?|agents?|people|employees|reps|staff|members)\b",
     re.IGNORECASE,
 )
+_SCALES = {"k": 1_000, "thousand": 1_000, "m": 1_000_000, "million": 1_000_000}
 _REQUIREMENTS = {
     "SSO": re.compile(r"\b(sso|single sign[- ]on)\b", re.I),
     "SAML": re.compile(r"\bsaml\b", re.I),
@@ -170,25 +174,24 @@ _REQUIREMENTS = {
 }
 
 
-def sentiment_of(text: str) -> Sentiment:
-    neg = len(_NEGATIVE.findall(text))
-    pos = len(_POSITIVE.findall(text))
-    if neg > pos:
-        return "negative"
-    if pos > neg:
-        return "positive"
-    return "neutral"
-
-
 def seats_in(text: str) -> int | None:
-    match = _SEATS.search(text)
+    """The seats (users, licences, agents, people…) the customer names, or None.
+
+    Numbers in words are read ("two hundred users", also in other languages, by
+    ``number-parser``), "1.5k" is 1,500 and "1,200" or "1.200" is 1,200; of a range
+    ("25-30 agents", "1-2k users") the lower end is kept. A number that is not a whole count
+    ("2.5 users") is left out: never guessed, never inflated."""
+    match = _SEATS.search(parse_numbers(text))
     if not match:
         return None
-    number = match.group(1).replace(",", "").replace(".", "")
-    value = int(number)
-    if re.search(rf"{re.escape(match.group(1))}\s*k\b", text, re.I):
-        value *= 1000
-    return value
+    number, scale, range_scale = match.group(1), match.group(2), match.group(3)
+    scale = (scale or range_scale or "").lower()
+    if re.fullmatch(r"\d{1,3}(?:[,.]\d{3})+", number):
+        value = float(number.replace(",", "").replace(".", ""))
+    else:
+        value = float(number)
+    value *= _SCALES.get(scale, 1)
+    return int(value) if value.is_integer() and 0 < value < 10_000_000 else None
 
 
 def requirements_in(text: str) -> list[str]:
@@ -197,15 +200,29 @@ def requirements_in(text: str) -> list[str]:
 
 def understand(text: str, classifier: IntentClassifier) -> Signals:
     ranked = classifier.rank(text)
+    mood = mood_of(text)
     opt_out = bool(_OPT_OUT.search(text))
     if opt_out and ranked[0].intent != "opt_out":
         # an explicit opt-out keyword decides, whatever the neighbours say
         ranked = [IntentScore(intent="opt_out", score=1.0)] + [
             s for s in ranked if s.intent != "opt_out"
         ]
+    language = language_of(text)
+    asked_in = human_request_in(text)
+    if asked_in is not None:
+        # "quiero hablar con una persona": the examples are English, the phrases decide
+        language = language if language != DEFAULT_LANGUAGE else asked_in
+        if not opt_out and ranked[0].intent != "human_request":
+            ranked = [IntentScore(intent="human_request", score=1.0)] + [
+                s for s in ranked if s.intent != "human_request"
+            ]
     return Signals(
         intents=ranked,
-        sentiment=sentiment_of(text),
+        sentiment=mood.sentiment,
+        sentiment_score=mood.score,
+        mood=mood.markers,
+        claimed_contacts=mood.claimed_contacts,
+        language=language,
         seats=seats_in(text),
         requirements=requirements_in(text),
         opt_out_keyword=opt_out,

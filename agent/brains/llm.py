@@ -29,6 +29,7 @@ from openai import OpenAI
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from agent.brains.base import Brain, BrainDecision, BrainInput, DecisionOutput
+from agent.language import DEFAULT_LANGUAGE, languages
 from agent.understand import KnowledgeBase
 from core.domain import BrainInfo, ProposedAction, RejectedCall, Sentiment
 from prompts import load_text, render_file
@@ -220,6 +221,10 @@ class LLMBrain:
             f"intents: {top}; sentiment: {data.signals.sentiment}; "
             f"stage by rules: {data.rule_stage}"
         )
+        if data.signals.language != DEFAULT_LANGUAGE:
+            name = languages().get(data.signals.language)
+            hints += (f"; language: {data.signals.language}"
+                      f"{f' ({name.name}): reply in {name.name}' if name else ''}")
         if data.signals.seats:
             hints += f"; seats: {data.signals.seats}"
         if data.signals.requirements:

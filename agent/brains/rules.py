@@ -17,6 +17,7 @@ from functools import cached_property
 from typing import Any
 
 from agent.brains.base import BrainDecision, BrainInput, DecisionOutput
+from agent.language import DEFAULT_LANGUAGE, languages
 from agent.understand import KnowledgeBase, Signals
 from core.domain import (
     BrainInfo,
@@ -224,6 +225,20 @@ def _support_needs_person(t: Turn) -> bool:
     return t.intent == "support_problem" and (t.repeat or t.negative)
 
 
+def _other_language(t: Turn) -> bool:
+    return t.signals.language != DEFAULT_LANGUAGE and t.signals.language in languages()
+
+
+def _hand_over_language(t: Turn) -> Outcome:
+    """The templates and the knowledge are in the company's language: say so in the
+    customer's, and connect them with support (the intent examples are English, so the topic
+    is not known well enough to pick sales)."""
+    language = languages()[t.signals.language]
+    reason = f"the customer writes in {language.name}"
+    return Outcome(language.handover,
+                   [t.escalate("support", reason, "high" if t.negative else "normal")])
+
+
 def _first_hello(t: Turn) -> bool:
     return t.intent == "small_talk" and not t.data.recent
 
@@ -236,6 +251,8 @@ RULES: tuple[Rule, ...] = (
     Rule("opt-out", lambda t: t.data.opt_out, _reply("opt_out")),
     # the classifier thinks so, the policy does not: never tell them they are out
     Rule("unconfirmed opt-out", _is("opt_out"), _reply("clarify")),
+    # the rules brain answers in the company's language only: it says so in theirs
+    Rule("another language", _other_language, _hand_over_language),
     Rule("unsure", _unsure, _reply("clarify")),
     Rule("human request", _is("human_request"), _hand_to_human),
     Rule("high-value buying signal", _big_deal, _quote_and_call),
@@ -334,11 +351,13 @@ def _buying_reason(seats: int | None, requirements: list[str]) -> str:
 
 
 def _repeat_contacts(data: BrainInput, intents: set[str]) -> int:
-    """How many recent inbound messages (this one included) look like the same problem."""
+    """How many recent inbound messages (this one included) look like the same problem, or
+    how many contacts the customer says this is ("the third time"), whichever is more."""
     similar = 1
     for hit in data.history:
         if hit.direction == "inbound" and hit.score > 0.55:
             similar += 1
+    similar = max(similar, data.signals.claimed_contacts)
     return similar if data.signals.intent in intents else 0
 
 

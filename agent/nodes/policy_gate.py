@@ -8,6 +8,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from agent.context import TurnServices
+from agent.language import DEFAULT_LANGUAGE
 from agent.nodes.turn import ACTIONS, sent_ledger, state_maybe_inbound, state_profile
 from agent.state import TurnState
 from agent.understand import Signals
@@ -31,17 +32,20 @@ def policy_gate(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, A
     profile = state_profile(state)
     signals = Signals.model_validate(state["signals"])
     esc = policy.escalation
-    repeat = 1 + sum(
+    # the similar messages in the memory, or the contacts the customer says this is
+    repeat = max(signals.claimed_contacts, 1 + sum(
         1 for h in (MemoryHit.model_validate(x) for x in state["history"])
         if h.direction == "inbound" and h.score >= esc.repeat_similarity
         and h.created_at >= now - REPEAT_WINDOW
-    )
+    ))
     message = MessageFacts(
         text=inbound.text if inbound else "",
         intent=signals.intent,
         confidence=signals.confidence,
         sentiment=signals.sentiment,
-        topic=signals.best_other_than("human_request", "small_talk", "off_topic", "opt_out"),
+        # the intent examples are English: in another language the topic is no fact
+        topic=signals.best_other_than("human_request", "small_talk", "off_topic", "opt_out")
+        if signals.language == DEFAULT_LANGUAGE else None,
         seats=signals.seats,
         requirements=tuple(signals.requirements),
         repeat_contacts=repeat,

@@ -31,6 +31,8 @@ def record(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, Any]:
     verdicts = [Verdict.model_validate(v) for v in state["verdicts"]]
     effects = TurnEffects.model_validate(state["effects"])
     reasons = [f"intent:{output.intent}"]
+    # why the message read as it did (frustration, shouting, "third time")
+    reasons.extend(f"sentiment:{m}" for m in (state.get("signals") or {}).get("mood", []))
     if trigger:
         reasons.append(f"journey:{trigger['journey']}")
         reasons.extend(f"cancelled_job:{j}" for j in trigger.get("cancelled_jobs", []))

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
-from agent.understand import IntentClassifier, requirements_in, seats_in, sentiment_of, understand
+from agent.language import human_request_in, language_of
+from agent.sentiment import claimed_contacts, mood_of
+from agent.understand import IntentClassifier, requirements_in, seats_in, understand
 
 HOLDOUT = Path(__file__).parent.parent / "data" / "intent_holdout.yaml"
 
@@ -47,6 +50,103 @@ def test_entities_and_sentiment() -> None:
     assert seats_in("about 1,200 users") == 1200
     assert seats_in("no numbers here") is None
     assert requirements_in("need SSO via SAML and a quote") == ["SSO", "SAML", "quote"]
-    assert sentiment_of("this is useless, I'm furious") == "negative"
-    assert sentiment_of("thanks, that was helpful") == "positive"
-    assert sentiment_of("what does growth include") == "neutral"
+    assert mood_of("this is useless, I'm furious").sentiment == "negative"
+    assert mood_of("thanks, that was helpful").sentiment == "positive"
+    assert mood_of("what does growth include").sentiment == "neutral"
+
+
+@pytest.mark.parametrize(("text", "seats"), [
+    ("We're about 1.5k users and need SSO", 1500),  # read as "5000 seats" before
+    ("about 1.5 k users", 1500),
+    ("10k users", 10_000),
+    ("two hundred seats", 200),
+    ("we are fifty people", 50),
+    ("twenty-five to thirty agents", 25),  # a range: its lower end, never inflated
+    ("25-30 agents", 25),
+    ("1-2k users", 1000),
+    ("we have 1.200 users", 1200),  # a thousands separator, not a decimal
+    ("500+ seats", 500),
+    ("2.5 users", None),  # not a whole count: left out
+    ("my webhooks return 401 since this morning", None),
+])
+def test_seats_in_numbers_with_suffixes_words_and_ranges(text: str, seats: int | None) -> None:
+    assert seats_in(text) == seats
+
+
+@pytest.mark.parametrize(("text", "sentiment"), [
+    # negation, read as positive by the word list before
+    ("This is not great at all", "negative"),
+    ("Thanks for nothing, the export is broken", "negative"),
+    ("I would not recommend you", "negative"),
+    # capitals, "!!" and repeat-contact language on a complaint with no "bad" word in it
+    ("THIS IS THE THIRD TIME I ASK ABOUT THE EXPORT!!", "negative"),
+    ("I already wrote to you about this, the sync fails", "negative"),
+    ("still waiting for a reply", "negative"),
+    ("I'm done with this, it's unusable", "negative"),
+    ("I'm going to talk to my lawyer", "negative"),
+    # product words are not mood; "again" or "still" alone is not a complaint
+    ("what does the Growth plan include?", "neutral"),
+    ("is there a free trial?", "neutral"),
+    ("Can you send the invoice again?", "neutral"),
+    ("Is the free trial still available?", "neutral"),
+    ("my webhooks return 401 since this morning", "neutral"),
+    # a problem reported calmly is a question, not an upset customer
+    ("Our webhooks started failing with 401 errors this morning. How do I fix it?", "neutral"),
+    ("the app keeps crashing", "neutral"),
+    ("HELLO, I WANT TO UPGRADE TO GROWTH", "neutral"),
+    # shouting sharpens the mood that is there
+    ("THANK YOU SO MUCH!!", "positive"),
+    ("not bad", "positive"),
+    ("thanks, that helps!", "positive"),
+])
+def test_sentiment_reads_negation_intensity_and_frustration(text: str, sentiment: str) -> None:
+    mood = mood_of(text)
+    assert mood.sentiment == sentiment, (text, mood)
+
+
+def test_the_reading_says_why() -> None:
+    mood = mood_of("THIS IS THE THIRD TIME I ASK!!")
+    assert mood.markers == ["repeat_contact_3", "shouting"]
+    assert mood.score <= -0.5
+    assert mood_of("Thanks for nothing, the export is broken").markers == ["thanks_for_nothing"]
+
+
+@pytest.mark.parametrize(("text", "contacts"), [
+    ("this is the third time I write", 3),
+    ("how many times do I have to ask", 3),
+    ("the export failed again", 2),
+    ("I already emailed you about the invoice", 2),
+    ("it failed once again", 2),
+    ("what does the Growth plan include?", 1),
+])
+def test_claimed_contacts(text: str, contacts: int) -> None:
+    assert claimed_contacts(text) == contacts
+
+
+@pytest.mark.parametrize(("text", "language", "asks_for_a_person"), [
+    ("Quiero hablar con una persona", "es", "es"),
+    ("Una persona, por favor", "en", "es"),  # too short to tell; the phrase still says it
+    ("Je voudrais parler à quelqu'un", "fr", "fr"),
+    ("Ich möchte mit einem Menschen sprechen", "de", "de"),
+    ("Vorrei parlare con un operatore", "it", "it"),
+    ("Olá, quero falar com alguém", "pt", "pt"),
+    ("Ik wil met een medewerker spreken", "nl", "nl"),
+    ("¿Cuánto cuesta el plan Growth?", "es", None),
+    ("I want to talk to a person", "en", None),  # English: the classifier's examples
+    ("what does the Growth plan include?", "en", None),
+    ("hola", "en", None),  # one word: the company's language
+    ("ok", "en", None),
+])
+def test_language_and_requests_for_a_person(
+    text: str, language: str, asks_for_a_person: str | None,
+) -> None:
+    assert language_of(text) == language
+    assert human_request_in(text) == asks_for_a_person
+
+
+def test_a_request_for_a_person_in_spanish_is_a_human_request(
+    classifier: IntentClassifier,
+) -> None:
+    signals = understand("Quiero hablar con una persona sobre mi factura", classifier)
+    assert (signals.intent, signals.language) == ("human_request", "es")
+    assert signals.best_other_than("human_request") != "human_request"

@@ -1,0 +1,84 @@
+"""The language a customer writes in, read offline, and what the bot says when it cannot answer
+in it.
+
+The language comes from ``py3langid`` (a naive Bayes model shipped with the package: no
+download, about 0.1 ms a message), limited to the languages in ``prompts/languages.yaml`` and
+trusted only when it is sure (:data:`MIN_PROBABILITY`) on a message of a few words: "ok", "Hi"
+or "agent" stay in the company's language. A request for a person is recognised in each
+language by the file's phrases, whether or not the detector was sure ("una persona, por
+favor"): it wins over the intent classifier's examples, which are English.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from prompts import load_yaml
+
+#: the language the company (the templates, the knowledge base) writes in
+DEFAULT_LANGUAGE = "en"
+#: the detector's normalised probability a language needs to be believed
+MIN_PROBABILITY = 0.9
+#: words a message needs before its language is guessed at all
+MIN_WORDS = 2
+
+_WORD = re.compile(r"[^\W\d_]{2,}")
+
+
+@dataclass(frozen=True)
+class Language:
+    code: str
+    name: str
+    #: what the rules brain says, in this language, when it hands the customer to a person
+    handover: str
+    human_request: tuple[re.Pattern[str], ...]
+
+
+def fold(text: str) -> str:
+    """Lower case without accents: "Atención" and "atencion" read the same."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+@lru_cache(maxsize=1)
+def languages() -> dict[str, Language]:
+    """``prompts/languages.yaml``: the languages recognised beyond the default one."""
+    data: dict[str, Any] = load_yaml("languages.yaml")["languages"]
+    return {
+        code: Language(
+            code=code, name=spec["name"], handover=spec["handover"],
+            human_request=tuple(re.compile(rf"\b(?:{fold(p)})\b") for p in spec["human_request"]),
+        )
+        for code, spec in data.items()
+    }
+
+
+@lru_cache(maxsize=1)
+def _identifier() -> Any:
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+    identifier = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+    identifier.set_languages([DEFAULT_LANGUAGE, *languages()])
+    return identifier
+
+
+def language_of(text: str) -> str:
+    """The message's language code, or :data:`DEFAULT_LANGUAGE` when it is too short to tell or
+    the detector is unsure."""
+    if len(_WORD.findall(text)) < MIN_WORDS:
+        return DEFAULT_LANGUAGE
+    code, probability = _identifier().classify(text)
+    return str(code) if probability >= MIN_PROBABILITY else DEFAULT_LANGUAGE
+
+
+def human_request_in(text: str) -> str | None:
+    """The language whose phrase for "I want a person" the message uses, if any."""
+    folded = fold(text)
+    for code, language in languages().items():
+        if any(p.search(folded) for p in language.human_request):
+            return code
+    return None
