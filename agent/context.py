@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agent.brains.base import Brain
-from agent.understand import IntentClassifier
+from agent.understand import IntentClassifier, KnowledgeBase
 from core.clock import Clock, IdFactory
 from core.ports import TurnStore, VectorMemory
 from policy.journeys import JourneysProvider
@@ -30,3 +30,5 @@ class TurnServices:
     journeys: JourneysProvider | None = None
     #: the company's name, for templates
     company: str = ""
+    #: the knowledge base the brains answer from: the grounding rule's company facts
+    knowledge: KnowledgeBase | None = None

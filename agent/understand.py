@@ -141,6 +141,14 @@ class KnowledgeBase:
             return None
         return self.entries[int(self._owners[best])], score
 
+    def search(self, text: str, k: int = 5) -> list[tuple[KnowledgeEntry, float]]:
+        """The ``k`` entries nearest to ``text`` (each by its nearest question), best first."""
+        sims = self.matrix @ self.embedder.embed_one(text)
+        best = np.full(len(self.entries), -1.0)
+        np.maximum.at(best, self._owners, sims)
+        order = np.argsort(-best)[:k]
+        return [(self.entries[int(i)], float(best[i])) for i in order]
+
     def facts(self) -> str:
         """The knowledge base as compact lines, for the LLM prompt."""
         return "\n".join(f"- [{e.id}] {e.answer}" for e in self.entries)

@@ -42,6 +42,11 @@ def set_default_region(region: str) -> None:
     _default_region = phone_region(region)
 
 
+def default_region() -> str:
+    """The region for numbers written without a country code."""
+    return _default_region
+
+
 def normal_phone(value: str, region: str | None = None) -> str:
     """``value`` as E.164, or :class:`InvalidIdentity`."""
     text = value.strip()

@@ -26,10 +26,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from core.domain import Message, SendMessage
+from core.domain import CustomerProfile, Message, SendMessage
 from core.effects import OutboundMessage
 from core.errors import Conflict, Forbidden, NotFound, Rejected
 from core.hub import JOBS_KEY, Hub
+from core.identity import default_region
 from core.inbox import (
     ACTIVE,
     CLOSED,
@@ -55,6 +56,7 @@ from core.inbox import (
 from memory.handoffs import Guard
 from memory.store import Store
 from memory.vector import MemoryRecord, VectorMemory
+from policy import grounding
 from policy.later import HANDOFF_ID, LaterSend, recheck_later
 from policy.loader import PolicyProvider
 from policy.privacy import mask
@@ -89,6 +91,7 @@ class HandoffService:
         *,
         hub: Hub | None = None,
         memory: VectorMemory | None = None,
+        facts: Sequence[str] = (),
     ) -> None:
         self.store = store
         self.repo = store.inbox
@@ -98,6 +101,9 @@ class HandoffService:
         self.stages = tuple(lifecycle_stages)
         self.hub = hub
         self.memory = memory
+        #: the company's facts (the knowledge base's answers): a person's reply that states
+        #: something else gets a warning (``grounding_warnings``), not a rewrite
+        self.facts = tuple(facts)
 
     # --- reading -----------------------------------------------------------------------------
 
@@ -243,6 +249,7 @@ class HandoffService:
                 f"{', '.join(verdict.reason_codes)}"
                 + (f" ({verdict.detail})" if verdict.detail else "")
             )
+        warnings = self._ungrounded(action.text, profile)
         message_id, outbox_id = self.ids("msg"), self.ids("out")
         out = OutboundMessage(
             message_id=message_id, outbox_id=outbox_id, channel=action.channel,
@@ -254,7 +261,8 @@ class HandoffService:
         event, written = self.repo.reply(
             row, out, by=agent.name,
             body={"text": action.text, "channel": action.channel, "message_id": message_id,
-                  "outbox_id": outbox_id, "reason_codes": verdict.reason_codes},
+                  "outbox_id": outbox_id, "reason_codes": verdict.reason_codes,
+                  "grounding_warnings": [*warnings]},
             now=now, key=idempotency_key, guard=self._guard(agent, handoff_id, hold="reply"),
         )
         if not written:
@@ -266,6 +274,21 @@ class HandoffService:
             )])
         self._changed(jobs=True)
         return event
+
+    def _ungrounded(self, text: str, profile: CustomerProfile) -> tuple[str, ...]:
+        """The claims of a person's reply that are not in the company's facts, the profile or
+        the customer's conversation: shown to them, never rewritten (they may know better)."""
+        said = self.store.messages(customer_id=profile.id, limit=50)
+        company = [*self.facts, profile.name or "",
+                   *(f"{k} {v}" for k, v in profile.attributes.items()),
+                   *(m.text for m in said if m.direction == "outbound")]
+        customer = [*(m.text for m in said if m.direction == "inbound"),
+                    *(i.value for i in profile.identities)]
+        sources = grounding.Sources.of(company, customer, default_region())
+        missing = grounding.unsupported(text, sources, default_region(),
+                                        self.policy.get().content.allowed_contacts)
+        return tuple(f"{claim} is not in the knowledge base, the profile or the conversation"
+                     for claim in missing)
 
     def note(
         self, agent: Agent, handoff_id: str, text: str, *, idempotency_key: str | None = None

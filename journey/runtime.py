@@ -268,6 +268,7 @@ def build_container(
         history_k=settings.history_k,
         journeys=journeys,
         company=knowledge.company,
+        knowledge=knowledge,
     )
     orchestrator = Orchestrator(services, build_graph(checkpointer))
     # a turn answered inline whose process dies is taken over by a worker after this long
@@ -284,7 +285,8 @@ def build_container(
                             on_enqueue=lambda: hub.notify(JOBS_KEY), policy=policy)
     adapters = build_adapters(settings, hub, clock)
     closers.append(lambda: close_adapters(adapters))
-    handoffs = HandoffService(store, policy, lifecycle.stages, hub=hub, memory=memory)
+    handoffs = HandoffService(store, policy, lifecycle.stages, hub=hub, memory=memory,
+                              facts=[knowledge.company, *(e.answer for e in knowledge.entries)])
     orchestrator.on_inbound.append(handoffs.record_customer_message)
     webhooks = None
     if settings.handoff_webhook_url:

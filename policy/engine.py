@@ -289,6 +289,9 @@ class PolicyEngine:
                 "scheduled": sum(1 for r in ledger if r.at > now),
             },
             "policy_version": self.policy.version,
+            # what the grounding rule checked the bot's messages against (ids and scores)
+            "knowledge": [{"id": i, "score": round(score, 3)}
+                          for i, score in facts.grounding.knowledge] if facts.grounding else [],
         }
 
 

@@ -23,6 +23,7 @@ from core.domain import (
 from policy import content
 from policy.contact import SentRecord
 from policy.escalation import Escalation, MessageFacts
+from policy.grounding import Grounding
 
 
 @dataclass
@@ -59,6 +60,9 @@ class Facts:
     #: The customer's own messages this turn and just before: a CRM note or handoff summary
     #: may quote them without that counting as the bot's claim.
     customer_said: Sequence[str] = ()
+    #: The turn's sources, which every claim of the bot's messages must be in
+    #: (``policy.grounding``); None: not checked (a delivery decided earlier, a person's).
+    grounding: Grounding | None = None
 
 
 @dataclass

@@ -24,6 +24,11 @@ class ContentPolicy(Strict):
     forbidden: list[ForbiddenClaim] = Field(default_factory=list)
     #: Contact details the bot may give out besides the customer's own (the company's).
     allowed_contacts: list[str] = Field(default_factory=list)
+    #: Every checkable claim in the bot's message (amounts, percentages, numbers, codes, plan
+    #: names, URLs, emails, phones) must be in the turn's sources (policy/grounding.py); a
+    #: reply that is not is rewritten from the retrieved answer, or to the ``default`` template
+    #: (``ungrounded_claim``), a proactive message is not sent.
+    grounding: bool = True
     #: Safe replies used when a reply is rewritten; key = reason code, ``default`` required.
     templates: dict[str, str] = Field(
         default_factory=lambda: {

@@ -1,14 +1,14 @@
 """The verdict on one message (``send_message``), step by step: eligibility (opt-out, an open
 handoff, purpose, channel and consent, switching), applicability (quiet hours, frequency caps),
-suitability (a person's earlier words, the content rules, the channel's format and length) and
-priority (one message per channel per turn)."""
+suitability (a person's earlier words, the content rules, grounding, the channel's format and
+length) and priority (one message per channel per turn)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from core.domain import CustomerProfile, Purpose, SendMessage
-from policy import content
+from policy import content, grounding
 from policy.contact import SentRecord, cap_exceeded, next_allowed
 from policy.facts import Facts, Judgement, TurnState
 from policy.model import Policy, fmt_duration
@@ -127,6 +127,21 @@ def judge_message(
         text = content.safe_text(policy.content, found)
         for code in codes:
             j.modify("suitability", "rewrite", code, detail)
+    g = facts.grounding
+    if (g is not None and policy.content.grounding and not added and not facts.delivery
+            and not facts.approved_by_person):
+        missing = grounding.unsupported(text, g.sources, g.region,
+                                        policy.content.allowed_contacts)
+        if missing:
+            detail = "not in the turn's sources: " + ", ".join(str(c) for c in missing)
+            if not is_reply:
+                return j.deny("suitability", "ungrounded_claim", detail)
+            # the retrieved answer if it is itself grounded, else the safe template
+            fallback = g.fallback if g.fallback and not grounding.unsupported(
+                g.fallback, g.sources, g.region, policy.content.allowed_contacts) else None
+            templates = policy.content.templates
+            text = fallback or templates.get("ungrounded_claim", templates["default"])
+            j.modify("suitability", "rewrite", "ungrounded_claim", detail)
     fitted, changes = content.fit_to_channel(text, contact.channels[channel])
     if "reformat" in changes:
         j.modify("suitability", "reformat", "reformatted_for_channel")

@@ -13,14 +13,22 @@ from agent.nodes.turn import ACTIONS, sent_ledger, state_maybe_inbound, state_pr
 from agent.state import TurnState
 from agent.understand import Signals
 from core.domain import (
+    CustomerProfile,
     Handoff,
 )
+from core.identity import default_region
 from core.ports import MemoryHit
 from policy.engine import Facts, PolicyEngine
 from policy.escalation import MessageFacts
+from policy.grounding import Grounding, Sources
 
 #: Earlier inbound messages this recent that resemble this one make it a repeat contact.
 REPEAT_WINDOW = timedelta(days=14)
+#: knowledge entries retrieved for a message and recorded on its decision
+KNOWLEDGE_K = 5
+#: how near the best entry must be for an ungrounded reply to become its answer (as the rules
+#: brain's own answers)
+FALLBACK_SCORE = 0.45
 
 
 def policy_gate(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, Any]:
@@ -72,6 +80,7 @@ def policy_gate(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, A
             human_said=tuple((state.get("handback") or {}).get("replies", ())),
             rule_stage=state["rule_stage"],
             customer_said=_customer_said(state),
+            grounding=_grounding(state, svc, profile) if inbound else None,
         ),
     )
     return {
@@ -90,3 +99,35 @@ def _customer_said(state: TurnState) -> tuple[str, ...]:
     inbound = state.get("inbound")
     earlier = [m["text"] for m in state.get("recent", []) if m.get("direction") == "inbound"]
     return tuple(earlier + ([inbound["text"]] if inbound else []))
+
+
+def _grounding(state: TurnState, svc: TurnServices, profile: CustomerProfile) -> Grounding | None:
+    """The sources every claim of the bot's reply must be in. The company's: the knowledge
+    base the brains were given (whole: it is small, and in the LLM's system prompt; the
+    entries retrieved for the message are recorded with their scores), the profile, what the
+    bot and people told the customer before. The customer's: what they wrote. Proactive
+    turns send the journey's own templates, and are not checked."""
+    kb = svc.knowledge
+    inbound = state_maybe_inbound(state)
+    if kb is None or inbound is None:
+        return None
+    retrieved = kb.search(inbound.text, k=KNOWLEDGE_K)
+    company = [kb.company, *(e.answer for e in kb.entries), profile.name or "",
+               *(f"{k} {v}" for k, v in profile.attributes.items())]
+    company += [m["text"] for m in state.get("recent", []) if m.get("direction") == "outbound"]
+    company += [h["text"] for h in state.get("history", []) if h.get("direction") == "outbound"]
+    back = state.get("handback") or {}
+    company += [*back.get("replies", ()), *back.get("notes", ())]
+    customer = [*_customer_said(state), *(i.value for i in profile.identities)]
+    seats = (state.get("signals") or {}).get("seats")
+    if seats:  # read off the customer's words ("two hundred seats", "1.5k users")
+        customer.append(f"{seats} seats")
+    customer += [h["text"] for h in state.get("history", []) if h.get("direction") == "inbound"]
+    best = retrieved[0] if retrieved else None
+    region = default_region()
+    return Grounding(
+        sources=Sources.of(company, customer, region),
+        fallback=best[0].answer if best and best[1] >= FALLBACK_SCORE else None,
+        region=region,
+        knowledge=tuple((e.id, round(score, 3)) for e, score in retrieved),
+    )

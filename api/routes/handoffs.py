@@ -112,7 +112,9 @@ def reply(
 ) -> HandoffEvent:
     """Answer the customer on the channel they last wrote on (delivered through the outbox).
     You must hold the handoff. The policy checks consent, the channel and the content rules;
-    a reply it would change or block is refused with 422 and the reason codes."""
+    a reply it would change or block is refused with 422 and the reason codes. Claims the
+    knowledge base, the profile and the conversation do not support (a price, a code, a link)
+    are listed in `body.grounding_warnings`: the reply still goes out as written."""
     return handoffs.reply(
         agent, handoff_id, body.text, idempotency_key=idempotency_key)
 

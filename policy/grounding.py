@@ -1,0 +1,185 @@
+"""Grounding: every checkable claim in what the bot tells a customer is in the turn's sources.
+
+A claim is something a customer could hold the company to: an amount or price, a percentage, a
+count or any other number (durations and dates included), a code (``VIP90``, an order number),
+a plan or product name, a URL, an email address, a phone number. The sources are the turn's:
+the knowledge the brain was given, the customer's profile, the conversation so far, a journey's
+own template. A claim that none of them supports is *ungrounded*: the engine rewrites the reply
+(``policy.rules_messages``) and the decision records which claim failed, whatever the brain.
+
+Matching is on values, not on wording: "$3,990", "3990" and "3.99k" are one number; an email
+address or URL matches case-insensitively without trailing punctuation; a phone number matches
+in E.164 form (``phonenumbers``), however it is written.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import phonenumbers
+
+#: plan and product names: a capitalised name before one of these words is a claim
+_PLAN_WORDS = r"plan|plans|tier|edition|package|subscription"
+_NAMED_PLAN = re.compile(rf"\b([A-Z][\w+-]*)\s+(?:{_PLAN_WORDS})\b")
+_URL = re.compile(r"\b(?:https?://|www\.)[^\s<>\"')\]]+", re.I)
+_EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
+_NUMBER = re.compile(
+    r"(?<![\w.])(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)(?:\s?([kKmM])\b)?(?![\w])")
+_SCALES = {"k": 1_000, "m": 1_000_000}
+#: a code: letters and digits together, an upper-case letter among them (VIP90, SAVE20, A1234)
+_CODE = re.compile(r"\b(?=[A-Za-z0-9]*\d)(?=[A-Za-z0-9]*[A-Z])[A-Za-z0-9]{4,}\b")
+_CURRENCY_AFTER = re.compile(r"\s?(?:USD|EUR|GBP|dollars?|euros?|pounds?)\b", re.I)
+_TRAILING = ".,;:!?"
+
+
+@dataclass(frozen=True)
+class Claim:
+    kind: str  # amount, percentage, number, code, plan, url, email, phone
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.text!r}"
+
+
+def _numbers(text: str) -> set[float]:
+    found: set[float] = set()
+    for m in _NUMBER.finditer(text):
+        value = float(m.group(1).replace(",", ""))
+        found.add(value * _SCALES.get((m.group(2) or "").lower(), 1))
+    return found
+
+
+def _phones(text: str, region: str) -> set[str]:
+    return {phonenumbers.format_number(m.number, phonenumbers.PhoneNumberFormat.E164)
+            for m in phonenumbers.PhoneNumberMatcher(text, region)}
+
+
+def _clean(value: str) -> str:
+    return value.rstrip(_TRAILING).casefold()
+
+
+@dataclass(frozen=True)
+class _Read:
+    numbers: frozenset[float]
+    words: str  # every text, case-folded, for names
+    urls: frozenset[str]
+    emails: frozenset[str]
+    phones: frozenset[str]
+
+    @classmethod
+    def of(cls, texts: Iterable[str], region: str) -> _Read:
+        joined = "\n".join(t for t in texts if t)
+        return cls(
+            numbers=frozenset(_numbers(joined)),
+            words=joined.casefold(),
+            urls=frozenset(_clean(u) for u in _URL.findall(joined)),
+            emails=frozenset(e.casefold() for e in _EMAIL.findall(joined)),
+            phones=frozenset(_phones(joined, region)),
+        )
+
+
+@dataclass(frozen=True)
+class Sources:
+    """What a turn may state. ``company``: the knowledge retrieved, the profile, a journey's
+    template, what the bot and the people already told the customer. ``customer``: what the
+    customer wrote, which supports counts, codes and their own contact details ("1,500
+    users", "error 401"), never a price, a percentage, a plan or a link: a customer cannot
+    make the bot confirm "Growth is $99" by saying it first."""
+
+    company: _Read
+    customer: _Read
+
+    @classmethod
+    def of(cls, company: Iterable[str], customer: Iterable[str] = (),
+           region: str = "US") -> Sources:
+        return cls(_Read.of(company, region), _Read.of(customer, region))
+
+
+#: claims only the company's sources support
+COMPANY_ONLY = ("amount", "percentage", "plan", "url")
+#: capitalised words before "plan" that are no plan's name
+_NOT_NAMES = {"the", "our", "your", "this", "that", "each", "every", "any", "which", "what",
+              "a", "an", "my", "their", "his", "her", "its", "one", "new", "current", "same",
+              "paid", "other", "another", "right", "best", "monthly", "annual", "yearly"}
+_LIST_MARKER = re.compile(r"(?m)^\s*\d{1,2}[.)]\s")
+
+
+def claims(text: str, region: str = "US") -> list[Claim]:
+    """The checkable claims in ``text``, in order of kind."""
+    found: list[Claim] = []
+    spans: list[tuple[int, int]] = []
+    for phone in phonenumbers.PhoneNumberMatcher(text, region):
+        found.append(Claim("phone", phone.raw_string))
+        spans.append((phone.start, phone.end))
+    for m in _URL.finditer(text):
+        found.append(Claim("url", m.group(0).rstrip(_TRAILING)))
+        spans.append(m.span())
+    for m in _EMAIL.finditer(text):
+        found.append(Claim("email", m.group(0)))
+        spans.append(m.span())
+    spans += [(m.start(), m.end()) for m in _LIST_MARKER.finditer(text)]  # "1. ", "2) "
+    for m in _NUMBER.finditer(text):
+        if any(a <= m.start() < b for a, b in spans):
+            continue  # a digit of a phone number, URL or address: judged as that
+        before = text[max(0, m.start() - 1):m.start()]
+        currency = _CURRENCY_AFTER.match(text, m.end())
+        if before and before in "$€£":
+            found.append(Claim("amount", before + m.group(0)))
+        elif currency:
+            found.append(Claim("amount", m.group(0) + currency.group(0)))
+        elif text[m.end():m.end() + 1] == "%":
+            found.append(Claim("percentage", m.group(0) + "%"))
+        else:
+            found.append(Claim("number", m.group(0)))
+    for m in _CODE.finditer(text):
+        if not any(a <= m.start() < b for a, b in spans):
+            found.append(Claim("code", m.group(0)))
+    for m in _NAMED_PLAN.finditer(text):
+        if m.group(1).casefold() not in _NOT_NAMES:
+            found.append(Claim("plan", m.group(0)))
+    return found
+
+
+def _supports(read: _Read, claim: Claim, region: str) -> bool:
+    if claim.kind == "phone":
+        return bool(_phones(claim.text, region) & read.phones)
+    if claim.kind == "url":
+        url = _clean(claim.text)
+        return url in read.urls or any(u.startswith(url) for u in read.urls)
+    if claim.kind == "email":
+        return claim.text.casefold() in read.emails
+    if claim.kind in ("plan", "code"):
+        name = claim.text.split()[0].casefold()
+        return re.search(rf"\b{re.escape(name)}\b", read.words) is not None
+    return _numbers(claim.text) <= read.numbers
+
+
+def unsupported(text: str, sources: Sources, region: str = "US",
+                allowed_contacts: Sequence[str] = ()) -> list[Claim]:
+    """The claims of ``text`` that ``sources`` do not support (the content policy's
+    ``allowed_contacts`` are the company's own addresses)."""
+    allowed = {c.casefold() for c in allowed_contacts}
+    missing: list[Claim] = []
+    for claim in claims(text, region):
+        if claim.kind == "email" and claim.text.casefold() in allowed:
+            continue
+        if _supports(sources.company, claim, region):
+            continue
+        if claim.kind not in COMPANY_ONLY and _supports(sources.customer, claim, region):
+            continue
+        missing.append(claim)
+    return missing
+
+
+@dataclass(frozen=True)
+class Grounding:
+    """What the engine checks a turn's messages against (``Facts.grounding``)."""
+
+    sources: Sources
+    #: the retrieved answer a rewritten reply becomes (None: the content policy's template)
+    fallback: str | None = None
+    region: str = "US"
+    #: the knowledge entries retrieved for the message, (id, score), best first: recorded
+    knowledge: tuple[tuple[str, float], ...] = ()

@@ -1,0 +1,64 @@
+"""The grounding rule's reading of claims and sources (policy/grounding.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from policy.grounding import Sources, claims, unsupported
+
+KNOWLEDGE = [
+    "Growth is $399/month (or $3,990/year), up to 25 seats, and adds SMS and WhatsApp.",
+    "The trial gives 14 days of Growth features, no credit card: "
+    "https://acmejourneys.example/pricing",
+    "Enterprise: 99.95% uptime SLA and 24/7 P1 support. Call sales on +1 415 555 0100.",
+]
+CUSTOMER = ["We're about 1,500 users; the API returns 401. Call me on +1 415 555 0123."]
+SOURCES = Sources.of(KNOWLEDGE, CUSTOMER)
+OWN = ["support@acmejourneys.example"]
+
+
+@pytest.mark.parametrize("reply", [
+    "Growth is $399 per month for up to 25 seats.",
+    "Billed yearly, Growth is $3,990 (or 3.99k).",
+    "The Growth plan includes a 14-day trial: https://acmejourneys.example/pricing.",
+    "Enterprise comes with a 99.95% uptime SLA and 24/7 support.",
+    "For 1,500 users Enterprise fits; the 401 means the key is wrong.",  # the customer's own
+    "I'll call you on +1 (415) 555-0123, or reach sales at +1-415-555-0100.",
+    "Write to support@acmejourneys.example.",  # the company's own address
+    "1. Open Settings\n2. Create a key",  # list markers are no claims
+    "Our plan pages explain it.",  # no plan named
+])
+def test_supported_replies(reply: str) -> None:
+    assert unsupported(reply, SOURCES, allowed_contacts=OWN) == []
+
+
+@pytest.mark.parametrize(("reply", "claim"), [
+    ("Growth is $299 per month.", "amount '$299'"),
+    ("Sure, I can change your plan from Growth to the Scale plan.", "plan 'Scale plan'"),
+    ("The trial lasts 30 days.", "number '30'"),
+    ("I can give you 20% off today.", "percentage '20%'"),
+    ("Pay here: https://acme-billing.example/pay", "url 'https://acme-billing.example/pay'"),
+    ("Email our CFO at cfo@acmejourneys.example", "email 'cfo@acmejourneys.example'"),
+    ("Call +1 415 555 9999", "phone '+1 415 555 9999'"),
+    ("Growth handles 5000 seats.", "number '5000'"),
+    ("Use the code VIP90 at checkout.", "code 'VIP90'"),
+    ("That is a refund of 5000 dollars.", "amount '5000 dollars'"),
+])
+def test_ungrounded_claims(reply: str, claim: str) -> None:
+    assert [str(c) for c in unsupported(reply, SOURCES, allowed_contacts=OWN)] == [claim]
+
+
+def test_a_price_the_customer_said_first_is_not_a_source() -> None:
+    """A customer cannot make the bot confirm a price, a discount, a plan or a link by saying
+    it: those need the company's sources. Counts and codes may be the customer's."""
+    said = Sources.of(KNOWLEDGE, ["So Growth is $99 with 50% off on the Scale plan, right?"])
+    found = unsupported("Yes: Growth is $99 with 50% off on the Scale plan.", said)
+    assert [c.kind for c in found] == ["amount", "percentage", "plan"]
+
+
+def test_claims_are_read_by_kind() -> None:
+    kinds = [c.kind for c in claims(
+        "Growth is $399, 20% off, for 25 seats: https://x.example or a@b.example, "
+        "+1 415 555 0100, on the Pro plan with code SAVE20.")]
+    assert sorted(kinds) == ["amount", "code", "email", "number", "percentage", "phone", "plan",
+                             "url"]
