@@ -20,12 +20,16 @@ from pydantic import BaseModel
 
 from agent.language import DEFAULT_LANGUAGE, human_request_in, language_of
 from agent.sentiment import mood_of
+from agent.subject import SubjectReader
 from core.domain import Sentiment
 from memory.embeddings import MiniLMEmbedder
 from prompts import load_yaml
 
 #: Neighbours that vote on an intent (similarity-weighted).
 K_NEIGHBOURS = 5
+#: intents a follow-up's subject never changes: an opt-out or a request for a person is read
+#: from the words as written
+KEEP_AS_WRITTEN = ("opt_out", "human_request")
 
 
 class IntentScore(BaseModel):
@@ -48,6 +52,12 @@ class Signals(BaseModel):
     claimed_contacts: int = 1
     #: the message's language (ISO 639-1; :mod:`agent.language`)
     language: str = DEFAULT_LANGUAGE
+    #: what the conversation is about (plan, product, order, seats: :mod:`agent.subject`), what
+    #: this message refers back to of it, and the message with that made explicit (what the
+    #: intent and the knowledge are looked up with; None: the message as written)
+    subject: dict[str, Any] = {}
+    referred: dict[str, Any] = {}
+    resolved: str | None = None
 
     @property
     def intent(self) -> str:
@@ -120,6 +130,9 @@ class KnowledgeBase:
         data = data or load_yaml("knowledge.yaml")
         self.embedder = embedder
         self.company: str = data.get("company", "")
+        catalogue = data.get("catalogue") or {}
+        #: what a conversation can be about: its plans and products (agent/subject.py)
+        self.subject = SubjectReader(catalogue.get("plans", []), catalogue.get("products", []))
         self.entries: list[KnowledgeEntry] = []
         owners: list[int] = []
         texts: list[str] = []
@@ -206,8 +219,17 @@ def requirements_in(text: str) -> list[str]:
     return [name for name, pattern in _REQUIREMENTS.items() if pattern.search(text)]
 
 
-def understand(text: str, classifier: IntentClassifier) -> Signals:
+def understand(text: str, classifier: IntentClassifier, *, subject: dict[str, Any] | None = None,
+               reader: SubjectReader | None = None) -> Signals:
+    """What code reads off ``text``; with the conversation's ``subject``, a follow-up that
+    refers back is classified with it made explicit (every other reading is of the text as
+    written: an opt-out is "stop it", not "stop it (Growth plan)")."""
+    resolved, referred = (reader.resolve(text, subject) if reader and subject else (text, {}))
     ranked = classifier.rank(text)
+    if referred and ranked[0].intent in KEEP_AS_WRITTEN:
+        resolved, referred = text, {}  # "stop it" is not about the Starter plan
+    elif referred:
+        ranked = classifier.rank(resolved)
     mood = mood_of(text)
     opt_out = bool(_OPT_OUT.search(text))
     if opt_out and ranked[0].intent != "opt_out":
@@ -231,6 +253,9 @@ def understand(text: str, classifier: IntentClassifier) -> Signals:
         mood=mood.markers,
         claimed_contacts=mood.claimed_contacts,
         language=language,
+        subject=subject or {},
+        referred=referred,
+        resolved=resolved if referred else None,
         seats=seats_in(text),
         requirements=requirements_in(text),
         opt_out_keyword=opt_out,

@@ -227,6 +227,13 @@ class LLMBrain:
                       f"{f' ({name.name}): reply in {name.name}' if name else ''}")
         if data.signals.seats:
             hints += f"; seats: {data.signals.seats}"
+        if data.signals.subject:
+            about = ", ".join(f"{k} {v}" for k, v in data.signals.subject.items())
+            hints += f"; the conversation is about: {about}"
+            if data.signals.referred:
+                hints += (" (this message refers back to "
+                          + ", ".join(f"{k} {v}" for k, v in data.signals.referred.items())
+                          + ")")
         if data.signals.requirements:
             hints += f"; requirements: {', '.join(data.signals.requirements)}"
         handback = "none"

@@ -301,7 +301,8 @@ class RulesBrain:
         return render(template, **{k: v for k, v in values.items() if "{" + k + "}" in template})
 
     def _answer(self, data: BrainInput, min_score: float = 0.45) -> str | None:
-        found = self.knowledge.lookup(data.text, min_score=min_score)
+        # a follow-up that refers back ("does it include WhatsApp?") with its subject
+        found = self.knowledge.lookup(data.signals.resolved or data.text, min_score=min_score)
         return found[0].answer if found else None
 
     def decide(self, data: BrainInput) -> BrainDecision:

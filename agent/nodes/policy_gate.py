@@ -111,7 +111,8 @@ def _grounding(state: TurnState, svc: TurnServices, profile: CustomerProfile) ->
     inbound = state_maybe_inbound(state)
     if kb is None or inbound is None:
         return None
-    retrieved = kb.search(inbound.text, k=KNOWLEDGE_K)
+    resolved = (state.get("signals") or {}).get("resolved")
+    retrieved = kb.search(resolved or inbound.text, k=KNOWLEDGE_K)
     company = [kb.company, *(e.answer for e in kb.entries), profile.name or "",
                *(f"{k} {v}" for k, v in profile.attributes.items())]
     company += [m["text"] for m in state.get("recent", []) if m.get("direction") == "outbound"]

@@ -32,7 +32,10 @@ def record(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, Any]:
     effects = TurnEffects.model_validate(state["effects"])
     reasons = [f"intent:{output.intent}"]
     # why the message read as it did (frustration, shouting, "third time")
-    reasons.extend(f"sentiment:{m}" for m in (state.get("signals") or {}).get("mood", []))
+    read = state.get("signals") or {}
+    reasons.extend(f"sentiment:{m}" for m in read.get("mood", []))
+    # what a follow-up referred back to ("does it include WhatsApp?" after Starter)
+    reasons.extend(f"subject:{k}={v}" for k, v in read.get("referred", {}).items())
     if trigger:
         reasons.append(f"journey:{trigger['journey']}")
         reasons.extend(f"cancelled_job:{j}" for j in trigger.get("cancelled_jobs", []))

@@ -9,7 +9,7 @@ from langgraph.runtime import Runtime
 from agent.context import TurnServices
 from agent.nodes.turn import state_inbound, state_profile
 from agent.state import TurnState
-from agent.understand import understand
+from agent.understand import seats_in, understand
 from core.domain import (
     Event,
 )
@@ -21,7 +21,11 @@ def understand_message(state: TurnState, runtime: Runtime[TurnServices]) -> dict
     """Intent, sentiment and entities by code; the lifecycle stage by the declared rules."""
     svc = runtime.context
     inbound = state_inbound(state)
-    signals = understand(inbound.text, svc.classifier)
+    # the conversation's subject from what the customer wrote before (all channels)
+    earlier = [m["text"] for m in state.get("recent", []) if m.get("direction") == "inbound"]
+    reader = svc.knowledge.subject if svc.knowledge is not None else None
+    subject = reader.subject(earlier, [seats_in(t) for t in earlier]) if reader else {}
+    signals = understand(inbound.text, svc.classifier, subject=subject, reader=reader)
     events = [Event.model_validate(e) for e in state["events"]]
     stage, rule = svc.lifecycle.next_stage(
         state_profile(state), signals.intent, events, svc.clock.now()

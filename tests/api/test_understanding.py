@@ -78,3 +78,21 @@ def test_another_language_is_answered_in_it_and_handed_to_a_person(
     view = client(base).get(f"/v1/conversations/{turn['conversation_id']}").json()
     assert view["active_handoff"] is not None
     assert "writes in" in view["active_handoff"]["reason"]
+
+
+def test_a_follow_up_on_another_channel_resolves_to_the_plan_asked_about(base: str) -> None:
+    """"What does Starter include?" on web chat, then "Does it include WhatsApp?" by email:
+    the follow-up was answered about Growth (its nearest knowledge entry alone)."""
+    http = client(base)
+    first = http.post("/v1/messages", json={
+        "channel": "web_chat", "customer": {"web_chat_id": "wc_follow", "email": "fu@example.com"},
+        "text": "What does the Starter plan include?"}).json()
+    assert "Starter" in first["reply"]
+    follow = http.post("/v1/messages", json={
+        "channel": "email", "customer": {"email": "fu@example.com"},
+        "text": "Does it include WhatsApp?"})
+    assert follow.status_code == 200, follow.text
+    turn = follow.json()
+    assert turn["conversation_id"] == first["conversation_id"]
+    assert "Starter ($49/month)" in turn["reply"], turn["reply"]
+    assert "subject:plan=Starter" in turn["decision"]["reasons"]
