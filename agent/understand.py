@@ -182,6 +182,8 @@ _SEATS = re.compile(
     re.IGNORECASE,
 )
 _SCALES = {"k": 1_000, "thousand": 1_000, "m": 1_000_000, "million": 1_000_000}
+_SEAT_WORD = re.compile(r"\b(seats?|users?|licen[cs]es?|agents?|people|employees|reps|staff|"
+                        r"members)\b", re.IGNORECASE)
 _REQUIREMENTS = {
     "SSO": re.compile(r"\b(sso|single sign[- ]on)\b", re.I),
     "SAML": re.compile(r"\bsaml\b", re.I),
@@ -202,6 +204,8 @@ def seats_in(text: str) -> int | None:
     ``number-parser``), "1.5k" is 1,500 and "1,200" or "1.200" is 1,200; of a range
     ("25-30 agents", "1-2k users") the lower end is kept. A number that is not a whole count
     ("2.5 users") is left out: never guessed, never inflated."""
+    if not _SEAT_WORD.search(text):
+        return None  # no seats named: spare the number words' parser (most messages)
     match = _SEATS.search(parse_numbers(text))
     if not match:
         return None

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import phonenumbers
 
@@ -51,7 +52,17 @@ def _numbers(text: str) -> set[float]:
     return found
 
 
+#: fewer digits than this hold no phone number: the matcher (slow) is not run
+_PHONE_DIGITS = 7
+
+
+def _has_phone_digits(text: str) -> bool:
+    return sum(c.isdigit() for c in text) >= _PHONE_DIGITS
+
+
 def _phones(text: str, region: str) -> set[str]:
+    if not _has_phone_digits(text):
+        return set()
     return {phonenumbers.format_number(m.number, phonenumbers.PhoneNumberFormat.E164)
             for m in phonenumbers.PhoneNumberMatcher(text, region)}
 
@@ -80,6 +91,12 @@ class _Read:
         )
 
 
+@lru_cache(maxsize=8)
+def read(texts: tuple[str, ...], region: str = "US") -> _Read:
+    """``texts`` read once for grounding (cached: the knowledge base is the same every turn)."""
+    return _Read.of(texts, region)
+
+
 @dataclass(frozen=True)
 class Sources:
     """What a turn may state. ``company``: the knowledge retrieved, the profile, a journey's
@@ -88,13 +105,18 @@ class Sources:
     users", "error 401"), never a price, a percentage, a plan or a link: a customer cannot
     make the bot confirm "Growth is $99" by saying it first."""
 
-    company: _Read
+    company: tuple[_Read, ...]
     customer: _Read
 
     @classmethod
-    def of(cls, company: Iterable[str], customer: Iterable[str] = (),
-           region: str = "US") -> Sources:
-        return cls(_Read.of(company, region), _Read.of(customer, region))
+    def of(cls, company: Iterable[str], customer: Iterable[str] = (), region: str = "US",
+           known: Sequence[str] = ()) -> Sources:
+        """``known``: company texts that are the same every turn (the knowledge base), read
+        once and cached."""
+        reads: tuple[_Read, ...] = (_Read.of(company, region),)
+        if known:
+            reads += (read(tuple(known), region),)
+        return cls(reads, _Read.of(customer, region))
 
 
 #: claims only the company's sources support
@@ -110,7 +132,8 @@ def claims(text: str, region: str = "US") -> list[Claim]:
     """The checkable claims in ``text``, in order of kind."""
     found: list[Claim] = []
     spans: list[tuple[int, int]] = []
-    for phone in phonenumbers.PhoneNumberMatcher(text, region):
+    for phone in (phonenumbers.PhoneNumberMatcher(text, region)
+                  if _has_phone_digits(text) else ()):
         found.append(Claim("phone", phone.raw_string))
         spans.append((phone.start, phone.end))
     for m in _URL.finditer(text):
@@ -165,7 +188,7 @@ def unsupported(text: str, sources: Sources, region: str = "US",
     for claim in claims(text, region):
         if claim.kind == "email" and claim.text.casefold() in allowed:
             continue
-        if _supports(sources.company, claim, region):
+        if any(_supports(r, claim, region) for r in sources.company):
             continue
         if claim.kind not in COMPANY_ONLY and _supports(sources.customer, claim, region):
             continue

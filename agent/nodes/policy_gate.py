@@ -113,8 +113,7 @@ def _grounding(state: TurnState, svc: TurnServices, profile: CustomerProfile) ->
         return None
     resolved = (state.get("signals") or {}).get("resolved")
     retrieved = kb.search(resolved or inbound.text, k=KNOWLEDGE_K)
-    company = [kb.company, *(e.answer for e in kb.entries), profile.name or "",
-               *(f"{k} {v}" for k, v in profile.attributes.items())]
+    company = [profile.name or "", *(f"{k} {v}" for k, v in profile.attributes.items())]
     company += [m["text"] for m in state.get("recent", []) if m.get("direction") == "outbound"]
     company += [h["text"] for h in state.get("history", []) if h.get("direction") == "outbound"]
     back = state.get("handback") or {}
@@ -127,7 +126,8 @@ def _grounding(state: TurnState, svc: TurnServices, profile: CustomerProfile) ->
     best = retrieved[0] if retrieved else None
     region = default_region()
     return Grounding(
-        sources=Sources.of(company, customer, region),
+        sources=Sources.of(company, customer, region,
+                           known=(kb.company, *(e.answer for e in kb.entries))),
         fallback=best[0].answer if best and best[1] >= FALLBACK_SCORE else None,
         region=region,
         knowledge=tuple((e.id, round(score, 3)) for e, score in retrieved),
