@@ -1,6 +1,9 @@
 """The embedded local model on this machine: turn latency, tokens per second, and the share of
 turns whose decision was schema-valid without a repair, over the shipped conversations (the
-demo customers' messages and the customer turns of the eval suites).
+demo customers' messages and the customer turns of the eval suites). With the model in its
+default role (``write``: the rules decide, it writes answers), also: how many turns it wrote,
+the share whose reply was used, calls per written turn, their latency, and the claims the
+policy's grounding rule caught (``ungrounded_claim``).
 
     .venv/bin/python bench/local_llm.py [--turns 40] [--json out.json]
 """
@@ -75,6 +78,9 @@ def main() -> None:
         if container.brain.name != "local":
             raise SystemExit(f"the local model did not start: {container.brain_note}")
         latencies, prompt_tok, completion_tok, valid, calls = [], 0, 0, 0, 0
+        written: list[float] = []
+        used = caught = 0
+        role = None
         try:
             speeds = raw_speeds(container.local_llm.base_url)  # type: ignore[union-attr]
             for i, (channel, text) in enumerate(track(turns, description="local turns")):
@@ -91,6 +97,12 @@ def main() -> None:
                 completion_tok += b.completion_tokens
                 calls += b.llm_calls
                 valid += b.fallback_reason is None and not b.repaired
+                role = b.role or role
+                if b.llm_calls:
+                    written.append(latencies[-1])
+                    used += b.fallback_reason is None
+                caught += any("ungrounded_claim" in v.reason_codes
+                              for v in result.decision.verdicts)
         finally:
             container.close()
     total_s = sum(latencies) / 1000
@@ -106,6 +118,13 @@ def main() -> None:
         "prompt_tokens_per_turn": round(prompt_tok / len(latencies)),
         **speeds,
         "valid_without_repair": round(valid / len(latencies), 3),
+        "role": role,
+        "turns_the_model_answered": len(written),
+        "model_reply_used": round(used / len(written), 3) if written else None,
+        "llm_calls_per_answered_turn": round(calls / len(written), 2) if written else None,
+        "answered_p50_ms": round(statistics.median(written)) if written else None,
+        "answered_p95_ms": round(percentile(written, 0.95) or 0.0) if written else None,
+        "ungrounded_claims_caught": caught,
     }
     table = Table(title=f"Local model ({machine_name()}), {len(latencies)} turns")
     for key in result:

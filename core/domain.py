@@ -231,6 +231,9 @@ class BrainInfo(BaseModel):
 
     name: Literal["rules", "openai", "local"]
     model: str | None = None
+    #: what the model did: ``decide`` (the whole decision) or ``write`` (the reply, the rules
+    #: deciding; agent/brains/writer.py); None: no model
+    role: Literal["decide", "write"] | None = None
     fallback_reason: str | None = None
     repaired: bool = False
     llm_calls: int = 0

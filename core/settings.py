@@ -94,6 +94,13 @@ class Settings(BaseSettings):
         "'json_schema', 'json_object', 'json_object_schema' (llama.cpp's server). 'auto': tools "
         "for api.openai.com, json_object_schema for the local model, json_schema otherwise.",
     )
+    llm_role: Literal["auto", "decide", "write"] = Field(
+        "auto",
+        description="What the model does: 'decide' (the whole decision: intent, stage, reply, "
+        "tools), or 'write' (the rules and the policy decide, the model writes the reply from "
+        "the retrieved facts in one schema-constrained call). 'auto': write for the embedded "
+        "local model (0.5B parameters), decide for an OpenAI-compatible endpoint.",
+    )
     llm_timeout_s: float = Field(30.0, gt=0)
     llm_temperature: float = Field(0.0, ge=0, le=2)
     llm_max_tokens: int = Field(600, gt=0)

@@ -20,6 +20,7 @@ from pydantic import SecretStr
 from agent.brains.base import Brain
 from agent.brains.llm import LLMBrain, make_client, resolve_mode
 from agent.brains.rules import RulesBrain
+from agent.brains.writer import WriterBrain
 from agent.context import TurnServices
 from agent.graph import build_graph
 from agent.understand import IntentClassifier, KnowledgeBase
@@ -169,7 +170,7 @@ def make_brain(
 ) -> Brain:
     if settings.resolved_brain == "rules":
         return rules
-    return LLMBrain(
+    llm = LLMBrain(
         name=name,
         context_tokens=context_tokens,
         client=make_client(
@@ -187,6 +188,11 @@ def make_brain(
         max_tokens=settings.llm_max_tokens,
         injected_transport=http_client is not None,
     )
+    role = settings.llm_role if settings.llm_role != "auto" else (
+        "write" if name == "local" else "decide")
+    if role == "write":
+        return WriterBrain(llm=llm, rules=rules, knowledge=knowledge)
+    return llm
 
 
 def build_container(
@@ -238,7 +244,7 @@ def build_container(
             brain = make_brain(local_settings, rules, knowledge, classifier.descriptions,
                                llm_http_client, name="local",
                                context_tokens=settings.local_context)
-            if isinstance(brain, LLMBrain):
+            if isinstance(brain, LLMBrain | WriterBrain):
                 # the first customer should not wait ~30 s for the system prompt: process it
                 # now, in the background, while the server finishes starting
                 policy_now = policy.get()

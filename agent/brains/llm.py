@@ -158,12 +158,15 @@ class LLMBrain:
     def warm_up(self, stages: tuple[str, ...], fields: tuple[str, ...], policy_brief: str) -> None:
         """Have the server process the system prompt once (llama.cpp caches the prefix), so
         the first customer does not wait for it. Failures are only logged."""
+        self.warm_up_with(self.system_prompt_for(stages, fields, policy_brief))
+
+    def warm_up_with(self, system: str) -> None:
+        """One token of a request with ``system`` as its system prompt (see :meth:`warm_up`)."""
         try:
             self._guard()
             self.client.chat.completions.create(
                 model=self.model, max_tokens=1, temperature=0,
-                messages=[{"role": "system",
-                           "content": self.system_prompt_for(stages, fields, policy_brief)},
+                messages=[{"role": "system", "content": system},
                           {"role": "user", "content": "warm-up"}],
             )
         except (openai.APIError, httpx.HTTPError, ModelRequestsBlocked) as exc:
@@ -290,25 +293,36 @@ class LLMBrain:
             )
 
     def _request(self, messages: list[dict[str, Any]], info: BrainInfo) -> Any:
+        if self.mode == "tools":
+            return self._create(messages, info, tools=self._tools, tool_choice="required")
+        return self._create(messages, info, response_format=self._format(
+            "decision", decision_schema()))
+
+    def request_json(self, messages: list[dict[str, Any]], info: BrainInfo, name: str,
+                     schema: dict[str, Any]) -> Any:
+        """One completion constrained to ``schema`` (with ``tools`` mode, as a JSON schema:
+        every OpenAI-compatible server that calls tools takes one)."""
+        mode = "json_schema" if self.mode == "tools" else self.mode
+        return self._create(messages, info, response_format=self._format(name, schema, mode))
+
+    def _format(self, name: str, schema: dict[str, Any], mode: str | None = None
+                ) -> dict[str, Any]:
+        mode = mode or self.mode
+        if mode == "json_schema":
+            return {"type": "json_schema", "json_schema": {"name": name, "schema": schema}}
+        if mode == "json_object_schema":  # llama.cpp's server: the schema becomes a grammar
+            return {"type": "json_object", "schema": schema}
+        return {"type": "json_object"}
+
+    def _create(self, messages: list[dict[str, Any]], info: BrainInfo, **extra: Any) -> Any:
         self._guard()
         kwargs: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
             "temperature": self.temperature,
             "max_tokens": self.max_tokens,
+            **extra,
         }
-        if self.mode == "tools":
-            kwargs["tools"] = self._tools
-            kwargs["tool_choice"] = "required"
-        elif self.mode == "json_schema":
-            kwargs["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "decision", "schema": decision_schema()},
-            }
-        else:
-            kwargs["response_format"] = {"type": "json_object"}
-            if self.mode == "json_object_schema":
-                kwargs["response_format"]["schema"] = decision_schema()
         response = self.client.chat.completions.create(**kwargs)
         info.llm_calls += 1
         if response.usage is not None:
@@ -341,7 +355,7 @@ class LLMBrain:
             problems.append(f"intent {output.intent!r} is not one of {sorted(self.intents)}")
         if output.stage not in data.lifecycle.stages:
             problems.append(f"stage {output.stage!r} is not one of {data.lifecycle.stages}")
-        if output.reply and _same_words(output.reply, data.text):
+        if output.reply and same_words(output.reply, data.text):
             problems.append("the reply repeats the customer's message; answer it instead")
         if problems:
             raise InvalidDecision("; ".join(problems), raw)
@@ -369,7 +383,8 @@ class LLMBrain:
         return DecisionOutput(**record, actions=actions), rejected
 
     def decide(self, data: BrainInput) -> BrainDecision:
-        info = BrainInfo(name="local" if self.name == "local" else "openai", model=self.model)
+        info = BrainInfo(name="local" if self.name == "local" else "openai", model=self.model,
+                         role="decide")
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": self.system_prompt(data)},
             {"role": "user", "content": self.turn_prompt(data)},
@@ -396,6 +411,7 @@ class LLMBrain:
             update={
                 "fallback_reason": reason[:500],
                 "model": info.model,
+                "role": info.role,
                 "llm_calls": info.llm_calls,
                 "repaired": info.repaired,
                 "prompt_tokens": info.prompt_tokens,
@@ -405,7 +421,7 @@ class LLMBrain:
         return decided
 
 
-def _same_words(reply: str, message: str) -> bool:
+def same_words(reply: str, message: str) -> bool:
     """The reply only repeats (a run of) the customer's own words."""
     said = " " + " ".join(re.findall(r"\w+", message.lower())) + " "
     answer = " ".join(re.findall(r"\w+", reply.lower()))

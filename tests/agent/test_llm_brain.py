@@ -292,4 +292,4 @@ def test_an_echoed_reply_is_repaired_and_declared_stage_rules_still_apply(
     ],
 )
 def test_echo_detection(reply: str, echo: bool) -> None:
-    assert llm._same_words(reply, "thanks! do you integrate with HubSpot?") is echo
+    assert llm.same_words(reply, "thanks! do you integrate with HubSpot?") is echo

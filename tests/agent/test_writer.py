@@ -1,0 +1,119 @@
+"""The small model's job (``JOURNEY_LLM_ROLE=write``): the rules decide, the model writes the
+reply from the retrieved facts in one schema-constrained call, through the real server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from agent.brains.llm import LLMBrain
+from agent.brains.rules import RulesBrain
+from agent.brains.writer import REPLY_SCHEMA, WriterBrain
+from agent.understand import KnowledgeBase
+from core.settings import Settings
+from journey.runtime import make_brain
+from tests import fakes
+from tests.conftest import ContainerFactory
+from tests.server import client, running_server
+
+
+@pytest.fixture
+def serve(make_container: ContainerFactory) -> Iterator[Any]:
+    """``serve(*replies)``: the server with a writer model answering these, its URL and the
+    model (its requests)."""
+    stack: list[Any] = []
+
+    def start(*replies: fakes.Reply) -> tuple[str, fakes.ScriptedModel]:
+        model = fakes.ScriptedModel(*replies)
+        container = make_container(brain="openai", llm_mode="json_schema", llm_role="write",
+                                   llm_http_client=model.client())
+        context = running_server(container)
+        stack.append(context)
+        return context.__enter__(), model
+
+    yield start
+    for context in stack:
+        context.__exit__(None, None, None)
+
+
+def _say(base: str, text: str) -> dict[str, Any]:
+    response = client(base).post("/v1/messages", json={
+        "channel": "web_chat", "customer": {"web_chat_id": "wc_writer"}, "text": text})
+    assert response.status_code == 200, response.text
+    turn: dict[str, Any] = response.json()
+    return turn
+
+
+def test_the_model_writes_the_answer_in_one_constrained_call(serve: Any) -> None:
+    written = "Starter is $49/month: up to 3 seats, email and web chat, 5 active journeys."
+    base, model = serve(fakes.content({"reply": written}))
+    turn = _say(base, "What does the Starter plan include?")
+    assert turn["reply"] == written
+    brain = turn["decision"]["brain"]
+    assert (brain["name"], brain["role"], brain["llm_calls"], brain["repaired"],
+            brain["fallback_reason"]) == ("openai", "write", 1, False, None)
+    # decided by the rules and the classifier, not the model
+    assert turn["decision"]["intent"] == "product_question"
+    [request] = model.requests
+    assert request["response_format"] == {
+        "type": "json_schema", "json_schema": {"name": "reply", "schema": REPLY_SCHEMA}}
+    prompt = request["messages"][1]["content"]
+    assert "Starter ($49/month) includes up to 3 seats" in prompt  # the retrieved facts
+    assert "<draft>\nHi, Starter ($49/month)" in prompt  # the rules' draft
+    assert "tools" not in request
+
+
+def test_an_unusable_reply_is_not_repaired_the_draft_goes_out(serve: Any) -> None:
+    base, model = serve(fakes.content({"reply": "what does the Starter plan include"}))
+    turn = _say(base, "What does the Starter plan include?")
+    assert turn["reply"].startswith("Hi, Starter ($49/month) includes up to 3 seats")
+    brain = turn["decision"]["brain"]
+    assert brain["llm_calls"] == 1 and not brain["repaired"]
+    assert brain["fallback_reason"] == (
+        "the model's reply was not used: it repeats the customer's message")
+    assert len(model.requests) == 1
+
+
+@pytest.mark.parametrize("text", ["STOP", "Can I talk to a person please?"])
+def test_the_company_s_own_texts_are_not_rewritten(serve: Any, text: str) -> None:
+    """An opt-out confirmation or a handoff acknowledgement: no model call at all."""
+    base, model = serve()
+    turn = _say(base, text)
+    assert model.requests == []
+    assert turn["decision"]["brain"]["llm_calls"] == 0
+    assert turn["decision"]["brain"]["role"] == "write"
+
+
+def test_a_reply_that_strays_from_the_answer_is_not_used(serve: Any) -> None:
+    """No checkable claim is wrong, the meaning is: Starter has no WhatsApp."""
+    base, _ = serve(fakes.content({"reply": "Yes, it includes WhatsApp."}))
+    turn = _say(base, "Does the Starter plan include WhatsApp?")
+    assert turn["reply"] != "Yes, it includes WhatsApp."
+    assert "look at Growth" in turn["reply"]
+    reason = turn["decision"]["brain"]["fallback_reason"]
+    assert reason.startswith("the model's reply was not used: it strays from the answer")
+
+
+def test_what_the_writer_invents_is_still_grounded(serve: Any) -> None:
+    """Close to the answer, with another price: the grounding rule catches the claim."""
+    base, _ = serve(fakes.content({"reply": (
+        "Starter ($19/month) includes up to 3 seats, the email and web chat channels, up to 5 "
+        "active journeys and all native integrations.")}))
+    turn = _say(base, "What does the Starter plan include?")
+    [verdict] = [v for v in turn["decision"]["verdicts"] if v["tool"] == "send_message"]
+    assert "ungrounded_claim" in verdict["reason_codes"]
+    assert "$19" not in turn["reply"] and "$49" in turn["reply"]
+
+
+def test_the_role_follows_the_model(knowledge: KnowledgeBase) -> None:
+    rules = RulesBrain(knowledge)
+    endpoint = Settings(_env_file=None, brain="openai",  # type: ignore[call-arg]
+                        llm_base_url="http://127.0.0.1:9/v1")
+    assert isinstance(make_brain(endpoint, rules, knowledge, {}), LLMBrain)
+    assert isinstance(make_brain(endpoint, rules, knowledge, {}, name="local"), WriterBrain)
+    chosen = endpoint.model_copy(update={"llm_role": "write"})
+    assert isinstance(make_brain(chosen, rules, knowledge, {}), WriterBrain)
+    chosen = endpoint.model_copy(update={"llm_role": "decide"})
+    assert isinstance(make_brain(chosen, rules, knowledge, {}, name="local"), LLMBrain)
