@@ -30,6 +30,15 @@ K_NEIGHBOURS = 5
 #: intents a follow-up's subject never changes: an opt-out or a request for a person is read
 #: from the words as written
 KEEP_AS_WRITTEN = ("opt_out", "human_request")
+#: intents a negative message cannot have: it is a complaint ("not great at all" is no praise)
+NOT_WHEN_NEGATIVE = ("praise_referral", "small_talk")
+#: intents of a question that a clearly upset message (its mood at or under :data:`UPSET`)
+#: is not: "this is unacceptable, we were charged for seats we never used" is no pricing
+#: question
+QUESTIONS = ("pricing", "product_question", "demo_request", "off_topic")
+UPSET = -0.4
+#: the mood markers (agent/sentiment.py) that say "upset" whatever the score
+FRUSTRATION_PHRASES = frozenset({"thanks_for_nothing", "waste", "disbelief", "fed_up"})
 
 
 class IntentScore(BaseModel):
@@ -240,6 +249,16 @@ def understand(text: str, classifier: IntentClassifier, *, subject: dict[str, An
         # an explicit opt-out keyword decides, whatever the neighbours say
         ranked = [IntentScore(intent="opt_out", score=1.0)] + [
             s for s in ranked if s.intent != "opt_out"
+        ]
+    upset = mood.score <= UPSET or bool(set(mood.markers) & FRUSTRATION_PHRASES)
+    if not opt_out and mood.sentiment == "negative" and (
+            ranked[0].intent in NOT_WHEN_NEGATIVE or ranked[0].intent == "complaint"
+            or (upset and ranked[0].intent in QUESTIONS)):
+        # "This is not great at all", "Thanks for nothing, the outage cost us a day": the
+        # neighbours hear "great" or "cost"; the mood says it is a complaint, and a complaint
+        # the mood confirms is no longer a doubtful one
+        ranked = [IntentScore(intent="complaint", score=max(ranked[0].score, 0.5))] + [
+            s for s in ranked if s.intent != "complaint"
         ]
     language = language_of(text)
     asked_in = human_request_in(text)

@@ -150,3 +150,30 @@ def test_a_request_for_a_person_in_spanish_is_a_human_request(
     signals = understand("Quiero hablar con una persona sobre mi factura", classifier)
     assert (signals.intent, signals.language) == ("human_request", "es")
     assert signals.best_other_than("human_request") != "human_request"
+
+
+@pytest.mark.parametrize("text", [
+    "This is not great at all, your product keeps losing our data",  # read as praise before
+    "I would not recommend you to anyone",  # praise
+    "Thanks for nothing, the outage cost us a whole day",  # pricing
+    "this is unacceptable, we were charged for seats we never used",  # pricing
+    "third outage this month. seriously?",  # a complaint below the rule's confidence
+])
+def test_a_negative_message_is_a_complaint_not_praise_or_a_question(
+    classifier: IntentClassifier, text: str,
+) -> None:
+    signals = understand(text, classifier)
+    assert (signals.intent, signals.sentiment) == ("complaint", "negative"), signals.intents[:2]
+    assert signals.confidence >= 0.5
+
+
+@pytest.mark.parametrize(("text", "intent"), [
+    ("how much is Growth?", "pricing"),
+    ("thanks, that helps!", "small_talk"),
+    ("the export is broken again", "support_problem"),  # a problem stays a problem
+    ("still waiting for a reply about pricing", "pricing"),  # not upset enough to override
+])
+def test_the_mood_leaves_other_readings_alone(
+    classifier: IntentClassifier, text: str, intent: str,
+) -> None:
+    assert understand(text, classifier).intent == intent

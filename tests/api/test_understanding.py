@@ -96,3 +96,16 @@ def test_a_follow_up_on_another_channel_resolves_to_the_plan_asked_about(base: s
     assert turn["conversation_id"] == first["conversation_id"]
     assert "Starter ($49/month)" in turn["reply"], turn["reply"]
     assert "subject:plan=Starter" in turn["decision"]["reasons"]
+
+
+@pytest.mark.parametrize("text", [
+    "Thanks for nothing, the outage cost us a whole day",
+    "This is not great at all, your product keeps losing our data",
+])
+def test_a_sarcastic_or_negated_complaint_goes_to_support(base: str, text: str) -> None:
+    """Read as a pricing question and as praise before: no one took them."""
+    turn = say(base, "wc_sarcasm", text)
+    decision = turn["decision"]
+    assert isinstance(decision, dict) and decision["intent"] == "complaint"
+    view = client(base).get(f"/v1/conversations/{turn['conversation_id']}").json()
+    assert view["active_handoff"] is not None and view["active_handoff"]["queue"] == "support"
