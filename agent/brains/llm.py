@@ -19,19 +19,19 @@ import json
 import logging
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import urlparse
 
 import httpx
 import openai
 from openai import OpenAI
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from agent.brains.base import Brain, BrainDecision, BrainInput, DecisionOutput
+from agent.brains.schemas import RecordDecision, decision_schema, tool_definitions
 from agent.language import DEFAULT_LANGUAGE, languages
 from agent.understand import KnowledgeBase
-from core.domain import BrainInfo, ProposedAction, RejectedCall, Sentiment
+from core.domain import BrainInfo, ProposedAction, RejectedCall
 from prompts import load_text, render_file
 
 log = logging.getLogger(__name__)
@@ -62,45 +62,6 @@ class InvalidDecision(ValueError):
     def __init__(self, message: str, raw: str) -> None:
         super().__init__(message)
         self.raw = raw
-
-
-class RecordDecision(BaseModel):
-    """Record your decision for this turn. Always call this exactly once."""
-
-    intent: str = Field(description="The customer's intent: one of the listed intent names.")
-    stage: str = Field(description="The customer's lifecycle stage after this message.")
-    sentiment: Sentiment
-    confidence: float = Field(ge=0, le=1)
-    reply: str | None = Field(description="Reply on the current channel, or null.")
-
-
-@lru_cache
-def decision_schema() -> dict[str, Any]:
-    return DecisionOutput.model_json_schema()
-
-
-def _tool_schema(name: str, model: type[BaseModel]) -> dict[str, Any]:
-    schema = model.model_json_schema()
-    schema.get("properties", {}).pop("tool", None)
-    if "required" in schema:
-        schema["required"] = [r for r in schema["required"] if r != "tool"]
-    schema.pop("title", None)
-    return {
-        "type": "function",
-        "function": {
-            "name": name,
-            "description": (model.__doc__ or "").strip(),
-            "parameters": schema,
-        },
-    }
-
-
-def tool_definitions() -> list[dict[str, Any]]:
-    from tools import TOOLS
-
-    return [_tool_schema("record_decision", RecordDecision)] + [
-        _tool_schema(spec.name, spec.args) for spec in TOOLS.values()
-    ]
 
 
 def _is_loopback(base_url: str) -> bool:
