@@ -66,6 +66,11 @@ def _identifier() -> Any:
     return identifier
 
 
+def warm_up() -> None:
+    """Load the detector's model (about half a second) before the first message needs it."""
+    _identifier()
+
+
 def language_of(text: str) -> str:
     """The message's language code, or :data:`DEFAULT_LANGUAGE` when it is too short to tell or
     the detector is unsure."""

@@ -17,6 +17,7 @@ import httpx
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from pydantic import SecretStr
 
+from agent import language
 from agent.brains.base import Brain
 from agent.brains.llm import LLMBrain, make_client, resolve_mode
 from agent.brains.rules import RulesBrain
@@ -259,6 +260,8 @@ def build_container(
             brain = rules
     else:
         brain = make_brain(settings, rules, knowledge, classifier.descriptions, llm_http_client)
+    # the language detector's model: loaded beside start-up, not on the first customer's turn
+    threading.Thread(target=language.warm_up, daemon=True, name="language-warm-up").start()
     checkpointer, close_checkpointer = make_checkpointer(settings)
     closers.append(close_checkpointer)
     services = TurnServices(
