@@ -77,7 +77,11 @@ class Signals(BaseModel):
         return self.intents[0].score
 
     def best_other_than(self, *excluded: str) -> str | None:
-        return next((s.intent for s in self.intents if s.intent not in excluded), None)
+        """The best intent not in ``excluded`` that a neighbour voted for: the topic of "a
+        person about my invoice" is billing; "human please" has none (an intent no neighbour
+        voted for is only last in the ranking, not a topic that picks the sales queue)."""
+        return next((s.intent for s in self.intents if s.intent not in excluded and s.score > 0),
+                    None)
 
 
 @dataclass

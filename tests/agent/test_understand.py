@@ -177,3 +177,15 @@ def test_the_mood_leaves_other_readings_alone(
     classifier: IntentClassifier, text: str, intent: str,
 ) -> None:
     assert understand(text, classifier).intent == intent
+
+
+@pytest.mark.parametrize("text", ["human please", "I want to talk to a human",
+                                  "put me through to a person"])
+def test_a_request_for_a_person_with_no_topic_names_none(
+    classifier: IntentClassifier, text: str,
+) -> None:
+    # the intents no neighbour voted for come last, at 0; the first of them is no topic (it
+    # sent "human please" to the sales queue)
+    signals = understand(text, classifier)
+    assert signals.intent == "human_request"
+    assert signals.best_other_than("human_request", "small_talk", "off_topic") is None
