@@ -267,7 +267,8 @@ def understand(text: str, classifier: IntentClassifier, *, subject: dict[str, An
     language = language_of(text)
     asked_in = human_request_in(text)
     if asked_in is not None:
-        # "quiero hablar con una persona": the examples are English, the phrases decide
+        # "quiero hablar con una persona": the examples are English, the phrases decide; and in
+        # English a request for a person wins over its topic ("a real person about my invoice")
         language = language if language != DEFAULT_LANGUAGE else asked_in
         if not opt_out and ranked[0].intent != "human_request":
             ranked = [IntentScore(intent="human_request", score=1.0)] + [

@@ -132,7 +132,9 @@ def test_claimed_contacts(text: str, contacts: int) -> None:
     ("Olá, quero falar com alguém", "pt", "pt"),
     ("Ik wil met een medewerker spreken", "nl", "nl"),
     ("¿Cuánto cuesta el plan Growth?", "es", None),
-    ("I want to talk to a person", "en", None),  # English: the classifier's examples
+    ("I want to talk to a person", "en", "en"),  # English, the company's language
+    ("can customers chat with a live agent from the widget?", "en", None),  # a question
+    ("we need 40 agents on Growth", "en", None),  # seats
     ("what does the Growth plan include?", "en", None),
     ("hola", "en", None),  # one word: the company's language
     ("ok", "en", None),
@@ -189,3 +191,18 @@ def test_a_request_for_a_person_with_no_topic_names_none(
     signals = understand(text, classifier)
     assert signals.intent == "human_request"
     assert signals.best_other_than("human_request", "small_talk", "off_topic") is None
+
+
+@pytest.mark.parametrize(("text", "topic"), [
+    ("put me through to someone about the VAT on our invoices", "billing"),
+    ("we want a real human about the double charge on our card", "billing"),
+    ("I'd like to speak to a person about the price of Growth for our team", "buying_signal"),
+])
+def test_a_request_for_a_person_wins_over_the_topic_it_is_about(
+    classifier: IntentClassifier, text: str, topic: str,
+) -> None:
+    # the nearest examples are the topic's (invoices, charges, prices): the request decides,
+    # and the topic still picks the queue
+    signals = understand(text, classifier)
+    assert (signals.intent, signals.confidence, signals.language) == ("human_request", 1.0, "en")
+    assert signals.best_other_than("human_request", "small_talk", "off_topic") == topic
