@@ -25,8 +25,12 @@ from core.domain import Sentiment
 from memory.embeddings import MiniLMEmbedder
 from prompts import load_yaml
 
-#: Neighbours that vote on an intent (similarity-weighted).
+#: Neighbours that vote on an intent, each with its similarity to the message raised to
+#: :data:`VOTE_POWER`: a close paraphrase of one example (0.9) outweighs two loosely related
+#: examples of another intent (0.6 each; 0.81 to 0.72), which it did not with plain
+#: similarities (0.9 to 1.2), all of them between about 0.4 and 0.9.
 K_NEIGHBOURS = 5
+VOTE_POWER = 2
 #: intents a follow-up's subject never changes: an opt-out or a request for a person is read
 #: from the words as written
 KEEP_AS_WRITTEN = ("opt_out", "human_request")
@@ -117,7 +121,7 @@ class IntentClassifier:
         best: dict[str, float] = {}
         for idx in top:
             label = self.labels[idx]
-            votes[label] += float(sims[idx])
+            votes[label] += max(float(sims[idx]), 0.0) ** VOTE_POWER
         # every intent also gets its single best similarity, so the ranking is complete
         per_intent = np.full(len(self.intents), -1.0)
         np.maximum.at(per_intent, self._label_idx, sims)
@@ -270,7 +274,7 @@ def understand(text: str, classifier: IntentClassifier, *, subject: dict[str, An
         # "quiero hablar con una persona": the examples are English, the phrases decide; and in
         # English a request for a person wins over its topic ("a real person about my invoice")
         language = language if language != DEFAULT_LANGUAGE else asked_in
-        if not opt_out and ranked[0].intent != "human_request":
+        if not opt_out:  # decided by the phrases: sure, whatever the neighbours' share
             ranked = [IntentScore(intent="human_request", score=1.0)] + [
                 s for s in ranked if s.intent != "human_request"
             ]

@@ -206,3 +206,15 @@ def test_a_request_for_a_person_wins_over_the_topic_it_is_about(
     signals = understand(text, classifier)
     assert (signals.intent, signals.confidence, signals.language) == ("human_request", 1.0, "en")
     assert signals.best_other_than("human_request", "small_talk", "off_topic") == topic
+
+
+@pytest.mark.parametrize(("text", "intent"), [
+    ("the journey editor is brilliant", "praise_referral"),  # read as a product question
+    ("r u a robot", "small_talk"),  # read as a request for a person
+])
+def test_a_close_example_outweighs_several_loose_ones(
+    classifier: IntentClassifier, text: str, intent: str,
+) -> None:
+    # the neighbours vote with their similarity squared: one example close to the message
+    # wins over two or three of another intent that only share a word or two with it
+    assert understand(text, classifier).intent == intent
