@@ -29,21 +29,24 @@ from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 from core.domain import Sentiment
 
 #: VADER words that are product or problem vocabulary here, not mood: "the Growth plan", "a
-#: free trial", and a problem reported calmly ("the webhooks fail with 401 errors") is a
-#: question for the knowledge base, not an upset customer
+#: free trial", and a problem reported calmly ("the webhooks fail with 401 errors", "the
+#: template was rejected", "access denied") is a question for the knowledge base, not an upset
+#: customer
 NOT_MOOD = ("growth", "free", "pro", "support", "supports", "supported", "help", "credit",
             "credits", "please", "sorry", "want", "wants", "fit", "fits", "like", "yes", "ok",
             "okay", "sure", "trial", "share", "save", "saves", "united", "easy", "fix", "fixed",
             "fail", "fails", "failed", "failing", "failure", "error", "errors", "problem",
             "problems", "issue", "issues", "bug", "bugs", "broken", "crash", "crashes",
-            "crashed", "crashing", "wrong", "lost", "missing", "block", "blocked", "stuck")
+            "crashed", "crashing", "wrong", "lost", "missing", "block", "blocked", "stuck",
+            "reject", "rejects", "rejected", "rejecting", "deny", "denied")
 #: mood words VADER misses or reads too mildly (its scale: -4 to 4)
 MOOD_WORDS = {"unusable": -2.5, "ignored": -1.8, "ghosted": -2.0, "nightmare": -2.7,
               "joke": -1.0}
 #: a problem: "again" or "still" beside one is a repeat contact
 _PROBLEM = re.compile(
     r"\b(fail\w*|errors?|broken|bugs?|crash\w*|not working|doesn'?t work|does not work|"
-    r"won'?t (load|work|open|sync)|down|outage|wrong|missing|stuck|blocked|problem|issue)\b",
+    r"won'?t (load|work|open|sync)|down|outage|wrong|missing|stuck|blocked|reject\w*|denied|"
+    r"problem|issue)\b",
     re.I)
 
 _FRUSTRATION = {

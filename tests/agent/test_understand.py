@@ -81,6 +81,7 @@ def test_seats_in_numbers_with_suffixes_words_and_ranges(text: str, seats: int |
     # capitals, "!!" and repeat-contact language on a complaint with no "bad" word in it
     ("THIS IS THE THIRD TIME I ASK ABOUT THE EXPORT!!", "negative"),
     ("I already wrote to you about this, the sync fails", "negative"),
+    ("the sender ID was rejected again", "negative"),
     ("still waiting for a reply", "negative"),
     ("I'm done with this, it's unusable", "negative"),
     ("I'm going to talk to my lawyer", "negative"),
@@ -90,6 +91,8 @@ def test_seats_in_numbers_with_suffixes_words_and_ranges(text: str, seats: int |
     ("Can you send the invoice again?", "neutral"),
     ("Is the free trial still available?", "neutral"),
     ("my webhooks return 401 since this morning", "neutral"),
+    ("our SMS sender ID got rejected", "neutral"),  # read as upset: handed to a person
+    ("access denied when I open the dashboard", "neutral"),
     # a problem reported calmly is a question, not an upset customer
     ("Our webhooks started failing with 401 errors this morning. How do I fix it?", "neutral"),
     ("the app keeps crashing", "neutral"),
