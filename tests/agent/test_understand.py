@@ -221,3 +221,19 @@ def test_a_close_example_outweighs_several_loose_ones(
     # the neighbours vote with their similarity squared: one example close to the message
     # wins over two or three of another intent that only share a word or two with it
     assert understand(text, classifier).intent == intent
+
+
+@pytest.mark.parametrize(("text", "intent"), [
+    # what the trial is, not a request to start one (a demo request goes to sales)
+    ("how long can I use the trial for free?", "product_question"),
+    ("can I bring my contacts over from a CSV file?", "product_question"),  # not an export
+    ("does the chatbot speak Spanish?", "product_question"),  # not a request for a person
+    ("we're ready to go with Growth, 10 users, how do I pay?", "buying_signal"),
+    ("too expensive for what we get, we'll switch vendors", "churn_risk"),  # not pricing
+    ("are you a bot or a person?", "small_talk"),  # asks what it is, not for a person
+    ("our text messages aren't reaching customers", "support_problem"),  # not an opt-out
+])
+def test_the_examples_cover_these_kinds_of_request(
+    classifier: IntentClassifier, text: str, intent: str,
+) -> None:
+    assert understand(text, classifier).intent == intent
