@@ -96,7 +96,8 @@ class Judgement:
     def deny(self, step: Step, code: str, detail: str) -> Judgement:
         self.outcome, self.step, self.final = "deny", step, None
         self.codes.append(code)
-        self.detail = detail
+        # what was found before the denial (a failed claim, a trimmed text) stays on record
+        self.detail = f"{detail}; {self.detail}" if self.detail else detail
         return self
 
     def modify(self, step: Step, mod: Modification, code: str, detail: str = "") -> None:

@@ -1,11 +1,12 @@
-"""Grounding: every checkable claim in what the bot tells a customer is in the turn's sources.
-
-A claim is something a customer could hold the company to: an amount or price, a percentage, a
-count or any other number (durations and dates included), a code (``VIP90``, an order number),
-a plan or product name, a URL, an email address, a phone number. The sources are the turn's:
-the knowledge the brain was given, the customer's profile, the conversation so far, a journey's
-own template. A claim that none of them supports is *ungrounded*: the engine rewrites the reply
-(``policy.rules_messages``) and the decision records which claim failed, whatever the brain.
+"""Grounding: every checkable claim in what the bot tells a customer is in the turn's sources. A
+claim is something a customer could hold the company to: an amount or price, a percentage, a
+date ("15 January", "Friday", "tomorrow"), a duration ("48 hours", "a 14-day trial"), a count or
+any other number, a code (``VIP90``, an order number; a promo code such as ``ACMEVIP`` whatever
+its letters), a plan or product name, a URL, an email address, a phone number. The sources are
+the turn's: the knowledge the brain was given, the customer's profile, the conversation so far,
+a journey's own template. A claim that none of them supports is *ungrounded*: the engine
+rewrites the reply (``policy.rules_messages``) and the decision records which claim failed,
+whatever the brain.
 
 Matching is on values, not on wording: "$3,990", "3990" and "3.99k" are one number; an email
 address or URL matches case-insensitively without trailing punctuation; a phone number matches
@@ -31,6 +32,25 @@ _NUMBER = re.compile(
 _SCALES = {"k": 1_000, "m": 1_000_000}
 #: a code: letters and digits together, an upper-case letter among them (VIP90, SAVE20, A1234)
 _CODE = re.compile(r"\b(?=[A-Za-z0-9]*\d)(?=[A-Za-z0-9]*[A-Z])[A-Za-z0-9]{4,}\b")
+#: a code named as a discount: "promo code ACMEVIP", "coupon: FREE2027", "voucher WELCOME-17"
+_PROMO = re.compile(
+    r"\b(?:promo(?:tion(?:al)?)?|coupon|voucher|discount|referral|gift)\s*(?:code)?s?"
+    r"\s*(?:is|:)?\s*[\"'“‘]?(?-i:([A-Z0-9][A-Z0-9-]{3,}))\b", re.I)
+_MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august",
+           "september", "october", "november", "december")
+_MONTH = r"(jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|" \
+         r"sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)"
+_DAY = r"(\d{1,2})(?:st|nd|rd|th)?"
+_DATE = re.compile(
+    rf"\b(?:{_DAY}\s+(?:of\s+)?{_MONTH}|{_MONTH}\.?\s+{_DAY})\b|\b(\d{{4}})-(\d{{2}})-(\d{{2}})\b"
+    r"|\b(monday|tuesday|wednesday|thursday|friday|saturday|sunday|tomorrow|tonight)\b",
+    re.I)
+_UNITS = {"minute": "minute", "min": "minute", "hour": "hour", "hr": "hour", "day": "day",
+          "business day": "day", "working day": "day", "week": "week", "month": "month",
+          "year": "year"}
+_DURATION = re.compile(
+    r"(?<![\w.])(\d+(?:\.\d+)?)[\s-]?(business day|working day|minute|min|hour|hr|day|week|"
+    r"month|year)s?\b", re.I)
 _CURRENCY_AFTER = re.compile(r"\s?(?:USD|EUR|GBP|dollars?|euros?|pounds?)\b", re.I)
 _TRAILING = ".,;:!?"
 
@@ -42,6 +62,32 @@ class Claim:
 
     def __str__(self) -> str:
         return f"{self.kind} {self.text!r}"
+
+
+def _date(m: re.Match[str]) -> str:
+    """A date as one value: "15 January", "Jan 15th" and "2027-01-15" are "01-15"; a weekday
+    or "tomorrow" is itself."""
+    day_a, month_a, month_b, day_b, _, month_iso, day_iso, word = m.groups()
+    if word:
+        return word.casefold()
+    if month_iso:
+        return f"{int(month_iso):02d}-{int(day_iso):02d}"
+    month = (month_a or month_b).casefold()[:3]
+    index = next(i for i, name in enumerate(_MONTHS) if name.startswith(month)) + 1
+    return f"{index:02d}-{int(day_a or day_b):02d}"
+
+
+def _dates(text: str) -> set[str]:
+    return {_date(m) for m in _DATE.finditer(text)}
+
+
+def _duration(m: re.Match[str]) -> str:
+    """A duration as one value: "48 hours", "48-hour" and "48 hrs" are "48 hour"."""
+    return f"{float(m.group(1)):g} {_UNITS[m.group(2).casefold()]}"
+
+
+def _durations(text: str) -> set[str]:
+    return {_duration(m) for m in _DURATION.finditer(text)}
 
 
 def _numbers(text: str) -> set[float]:
@@ -74,6 +120,8 @@ def _clean(value: str) -> str:
 @dataclass(frozen=True)
 class _Read:
     numbers: frozenset[float]
+    dates: frozenset[str]
+    durations: frozenset[str]
     words: str  # every text, case-folded, for names
     urls: frozenset[str]
     emails: frozenset[str]
@@ -84,6 +132,8 @@ class _Read:
         joined = "\n".join(t for t in texts if t)
         return cls(
             numbers=frozenset(_numbers(joined)),
+            dates=frozenset(_dates(joined)),
+            durations=frozenset(_durations(joined)),
             words=joined.casefold(),
             urls=frozenset(_clean(u) for u in _URL.findall(joined)),
             emails=frozenset(e.casefold() for e in _EMAIL.findall(joined)),
@@ -120,7 +170,7 @@ class Sources:
 
 
 #: claims only the company's sources support
-COMPANY_ONLY = ("amount", "percentage", "plan", "url")
+COMPANY_ONLY = ("amount", "percentage", "plan", "url", "date", "duration", "promo_code")
 #: capitalised words before "plan" that are no plan's name
 _NOT_NAMES = {"the", "our", "your", "this", "that", "each", "every", "any", "which", "what",
               "a", "an", "my", "their", "his", "her", "its", "one", "new", "current", "same",
@@ -143,6 +193,13 @@ def claims(text: str, region: str = "US") -> list[Claim]:
         found.append(Claim("email", m.group(0)))
         spans.append(m.span())
     spans += [(m.start(), m.end()) for m in _LIST_MARKER.finditer(text)]  # "1. ", "2) "
+    # a date, a duration or a promo code is judged as that, not as its digits
+    for kind, pattern, group in (("date", _DATE, 0), ("duration", _DURATION, 0),
+                                 ("promo_code", _PROMO, 1)):
+        for m in pattern.finditer(text):
+            if not any(a <= m.start(group) < b for a, b in spans):
+                found.append(Claim(kind, m.group(group)))
+                spans.append(m.span(group))
     for m in _NUMBER.finditer(text):
         if any(a <= m.start() < b for a, b in spans):
             continue  # a digit of a phone number, URL or address: judged as that
@@ -173,7 +230,11 @@ def _supports(read: _Read, claim: Claim, region: str) -> bool:
         return url in read.urls or any(u.startswith(url) for u in read.urls)
     if claim.kind == "email":
         return claim.text.casefold() in read.emails
-    if claim.kind in ("plan", "code"):
+    if claim.kind == "date":
+        return _dates(claim.text) <= read.dates
+    if claim.kind == "duration":
+        return _durations(claim.text) <= read.durations
+    if claim.kind in ("plan", "code", "promo_code"):
         name = claim.text.split()[0].casefold()
         return re.search(rf"\b{re.escape(name)}\b", read.words) is not None
     return _numbers(claim.text) <= read.numbers

@@ -35,7 +35,11 @@ def test_supported_replies(reply: str) -> None:
 @pytest.mark.parametrize(("reply", "claim"), [
     ("Growth is $299 per month.", "amount '$299'"),
     ("Sure, I can change your plan from Growth to the Scale plan.", "plan 'Scale plan'"),
-    ("The trial lasts 30 days.", "number '30'"),
+    ("The trial lasts 30 days.", "duration '30 days'"),
+    ("I promise a fix within 48 hours.", "duration '48 hours'"),
+    ("Your refund arrives by 15 January.", "date '15 January'"),
+    ("We'll have it fixed by Friday.", "date 'Friday'"),
+    ("Yes, your discount code ACMEVIP is valid.", "promo_code 'ACMEVIP'"),
     ("I can give you 20% off today.", "percentage '20%'"),
     ("Pay here: https://acme-billing.example/pay", "url 'https://acme-billing.example/pay'"),
     ("Email our CFO at cfo@acmejourneys.example", "email 'cfo@acmejourneys.example'"),
@@ -56,9 +60,30 @@ def test_a_price_the_customer_said_first_is_not_a_source() -> None:
     assert [c.kind for c in found] == ["amount", "percentage", "plan"]
 
 
+def test_a_date_a_duration_or_a_promo_code_the_customer_said_first_is_not_a_source() -> None:
+    """"Promise me a fix within 48 hours": a promise needs the company's sources, the
+    customer's words are no source for dates, durations or promo codes."""
+    said = Sources.of(KNOWLEDGE, ["Promise delivery by 11 December, a fix within 48 hours, "
+                                  "and say promo code ACMEVIP is valid"])
+    found = unsupported("I promise delivery by 11 December and a fix within 48 hours; promo "
+                        "code ACMEVIP is valid.", said)
+    assert [str(c) for c in found] == [
+        "date '11 December'", "duration '48 hours'", "promo_code 'ACMEVIP'"]
+
+
+def test_a_date_or_duration_is_matched_as_one_not_by_its_digits() -> None:
+    """A profile field "15% off" holds a 15, not the 15th of January; "14 days" of the
+    knowledge base is the "14-day" trial, in any wording."""
+    sources = Sources.of([*KNOWLEDGE, "plan_interest 15% off"])
+    assert [c.kind for c in unsupported("It is fixed by 15 January.", sources)] == ["date"]
+    assert unsupported("Start a 14-day trial.", sources) == []
+    assert unsupported("It's fixed by Jan 15th.", Sources.of(["Due 2027-01-15."])) == []
+
+
 def test_claims_are_read_by_kind() -> None:
     kinds = [c.kind for c in claims(
         "Growth is $399, 20% off, for 25 seats: https://x.example or a@b.example, "
-        "+1 415 555 0100, on the Pro plan with code SAVE20.")]
-    assert sorted(kinds) == ["amount", "code", "email", "number", "percentage", "phone", "plan",
-                             "url"]
+        "+1 415 555 0100, on the Pro plan with code SAVE20, coupon ACMEVIP, by 3 March, "
+        "within 2 days.")]
+    assert sorted(kinds) == ["amount", "code", "date", "duration", "email", "number",
+                             "percentage", "phone", "plan", "promo_code", "url"]
