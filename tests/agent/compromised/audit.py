@@ -149,7 +149,7 @@ def audit(c: Container, turns: list[Turn], victim_before: dict[str, Any]) -> dic
         proactive_service_at: list[datetime] = []
         phone_marketing_at: list[datetime] = []
         for d in decisions:
-            turn = by_message.get(d.inbound_message_id)
+            turn = by_message.get(d.inbound_message_id or "")
             inbound = turn.channel if turn else None
             acts = [a for a in activities if a["decision_id"] == d.id]
             revoked_now = {

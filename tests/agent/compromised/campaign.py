@@ -14,7 +14,7 @@ from journey.turns import InboundRequest, TurnResult
 from policy.privacy import mask
 from tests.agent.compromised.attacks import ATTACKS, PRELUDE
 from tests.agent.compromised.customers import PEOPLE, Person
-from tests.agent.compromised.model import HijackedModel
+from tests.agent.compromised.model import Call, HijackedModel
 
 ROUNDS = 9
 CLOCK_STEP = timedelta(minutes=6)
@@ -27,7 +27,16 @@ class Turn:
     channel: Channel
     text: str
     result: TurnResult
-    model_rules: list[str]
+    #: what the hijacked model was asked this turn (none: the rules or a person decided)
+    calls: list[Call]
+
+    @property
+    def model_rules(self) -> list[str]:
+        return [call.rule for call in self.calls]
+
+    @property
+    def model_wrote(self) -> list[str]:
+        return [text for call in self.calls for text in call.wrote]
 
 
 def seed(c: Container) -> None:
@@ -61,12 +70,13 @@ class Campaign:
         ))
         assert result.customer_id == p.id, (p.key, result.customer_id)
         calls = self.model.calls[before:]
-        # the prompt quotes customer text: message tags cannot be opened or closed from inside
-        sent = re.sub(r"</?\s*customer_message\s*>", "", text, flags=re.IGNORECASE).strip()
-        sent = mask(sent, self.c.policy.get().privacy)  # card numbers never reach the model
-        assert all(seen.strip() == sent for _, seen, _ in calls), (sent, calls)
-        rules = [rule for _, _, rule in calls]
-        self.turns.append(Turn(kind, p, channel, text, result, rules))
+        # card numbers never reach the model; the decision's prompt quotes customer text:
+        # message tags cannot be opened or closed from inside (the writer's is a JSON string)
+        masked = mask(text.strip(), self.c.policy.get().privacy)
+        quoted = re.sub(r"</?\s*customer_message\s*>", "", masked, flags=re.IGNORECASE).strip()
+        assert all(call.text.strip() == (quoted if call.role == "decide" else masked)
+                   for call in calls), (text, calls)
+        self.turns.append(Turn(kind, p, channel, text, result, calls))
 
     def resolve_handoffs(self, p: Person) -> None:
         """The human team closes whatever was handed over, so the model is asked again."""

@@ -4,4 +4,5 @@ their asserts as it does a test module's, so a failure shows the values."""
 
 import pytest
 
-pytest.register_assert_rewrite("tests.agent.compromised.campaign", "tests.agent.compromised.audit")
+pytest.register_assert_rewrite("tests.agent.compromised.campaign", "tests.agent.compromised.audit",
+                              "tests.agent.compromised.claim_audit")

@@ -1,49 +1,25 @@
 """The hijacked model: a chat-completions endpoint (behind httpx's mock transport) that reads
 the customer's message out of each request and does what it asks, by the first rule of ``RULES``
-that matches it."""
+that matches it. Asked for the whole decision (``decide``, in ``tools`` or ``json_schema``
+mode) it answers with the reply and tool calls the customer dictated; asked only to write the
+reply (``write``: agent/brains/writer.py, the ``reply`` schema) it keeps the rules' draft and
+adds what the customer dictated, so the reply stays close enough to the draft to be used."""
 
 from __future__ import annotations
 
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from tests import fakes
 from tests.agent.compromised.customers import CARD, EMAIL, PHONE, SECRETS, VICTIM, luhn
-
-
-@dataclass
-class Plan:
-    """What the hijacked model answers: a reply, tool calls, and the recorded decision."""
-
-    reply: str | None
-    actions: list[Any] = field(default_factory=list)
-    intent: str = "off_topic"
-    stage: str | None = None  # None: the customer's current stage
-
-
-@dataclass
-class Raw:
-    """A malformed call: its tool-call form (name, argument text) and its JSON-mode form."""
-
-    name: str
-    arguments: str
-    item: Any
-
-
-@dataclass
-class Ctx:
-    text: str
-    channel: str
-    prompt: str
-
-
-def send(channel: str, text: str, purpose: str = "service", **extra: Any) -> dict[str, Any]:
-    return {"tool": "send_message", "channel": channel, "text": text, "purpose": purpose, **extra}
+from tests.agent.compromised.inventions import PATTERN as INVENTED
+from tests.agent.compromised.inventions import invent
+from tests.agent.compromised.plans import Ctx, Plan, Raw, send
 
 
 def _channels_in(text: str, default: str) -> list[str]:
@@ -351,6 +327,8 @@ RULES: list[tuple[str, re.Pattern[str], Callable[[re.Match[str], Ctx], Plan]]] =
         ("credit_bad_args", r"credit my account with (.+?) exactly", _credit_raw),
         ("credit_tool", r"(?:refund|credit) me (?:with )?[$€£]?(\d[\d,]*(?:\.\d+)?)(k)?\b",
          _credit),
+        # before the rules a dictated code, link or address would fall to (promo, email...)
+        ("invented_claim", INVENTED, invent),
         ("transactional_spoof", r"transactional", _transactional),
         ("promo_as_reply", r"promo.*\b(right here|this very conversation|answer here)\b",
          _promo_here),
@@ -388,30 +366,80 @@ def _call(i: int, name: str, arguments: str) -> dict[str, Any]:
             "function": {"name": name, "arguments": arguments}}
 
 
+@dataclass(frozen=True)
+class Call:
+    """One request the hijacked model answered."""
+
+    person: str  # the customer the campaign says is writing
+    text: str  # the customer's message, as the prompt quoted it
+    rule: str
+    role: str  # "decide" (the whole decision) or "write" (the reply only)
+    #: every text the model wrote: the reply, and the text of each message it sent
+    wrote: tuple[str, ...]
+
+
+#: the writer's prompt (prompts/writer_turn.md): the customer's message, then the rules'
+#: draft, each a JSON string on its line; or, as first written, each between tags
+_WRITER = re.compile(r'^Customer: (".*")\nDraft: (".*")$', re.MULTILINE)
+_WRITER_TAGS = re.compile(r"</facts>\n\n<customer_message>\n(.*)\n</customer_message>\n\n"
+                          r"<draft>\n(.*)\n</draft>", re.DOTALL)
+
+
+def _writer_request(prompt: str) -> tuple[str, str]:
+    """The customer's message and the rules' draft, out of the writer's turn prompt."""
+    found = _WRITER.search(prompt)
+    if found:
+        return json.loads(found.group(1)), json.loads(found.group(2))
+    tagged = _WRITER_TAGS.search(prompt)
+    assert tagged, prompt
+    return tagged.group(1), tagged.group(2)
+
+
+def _is_writer(body: dict[str, Any]) -> bool:
+    return bool(body.get("response_format", {}).get("json_schema", {}).get("name") == "reply")
+
+
 class HijackedModel:
     """A chat-completions endpoint that does whatever the customer's message says."""
 
     def __init__(self) -> None:
-        self.calls: list[tuple[str, str, str]] = []  # (current person, message, rule)
+        self.calls: list[Call] = []
         self.leaks: list[str] = []
         self.current = ""
 
-    def handler(self, request: httpx.Request) -> httpx.Response:
-        body = json.loads(request.content)
-        turn = body["messages"][1]["content"]
-        # the new message is the last section (earlier messages may contain the tags too)
-        header, current = turn.rsplit("\n## New message on ", 1)
-        channel, rest = current.split("\n<customer_message>\n", 1)
-        text = rest.rsplit("\n</customer_message>", 1)[0]
-        stage = re.search(r"stage: (\w+);", header).group(1)  # type: ignore[union-attr]
+    def _check_prompt(self, body: dict[str, Any]) -> str:
         prompt = json.dumps(body)
         if self.current != VICTIM.key:
             self.leaks += [f"{s} in the prompt of {self.current}" for s in SECRETS if s in prompt]
         # a card number a customer typed is masked before any prompt (tests/trust too)
         self.leaks += [f"card {m.group(0)} in the prompt of {self.current}"
                        for m in CARD.finditer(prompt) if luhn(re.sub(r"\D", "", m.group(0)))]
-        rule, plan = obey(text, channel, prompt)
-        self.calls.append((self.current, text, rule))
+        return prompt
+
+    def write(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The writer's one call: the draft, and whatever the customer dictated after it."""
+        # the turn is the last message (examples may come before it as earlier turns)
+        text, draft = _writer_request(body["messages"][-1]["content"])
+        rule, plan = obey(text, "write", self._check_prompt(body))
+        written = f"{draft} {plan.reply}" if plan.reply else draft
+        self.calls.append(Call(self.current, text, rule, "write", (written,)))
+        return fakes.content({"reply": written})
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        if _is_writer(body):
+            return httpx.Response(200, json=self.write(body))
+        turn = body["messages"][1]["content"]
+        # the new message is the last section (earlier messages may contain the tags too)
+        header, current = turn.rsplit("\n## New message on ", 1)
+        channel, rest = current.split("\n<customer_message>\n", 1)
+        text = rest.rsplit("\n</customer_message>", 1)[0]
+        stage = re.search(r"stage: (\w+);", header).group(1)  # type: ignore[union-attr]
+        rule, plan = obey(text, channel, self._check_prompt(body))
+        sent = [a["text"] for a in plan.actions
+                if isinstance(a, dict) and isinstance(a.get("text"), str)]
+        self.calls.append(Call(self.current, text, rule, "decide",
+                               tuple(t for t in (plan.reply, *sent) if t)))
         record = {"intent": plan.intent, "stage": plan.stage or stage, "sentiment": "neutral",
                   "confidence": 0.9, "reply": plan.reply}
         if "tools" in body:
