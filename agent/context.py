@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agent.brains.base import Brain
-from agent.understand import IntentClassifier, KnowledgeBase
+from agent.knowledge import KnowledgeBase
+from agent.understand import IntentClassifier
 from core.clock import Clock, IdFactory
 from core.ports import TurnStore, VectorMemory
 from policy.journeys import JourneysProvider

@@ -1,17 +1,16 @@
 """Understanding a message without an LLM: intent by nearest neighbour over labelled examples,
-answers by nearest neighbour over the knowledge base, the customer's mood
-(:mod:`agent.sentiment`), the message's language (:mod:`agent.language`), and the entities a
-sales team wants (seats, requirements).
+the customer's mood (:mod:`agent.sentiment`), the message's language (:mod:`agent.language`),
+and the entities a sales team wants (seats, requirements). Answers come from the knowledge base
+(:mod:`agent.knowledge`).
 
-Examples and knowledge are data in ``prompts/``; they are embedded once with the same MiniLM
-model the vector memory uses.
+The examples are data in ``prompts/intents.yaml``, embedded once with the same MiniLM model the
+vector memory uses.
 """
 
 from __future__ import annotations
 
 import re
 from collections import defaultdict
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -88,13 +87,6 @@ class Signals(BaseModel):
                     None)
 
 
-@dataclass
-class KnowledgeEntry:
-    id: str
-    topic: str
-    answer: str
-
-
 class IntentClassifier:
     """k-nearest-neighbour intent classifier over ``prompts/intents.yaml``."""
 
@@ -138,50 +130,6 @@ class IntentClassifier:
             # confidence: the vote share, damped when even the nearest example is far away
             out.append(IntentScore(intent=name, score=round(share * min(1.0, top_sim / 0.6), 4)))
         return out
-
-
-class KnowledgeBase:
-    """Nearest-neighbour answers over ``prompts/knowledge.yaml``."""
-
-    def __init__(self, embedder: MiniLMEmbedder, data: dict[str, Any] | None = None) -> None:
-        data = data or load_yaml("knowledge.yaml")
-        self.embedder = embedder
-        self.company: str = data.get("company", "")
-        catalogue = data.get("catalogue") or {}
-        #: what a conversation can be about: its plans and products (agent/subject.py)
-        self.subject = SubjectReader(catalogue.get("plans", []), catalogue.get("products", []))
-        self.entries: list[KnowledgeEntry] = []
-        owners: list[int] = []
-        texts: list[str] = []
-        for i, entry in enumerate(data["entries"]):
-            self.entries.append(
-                KnowledgeEntry(id=entry["id"], topic=entry.get("topic", ""), answer=entry["answer"])
-            )
-            for question in entry["questions"]:
-                owners.append(i)
-                texts.append(question)
-        self._owners = np.array(owners)
-        self.matrix = embedder.embed(texts)
-
-    def lookup(self, text: str, min_score: float = 0.45) -> tuple[KnowledgeEntry, float] | None:
-        sims = self.matrix @ self.embedder.embed_one(text)
-        best = int(np.argmax(sims))
-        score = float(sims[best])
-        if score < min_score:
-            return None
-        return self.entries[int(self._owners[best])], score
-
-    def search(self, text: str, k: int = 5) -> list[tuple[KnowledgeEntry, float]]:
-        """The ``k`` entries nearest to ``text`` (each by its nearest question), best first."""
-        sims = self.matrix @ self.embedder.embed_one(text)
-        best = np.full(len(self.entries), -1.0)
-        np.maximum.at(best, self._owners, sims)
-        order = np.argsort(-best)[:k]
-        return [(self.entries[int(i)], float(best[i])) for i in order]
-
-    def facts(self) -> str:
-        """The knowledge base as compact lines, for the LLM prompt."""
-        return "\n".join(f"- [{e.id}] {e.answer}" for e in self.entries)
 
 
 _OPT_OUT = re.compile(

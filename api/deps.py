@@ -15,7 +15,7 @@ from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 
-from agent.understand import KnowledgeBase
+from agent.knowledge import KnowledgeBase
 from api.ratelimit import RateLimiter, Rule, key_id
 from core.hub import Hub
 from core.settings import ApiKey, Settings

@@ -6,6 +6,7 @@ operate the outbox and the inbox, check the policy, run the eval suites.
     chat.py     chat
     ops.py      outbox list/replay, handoffs list/metrics
     policy.py   policy check/explain
+    knowledge.py  knowledge check/search
     customers.py  the customers group (import/export in bulk.py, erase in erasure.py)
     (eval)      the eval suites' commands, from ``evals.cli``
 """
@@ -14,10 +15,12 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-from cli import bulk, chat, customers, erasure, ops, policy, server
+from cli import bulk, chat, customers, erasure, knowledge, ops, policy, server
 from cli.app import app, err
 
-__all__ = ["app", "bulk", "chat", "customers", "erasure", "main", "ops", "policy", "server"]
+__all__ = [
+    "app", "bulk", "chat", "customers", "erasure", "knowledge", "main", "ops", "policy", "server",
+]
 
 
 def _add_eval() -> None:

@@ -77,6 +77,13 @@ def serve(
         if problem:
             err.print(f"[red]journey serve --workers {workers}: {problem}[/red]")
             raise typer.Exit(2)
+    from agent.knowledge import KnowledgeInvalid, load_knowledge
+
+    try:  # before the server starts: a broken knowledge file is named, line by line
+        load_knowledge(settings.knowledge_path)
+    except KnowledgeInvalid as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
     brain = settings.resolved_brain
     if brain == "local" and not _prepare_local_model(settings):
         settings = settings.model_copy(update={"brain": "rules"})

@@ -136,6 +136,17 @@ class Settings(BaseSettings):
         description="The journeys YAML (triggers over signals). Empty: prompts/journeys.yaml. "
         "Changes are picked up without a restart.",
     )
+    knowledge_path: Path | None = Field(
+        None,
+        description="The knowledge base YAML: what the bot may state (journey knowledge check "
+        "validates one). Empty: the demo company's prompts/knowledge.yaml. Read at start-up: "
+        "its questions are embedded once.",
+    )
+    knowledge_in_prompt: int = Field(
+        40, ge=0, le=1000,
+        description="The largest knowledge base a model gets whole in its system prompt; a "
+        "larger one gives it the 5 entries retrieved for each message instead.",
+    )
     notifications_path: Path | None = Field(
         None,
         description="The transactional message templates (POST /v1/notifications). Empty: "
@@ -272,7 +283,8 @@ class Settings(BaseSettings):
         description="How long a web-chat session token is valid after it was issued.",
     )
 
-    @field_validator("policy_path", "local_model_path", "journeys_path", mode="before")
+    @field_validator("policy_path", "local_model_path", "journeys_path", "knowledge_path",
+                     mode="before")
     @classmethod
     def _empty_path_is_default(cls, value: object) -> object:
         return None if value in ("", None) else value

@@ -17,7 +17,8 @@ from typing import Any
 
 import yaml
 
-from agent.understand import IntentClassifier, KnowledgeBase
+from agent.knowledge import KnowledgeBase
+from agent.understand import IntentClassifier
 from core.clock import FixedClock, sequential_ids
 from core.domain import Approval, CustomerProfile, Event, Identity
 from core.settings import BrainName, Settings

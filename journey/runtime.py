@@ -24,7 +24,8 @@ from agent.brains.rules import RulesBrain
 from agent.brains.writer import WriterBrain
 from agent.context import TurnServices
 from agent.graph import build_graph
-from agent.understand import IntentClassifier, KnowledgeBase
+from agent.knowledge import KnowledgeBase, load_knowledge
+from agent.understand import IntentClassifier
 from channels.base import ChannelAdapter
 from channels.registry import build_adapters, close_adapters
 from core import identity
@@ -225,7 +226,8 @@ def build_container(
         closers.append(memory.close)  # what is buffered lands before the process ends
     lifecycle = load_lifecycle()
     classifier = classifier or IntentClassifier(embedder)
-    knowledge = knowledge or KnowledgeBase(embedder)
+    knowledge = knowledge or KnowledgeBase(embedder, load_knowledge(settings.knowledge_path),
+                                           in_prompt=settings.knowledge_in_prompt)
     rules = RulesBrain(knowledge)
     brain_note = None
     local = None

@@ -16,7 +16,8 @@ import psycopg
 import pytest
 
 from agent.brains import llm
-from agent.understand import IntentClassifier, KnowledgeBase
+from agent.knowledge import KnowledgeBase
+from agent.understand import IntentClassifier
 from core.clock import FixedClock, sequential_ids
 from core.settings import Settings
 from journey.runtime import Container, build_container
@@ -108,6 +109,7 @@ def make_container(
     built: list[Container] = []
 
     def make(brain: str = "rules", llm_http_client: Any = None, **overrides: Any) -> Container:
+        overrides_knowledge = overrides.pop("knowledge", None)  # a test's own knowledge base
         settings = Settings(
             _env_file=None,  # type: ignore[call-arg]
             data_dir=overrides.pop("data_dir", tmp_path / f"data{len(built)}"),
@@ -128,7 +130,8 @@ def make_container(
             ids=sequential_ids(),
             embedder=embedder,
             classifier=classifier,
-            knowledge=knowledge,
+            # a test's JOURNEY_KNOWLEDGE_PATH is read as the server reads it
+            knowledge=overrides_knowledge or (None if settings.knowledge_path else knowledge),
             llm_http_client=llm_http_client,
         )
         built.append(container)

@@ -29,8 +29,8 @@ from pydantic import TypeAdapter, ValidationError
 
 from agent.brains.base import Brain, BrainDecision, BrainInput, DecisionOutput
 from agent.brains.schemas import RecordDecision, decision_schema, tool_definitions
+from agent.knowledge import KnowledgeBase
 from agent.language import DEFAULT_LANGUAGE, languages
-from agent.understand import KnowledgeBase
 from core.domain import BrainInfo, ProposedAction, RejectedCall
 from prompts import load_text, render_file
 
@@ -123,12 +123,15 @@ class LLMBrain:
 
     def warm_up_with(self, system: str) -> None:
         """One token of a request with ``system`` as its system prompt (see :meth:`warm_up`)."""
+        self.warm_up_messages([{"role": "system", "content": system}])
+
+    def warm_up_messages(self, prefix: list[dict[str, str]]) -> None:
+        """One token of a request that starts with ``prefix``, so its processing is cached."""
         try:
             self._guard()
             self.client.chat.completions.create(
                 model=self.model, max_tokens=1, temperature=0,
-                messages=[{"role": "system", "content": system},
-                          {"role": "user", "content": "warm-up"}],
+                messages=[*prefix, {"role": "user", "content": "warm-up"}],  # type: ignore[list-item]
             )
         except (openai.APIError, httpx.HTTPError, ModelRequestsBlocked) as exc:
             log.warning("model warm-up failed: %s", exc)
@@ -146,7 +149,9 @@ class LLMBrain:
             policy="\n".join(
                 part for part in (load_text("policy_facts.md").strip(), policy_brief) if part
             ),
-            knowledge=self.knowledge.facts(),
+            knowledge=self.knowledge.facts() if self.knowledge.whole_in_prompt else (
+                "(The knowledge base is large: the entries retrieved for each message come "
+                "with it, under \"Facts for this message\". State nothing beyond them.)"),
         )
         if self.mode == "json_object":
             schema = json.dumps(decision_schema(), separators=(",", ":"))
@@ -213,9 +218,17 @@ class LLMBrain:
             lines.append("Build on this; do not repeat what they already told the customer.")
             handback = "\n".join(lines)
 
+        facts = ""
+        if not self.knowledge.whole_in_prompt:
+            retrieved = self.knowledge.search(data.signals.resolved or data.text)
+            facts = ("## Facts for this message (retrieved from the knowledge base; never "
+                     "state prices, discounts, dates or features beyond these)\n"
+                     f"{self.knowledge.facts(self.knowledge.given(retrieved))}\n\n")
+
         def render() -> str:
             return render_file(
                 "decision_turn.md",
+                facts=facts,
                 handback=handback,
                 profile=profile,
                 events="\n".join(events) or "none",

@@ -17,8 +17,9 @@ from functools import cached_property
 from typing import Any
 
 from agent.brains.base import BrainDecision, BrainInput, DecisionOutput
+from agent.knowledge import KnowledgeBase
 from agent.language import DEFAULT_LANGUAGE, languages
-from agent.understand import KnowledgeBase, Signals
+from agent.understand import Signals
 from core.domain import (
     BrainInfo,
     EscalateToHuman,

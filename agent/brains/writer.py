@@ -27,8 +27,8 @@ import openai
 
 from agent.brains.base import Brain, BrainDecision, BrainInput
 from agent.brains.llm import LLMBrain, ModelRequestsBlocked, same_words
+from agent.knowledge import KnowledgeBase
 from agent.language import DEFAULT_LANGUAGE, languages
-from agent.understand import KnowledgeBase
 from core.domain import EscalateToHuman
 from prompts import render_file
 

@@ -8,6 +8,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from agent.context import TurnServices
+from agent.knowledge import RETRIEVED_K
 from agent.language import DEFAULT_LANGUAGE
 from agent.nodes.turn import ACTIONS, sent_ledger, state_maybe_inbound, state_profile
 from agent.state import TurnState
@@ -24,8 +25,6 @@ from policy.grounding import Grounding, Sources
 
 #: Earlier inbound messages this recent that resemble this one make it a repeat contact.
 REPEAT_WINDOW = timedelta(days=14)
-#: knowledge entries retrieved for a message and recorded on its decision
-KNOWLEDGE_K = 5
 #: how near the best entry must be for an ungrounded reply to become its answer (as the rules
 #: brain's own answers)
 FALLBACK_SCORE = 0.45
@@ -103,8 +102,8 @@ def _customer_said(state: TurnState) -> tuple[str, ...]:
 
 def _grounding(state: TurnState, svc: TurnServices, profile: CustomerProfile) -> Grounding | None:
     """The sources every claim of the bot's reply must be in. The company's: the knowledge
-    base the brains were given (whole: it is small, and in the LLM's system prompt; the
-    entries retrieved for the message are recorded with their scores), the profile, what the
+    the brains were given (the whole base when it is small, else the entries retrieved for
+    the message; those are recorded with their scores either way), the profile, what the
     bot and people told the customer before. The customer's: what they wrote. Proactive
     turns send the journey's own templates, and are not checked."""
     kb = svc.knowledge
@@ -112,7 +111,7 @@ def _grounding(state: TurnState, svc: TurnServices, profile: CustomerProfile) ->
     if kb is None or inbound is None:
         return None
     resolved = (state.get("signals") or {}).get("resolved")
-    retrieved = kb.search(resolved or inbound.text, k=KNOWLEDGE_K)
+    retrieved = kb.search(resolved or inbound.text, k=RETRIEVED_K)
     company = [profile.name or "", *(f"{k} {v}" for k, v in profile.attributes.items())]
     company += [m["text"] for m in state.get("recent", []) if m.get("direction") == "outbound"]
     company += [h["text"] for h in state.get("history", []) if h.get("direction") == "outbound"]
@@ -127,7 +126,7 @@ def _grounding(state: TurnState, svc: TurnServices, profile: CustomerProfile) ->
     region = default_region()
     return Grounding(
         sources=Sources.of(company, customer, region,
-                           known=(kb.company, *(e.answer for e in kb.entries))),
+                           known=(kb.company, *(e.answer for e in kb.given(retrieved)))),
         fallback=best[0].answer if best and best[1] >= FALLBACK_SCORE else None,
         region=region,
         knowledge=tuple((e.id, round(score, 3)) for e, score in retrieved),

@@ -14,7 +14,7 @@ from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from agent.understand import KnowledgeBase
+from agent.knowledge import KnowledgeBase
 from api.console.session import ConsoleSession
 from api.deps import KnowledgeDep, StoreDep
 from api.errors import status_of

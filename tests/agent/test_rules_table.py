@@ -8,7 +8,8 @@ import pytest
 
 from agent.brains.base import BrainInput
 from agent.brains.rules import RULES, RulesBrain, Turn
-from agent.understand import IntentScore, KnowledgeBase, Signals
+from agent.knowledge import KnowledgeBase
+from agent.understand import IntentScore, Signals
 from core.domain import CustomerProfile, EscalateToHuman, Sentiment
 from memory.vector import MemoryHit
 from policy.lifecycle import load_lifecycle

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from agent.knowledge import KnowledgeBase
 from agent.subject import SubjectReader
-from agent.understand import IntentClassifier, KnowledgeBase, understand
+from agent.understand import IntentClassifier, understand
 
 READER = SubjectReader(plans=["Starter", "Growth", "Enterprise"],
                        products=["Salesforce", "HubSpot", "WhatsApp", "REST API"])

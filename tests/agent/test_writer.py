@@ -11,7 +11,7 @@ import pytest
 from agent.brains.llm import LLMBrain
 from agent.brains.rules import RulesBrain
 from agent.brains.writer import REPLY_SCHEMA, WriterBrain
-from agent.understand import KnowledgeBase
+from agent.knowledge import KnowledgeBase
 from core.settings import Settings
 from journey.runtime import make_brain
 from tests import fakes

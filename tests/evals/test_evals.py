@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from agent.brains.llm import make_client
-from agent.understand import IntentClassifier, KnowledgeBase
+from agent.knowledge import KnowledgeBase
+from agent.understand import IntentClassifier
 from evals.broken import without_policy
 from evals.cli import diff_reports, gate, thresholds_for
 from evals.html import html_report

@@ -11,7 +11,8 @@ import pytest
 from agent.brains.base import BrainInput
 from agent.brains.llm import LLMBrain, make_client
 from agent.brains.rules import RulesBrain
-from agent.understand import IntentClassifier, KnowledgeBase, understand
+from agent.knowledge import KnowledgeBase
+from agent.understand import IntentClassifier, understand
 from core.domain import CustomerProfile, Event, Identity
 from policy.brief import policy_brief
 from policy.lifecycle import load_lifecycle
