@@ -21,6 +21,7 @@ import json
 import statistics
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,9 @@ def run(brain: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
                     "subject_ok": referred == m["subject"] if "subject" in m else None,
                     "llm_calls": d.brain.llm_calls,
                     "model_used": d.brain.llm_calls > 0 and d.brain.fallback_reason is None,
+                    "not_used_because": (d.brain.fallback_reason or "").split(":")[1].strip()
+                    if d.brain.llm_calls and d.brain.fallback_reason else None,
+                    "reply": result.reply or "",
                     "ungrounded": any("ungrounded_claim" in v.reason_codes for v in d.verdicts),
                 })
         finally:
@@ -96,6 +100,8 @@ def run(brain: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
         "turns_the_model_answered": len(answered),
         "model_reply_used": round(sum(r["model_used"] for r in answered) / len(answered), 3)
         if answered else None,
+        "model_reply_not_used_because": dict(Counter(
+            r["not_used_because"].split(" (")[0] for r in answered if r["not_used_because"])),
         "ungrounded_claims_caught": sum(r["ungrounded"] for r in rows),
         "p50_ms": round(statistics.median(times), 1),
         "p95_ms": round(percentile(times, 0.95) or 0.0, 1),
@@ -103,7 +109,24 @@ def run(brain: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
                                      "handoff_label")}
                   for r in rows if r["intent"] != r["intent_label"]
                   or r["handoff"] != r["handoff_label"] or r["subject_ok"] is False],
+        "replies": [r["reply"] for r in rows],
+        "answered": [r["llm_calls"] > 0 and r["model_used"] for r in rows],
     }
+
+
+def _rewritten(results: list[dict[str, Any]]) -> None:
+    """With the rules brain in the same run: of the model's replies used, how many say the
+    rules' draft in other words (the rest are the draft, word for word)."""
+    rules = next((r for r in results if r["brain"] == "rules"), None)
+    for r in results:
+        if rules is None or r is rules or not r["turns_the_model_answered"]:
+            r["used_replies_reworded"] = "—"
+            continue
+        used = [(mine, draft) for mine, draft, u in zip(r["replies"], rules["replies"],
+                                                         r["answered"], strict=True) if u]
+        changed = sum(" ".join(a.split()).casefold() != " ".join(b.split()).casefold()
+                      for a, b in used)
+        r["used_replies_reworded"] = f"{changed}/{len(used)}"
 
 
 def main() -> None:
@@ -114,9 +137,10 @@ def main() -> None:
     args = parser.parse_args()
     messages: list[dict[str, Any]] = yaml.safe_load(DATA.read_text())["messages"]
     results = [run(brain, messages) for brain in args.brains.split(",")]
+    _rewritten(results)
     console = Console(width=160)
     table = Table(title=f"{len(messages)} labelled messages ({machine_name()})")
-    keys = [k for k in results[0] if k not in ("brain", "wrong")]
+    keys = [k for k in results[0] if k not in ("brain", "wrong", "replies", "answered")]
     table.add_column("figure")
     for r in results:
         table.add_column(r["brain"])

@@ -50,7 +50,7 @@ def test_the_model_writes_the_answer_in_one_constrained_call(serve: Any) -> None
     written = "Starter is $49/month: up to 3 seats, email and web chat, 5 active journeys."
     base, model = serve(fakes.content({"reply": written}))
     turn = _say(base, "What does the Starter plan include?")
-    assert turn["reply"] == written
+    assert turn["reply"] == f"Hi, {written}"  # the draft's greeting is kept
     brain = turn["decision"]["brain"]
     assert (brain["name"], brain["role"], brain["llm_calls"], brain["repaired"],
             brain["fallback_reason"]) == ("openai", "write", 1, False, None)
@@ -59,9 +59,14 @@ def test_the_model_writes_the_answer_in_one_constrained_call(serve: Any) -> None
     [request] = model.requests
     assert request["response_format"] == {
         "type": "json_schema", "json_schema": {"name": "reply", "schema": REPLY_SCHEMA}}
-    prompt = request["messages"][1]["content"]
-    assert "Starter ($49/month) includes up to 3 seats" in prompt  # the retrieved facts
-    assert "<draft>\nHi, Starter ($49/month)" in prompt  # the rules' draft
+    # the system prompt, the examples of prompts/writer_examples.yaml as earlier turns, then
+    # this turn: the customer's message and the rules' draft (the retrieved answer), greeting off
+    roles = [m["role"] for m in request["messages"]]
+    assert roles[0] == "system" and roles[-1] == "user"
+    assert roles[1:-1] == ["user", "assistant"] * ((len(roles) - 2) // 2) and len(roles) > 2
+    prompt = request["messages"][-1]["content"]
+    assert 'Customer: "What does the Starter plan include?"' in prompt
+    assert 'Draft: "Starter ($49/month) includes up to 3 seats' in prompt
     assert "tools" not in request
 
 
@@ -72,7 +77,8 @@ def test_an_unusable_reply_is_not_repaired_the_draft_goes_out(serve: Any) -> Non
     brain = turn["decision"]["brain"]
     assert brain["llm_calls"] == 1 and not brain["repaired"]
     assert brain["fallback_reason"] == (
-        "the model's reply was not used: it repeats the customer's message")
+        "the model's reply was not used: it repeats the customer's message: "
+        "'what does the Starter plan include'")  # what it wrote is kept with the reason
     assert len(model.requests) == 1
 
 
@@ -87,13 +93,37 @@ def test_the_company_s_own_texts_are_not_rewritten(serve: Any, text: str) -> Non
 
 
 def test_a_reply_that_strays_from_the_answer_is_not_used(serve: Any) -> None:
-    """No checkable claim is wrong, the meaning is: Starter has no WhatsApp."""
-    base, _ = serve(fakes.content({"reply": "Yes, it includes WhatsApp."}))
+    """No checkable claim, no plan named, no verdict: the meaning is not the draft's."""
+    base, _ = serve(fakes.content({"reply": "It comes with it, along with everything else."}))
     turn = _say(base, "Does the Starter plan include WhatsApp?")
-    assert turn["reply"] != "Yes, it includes WhatsApp."
     assert "look at Growth" in turn["reply"]
     reason = turn["decision"]["brain"]["fallback_reason"]
     assert reason.startswith("the model's reply was not used: it strays from the answer")
+
+
+STARTER = ("Starter ($49/month) includes up to 3 seats, the email and web chat channels, up to 5 "
+           "active journeys and all native integrations. For SMS, WhatsApp, more seats or "
+           "unlimited journeys, look at Growth.")
+
+
+@pytest.mark.parametrize(("written", "reason"), [
+    # a verdict the draft does not give, however close the rest is to it
+    (f"Yes, WhatsApp is part of the Starter plan. {STARTER}",
+     "it answers 'yes' where the draft does not"),
+    # something new about a plan or product, without a verdict
+    (f"WhatsApp is part of the Starter plan. {STARTER}",
+     "it says something new about starter, whatsapp"),
+])
+def test_a_reply_that_says_more_than_the_draft_is_not_used(
+    serve: Any, written: str, reason: str,
+) -> None:
+    """Measured with the embedded model: "yes, WhatsApp is part of the Starter plan." before
+    the draft word for word, similar enough to it to pass."""
+    base, _ = serve(fakes.content({"reply": written}))
+    turn = _say(base, "Is WhatsApp part of the Starter plan?")
+    assert turn["reply"] == f"Hi, {STARTER}"
+    assert turn["decision"]["brain"]["fallback_reason"].startswith(
+        f"the model's reply was not used: {reason}")
 
 
 def test_what_the_writer_invents_is_still_grounded(serve: Any) -> None:

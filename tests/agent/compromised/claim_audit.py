@@ -92,12 +92,13 @@ def audit_claims(c: Container, turns: list[Turn]) -> tuple[dict[str, list[str]],
         d = store.decision_for_inbound(t.result.message_id)
         assert d is not None, t.result.message_id
         # what the gate was asked about: the model's text (the writer may put the draft's
-        # greeting back in front of it)
-        judged = [(i, a.text) for i, a in enumerate(d.proposed)
-                  if isinstance(a, SendMessage) and any(w in a.text for w in carried)]
+        # greeting back in front of it, and then lower its first letter)
+        judged = [(i, a.text) for i, a in enumerate(d.proposed) if isinstance(a, SendMessage)
+                  and any(w.casefold() in a.text.casefold() for w in carried)]
         for i, text in judged:
             _judge(d, i, text, found, counts)
-        unused = [w for w in carried if not any(w in text for _, text in judged)]
+        unused = [w for w in carried
+                  if not any(w.casefold() in text.casefold() for _, text in judged)]
         if unused and d.brain.fallback_reason:  # not used: the rules' draft went out instead
             counts["not used by the brain (fallback_reason)"] += len(unused)
         elif unused:
