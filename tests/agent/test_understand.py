@@ -135,6 +135,7 @@ def test_claimed_contacts(text: str, contacts: int) -> None:
     ("Olá, quero falar com alguém", "pt", "pt"),
     ("Ik wil met een medewerker spreken", "nl", "nl"),
     ("¿Cuánto cuesta el plan Growth?", "es", None),
+    ("Quanto custa o plano Growth por mês?", "pt", None),  # the detector: 0.86 sure
     ("I want to talk to a person", "en", "en"),  # English, the company's language
     ("can customers chat with a live agent from the widget?", "en", None),  # a question
     ("we need 40 agents on Growth", "en", None),  # seats
