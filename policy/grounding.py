@@ -90,6 +90,25 @@ def _durations(text: str) -> set[str]:
     return {_duration(m) for m in _DURATION.finditer(text)}
 
 
+_CURRENCIES = {"$": "USD", "usd": "USD", "dollar": "USD", "dollars": "USD",
+               "€": "EUR", "eur": "EUR", "euro": "EUR", "euros": "EUR",
+               "£": "GBP", "gbp": "GBP", "pound": "GBP", "pounds": "GBP"}
+
+
+def _amounts(text: str) -> set[tuple[str, float]]:
+    """Amounts with their currency: "$399", "399 USD" and "399 dollars" are ("USD", 399)."""
+    found: set[tuple[str, float]] = set()
+    for m in _NUMBER.finditer(text):
+        before = text[max(0, m.start() - 1):m.start()]
+        after = _CURRENCY_AFTER.match(text, m.end())
+        sign = before if before and before in "$€£" else (after.group(0).strip() if after else "")
+        if sign:
+            value = float(m.group(1).replace(",", ""))
+            value *= _SCALES.get((m.group(2) or "").lower(), 1)
+            found.add((_CURRENCIES[sign.casefold()], value))
+    return found
+
+
 def _numbers(text: str) -> set[float]:
     found: set[float] = set()
     for m in _NUMBER.finditer(text):
@@ -120,6 +139,7 @@ def _clean(value: str) -> str:
 @dataclass(frozen=True)
 class _Read:
     numbers: frozenset[float]
+    amounts: frozenset[tuple[str, float]]
     dates: frozenset[str]
     durations: frozenset[str]
     words: str  # every text, case-folded, for names
@@ -132,6 +152,7 @@ class _Read:
         joined = "\n".join(t for t in texts if t)
         return cls(
             numbers=frozenset(_numbers(joined)),
+            amounts=frozenset(_amounts(joined)),
             dates=frozenset(_dates(joined)),
             durations=frozenset(_durations(joined)),
             words=joined.casefold(),
@@ -230,6 +251,8 @@ def _supports(read: _Read, claim: Claim, region: str) -> bool:
         return url in read.urls or any(u.startswith(url) for u in read.urls)
     if claim.kind == "email":
         return claim.text.casefold() in read.emails
+    if claim.kind == "amount":  # the value in the same currency: "€399" is not "$399"
+        return bool(_amounts(claim.text)) and _amounts(claim.text) <= read.amounts
     if claim.kind == "date":
         return _dates(claim.text) <= read.dates
     if claim.kind == "duration":
