@@ -98,8 +98,9 @@ class Settings(BaseSettings):
         "auto",
         description="What the model does: 'decide' (the whole decision: intent, stage, reply, "
         "tools), or 'write' (the rules and the policy decide, the model writes the reply from "
-        "the retrieved facts in one schema-constrained call). 'auto': write for the embedded "
-        "local model (0.5B parameters), decide for an OpenAI-compatible endpoint.",
+        "the retrieved facts in one schema-constrained call). 'auto': write for a local model "
+        "under about 3B parameters (a GGUF file under 1.8 GB, as the embedded 0.5B one), "
+        "decide for a larger one and for an OpenAI-compatible endpoint.",
     )
     llm_timeout_s: float = Field(30.0, gt=0)
     llm_temperature: float = Field(0.0, ge=0, le=2)

@@ -161,6 +161,12 @@ def _make_chroma(settings: Settings, embedder: MiniLMEmbedder) -> ChromaVectorMe
     )
 
 
+#: the smallest local GGUF file that makes the whole decision when the role is ``auto``: a 3B
+#: model at 4 bits is about 1.9 GB; the embedded 0.5B one (491 MB) writes (README: which model
+#: gets which role)
+DECIDE_FROM_BYTES = 1_800_000_000
+
+
 def make_brain(
     settings: Settings,
     rules: RulesBrain,
@@ -169,7 +175,11 @@ def make_brain(
     http_client: httpx.Client | None = None,
     name: str = "openai",
     context_tokens: int | None = None,
+    model_bytes: int | None = None,
 ) -> Brain:
+    """The brain the settings ask for. ``JOURNEY_LLM_ROLE=auto``: an endpoint decides; a local
+    GGUF decides from :data:`DECIDE_FROM_BYTES` (about 3B parameters at 4 bits), a smaller one
+    (the embedded 0.5B model, ``model_bytes`` unknown) writes."""
     if settings.resolved_brain == "rules":
         return rules
     llm = LLMBrain(
@@ -191,7 +201,7 @@ def make_brain(
         injected_transport=http_client is not None,
     )
     role = settings.llm_role if settings.llm_role != "auto" else (
-        "write" if name == "local" else "decide")
+        "write" if name == "local" and (model_bytes or 0) < DECIDE_FROM_BYTES else "decide")
     if role == "write":
         return WriterBrain(llm=llm, rules=rules, knowledge=knowledge)
     return llm
@@ -246,7 +256,8 @@ def build_container(
             })
             brain = make_brain(local_settings, rules, knowledge, classifier.descriptions,
                                llm_http_client, name="local",
-                               context_tokens=settings.local_context)
+                               context_tokens=settings.local_context,
+                               model_bytes=local.model.stat().st_size)
             if isinstance(brain, LLMBrain | WriterBrain):
                 # the first customer should not wait ~30 s for the system prompt: process it
                 # now, in the background, while the server finishes starting

@@ -143,6 +143,11 @@ def test_the_role_follows_the_model(knowledge: KnowledgeBase) -> None:
                         llm_base_url="http://127.0.0.1:9/v1")
     assert isinstance(make_brain(endpoint, rules, knowledge, {}), LLMBrain)
     assert isinstance(make_brain(endpoint, rules, knowledge, {}, name="local"), WriterBrain)
+    # a local GGUF of a 7B model (4.4 GB) decides; the embedded 0.5B one (491 MB) writes
+    assert isinstance(make_brain(endpoint, rules, knowledge, {}, name="local",
+                                 model_bytes=4_400_000_000), LLMBrain)
+    assert isinstance(make_brain(endpoint, rules, knowledge, {}, name="local",
+                                 model_bytes=491_400_000), WriterBrain)
     chosen = endpoint.model_copy(update={"llm_role": "write"})
     assert isinstance(make_brain(chosen, rules, knowledge, {}), WriterBrain)
     chosen = endpoint.model_copy(update={"llm_role": "decide"})
