@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cli.app import app, console, err
+from cli.app import app, console, err, refuse_file
 from core.settings import get_settings
 
 knowledge_app = typer.Typer(
@@ -38,10 +38,7 @@ def knowledge_check(
     try:
         data = load_knowledge(path)
     except KnowledgeInvalid as exc:
-        err.print(f"[red]✗ {exc.source}: invalid knowledge base[/red]")
-        for problem in exc.problems:
-            err.print(f"  {problem}")
-        raise typer.Exit(1) from None
+        refuse_file(exc)
     entries = data["entries"]
     limit = get_settings().knowledge_in_prompt
     given = ("it whole, in its system prompt" if len(entries) <= limit else

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cli.app import app, console, err
+from cli.app import app, console, err, refuse_file
 from core.settings import get_settings
 
 policy_app = typer.Typer(
@@ -32,10 +32,7 @@ def policy_check(
     try:
         policy = load_policy(file)
     except PolicyError as exc:
-        err.print(f"[red]✗ {exc.source}: invalid policy[/red]")
-        for problem in exc.problems:
-            err.print(f"  {problem}")
-        raise typer.Exit(1) from None
+        refuse_file(exc)
     intents = list(load_yaml("intents.yaml")["intents"])
     warnings = lint(policy, intents, load_lifecycle().stages)
     console.print(
