@@ -95,6 +95,10 @@ _CURRENCIES = {"$": "USD", "usd": "USD", "dollar": "USD", "dollars": "USD",
                "£": "GBP", "gbp": "GBP", "pound": "GBP", "pounds": "GBP"}
 
 
+#: letters before a "$" that make it another currency's sign ("R$399" is reais)
+_DOLLAR_PREFIX = re.compile(r"(?<![A-Za-z])([A-Z]{1,2})\$$")
+
+
 def _amounts(text: str) -> set[tuple[str, float]]:
     """Amounts with their currency: "$399", "399 USD" and "399 dollars" are ("USD", 399)."""
     found: set[tuple[str, float]] = set()
@@ -105,7 +109,11 @@ def _amounts(text: str) -> set[tuple[str, float]]:
         if sign:
             value = float(m.group(1).replace(",", ""))
             value *= _SCALES.get((m.group(2) or "").lower(), 1)
-            found.add((_CURRENCIES[sign.casefold()], value))
+            currency = _CURRENCIES[sign.casefold()]
+            prefix = _DOLLAR_PREFIX.search(text, 0, m.start())
+            if sign == "$" and prefix and prefix.group(1) != "US":
+                currency = f"{prefix.group(1)}$"  # R$ (reais), A$, C$, HK$: not dollars
+            found.add((currency, value))
     return found
 
 
@@ -227,7 +235,8 @@ def claims(text: str, region: str = "US") -> list[Claim]:
         before = text[max(0, m.start() - 1):m.start()]
         currency = _CURRENCY_AFTER.match(text, m.end())
         if before and before in "$€£":
-            found.append(Claim("amount", before + m.group(0)))
+            prefix = _DOLLAR_PREFIX.search(text, 0, m.start()) if before == "$" else None
+            found.append(Claim("amount", (prefix.group(0) if prefix else before) + m.group(0)))
         elif currency:
             found.append(Claim("amount", m.group(0) + currency.group(0)))
         elif text[m.end():m.end() + 1] == "%":

@@ -21,6 +21,7 @@ OWN = ["support@acmejourneys.example"]
     "Growth is $399 per month for up to 25 seats.",
     "Billed yearly, Growth is $3,990 (or 3.99k).",
     "Growth costs 399 USD a month, 3.99k dollars a year.",  # the same currency, written out
+    "Growth is US$399 a month.",
     "The Growth plan includes a 14-day trial: https://acmejourneys.example/pricing.",
     "Enterprise comes with a 99.95% uptime SLA and 24/7 support.",
     "For 1,500 users Enterprise fits; the 401 means the key is wrong.",  # the customer's own
@@ -50,6 +51,7 @@ def test_supported_replies(reply: str) -> None:
     ("That is a refund of 5000 dollars.", "amount '5000 dollars'"),
     # the value of a price in another currency: measured, the 0.5B model in Dutch wrote "€399"
     ("Het Growth-abonnement kost €399 per maand.", "amount '€399'"),
+    ("O plano Growth custa R$399/mês.", "amount 'R$399'"),  # reais, not dollars: measured
 ])
 def test_ungrounded_claims(reply: str, claim: str) -> None:
     assert [str(c) for c in unsupported(reply, SOURCES, allowed_contacts=OWN)] == [claim]
