@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import httpx
 import uvicorn
@@ -83,6 +84,15 @@ def running_server(container: Container, port: int | None = None,
 def client(base: str, key: str | None = "test-admin") -> httpx.Client:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     return httpx.Client(base_url=base, headers=headers, timeout=60)
+
+
+def turn(base: str, text: str, web_chat_id: str = "wc_test") -> dict[str, Any]:
+    """A web-chat message through ``POST /v1/messages``; the turn it answered (200 asserted)."""
+    response = client(base).post("/v1/messages", json={
+        "channel": "web_chat", "customer": {"web_chat_id": web_chat_id}, "text": text})
+    assert response.status_code == 200, response.text
+    answered: dict[str, Any] = response.json()
+    return answered
 
 
 def one_worker(container: Container, name: str = "test") -> Worker:

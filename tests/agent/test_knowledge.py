@@ -18,7 +18,7 @@ from agent.knowledge import IN_PROMPT, KnowledgeBase, KnowledgeInvalid, load_kno
 from memory.embeddings import MiniLMEmbedder
 from tests import fakes
 from tests.conftest import ContainerFactory
-from tests.server import client, running_server
+from tests.server import running_server, turn
 
 #: add-ons with their own prices, enough to make the demo base larger than IN_PROMPT
 ADD_ONS = ("Falcon", "Heron", "Otter", "Badger", "Lynx", "Marten", "Osprey", "Puffin", "Walrus",
@@ -70,11 +70,7 @@ def serve(make_container: ContainerFactory) -> Iterator[Any]:
 
 
 def _ask(base: str, text: str) -> dict[str, Any]:
-    response = client(base).post("/v1/messages", json={
-        "channel": "web_chat", "customer": {"web_chat_id": "wc_kb"}, "text": text})
-    assert response.status_code == 200, response.text
-    turn: dict[str, Any] = response.json()
-    return turn
+    return turn(base, text, "wc_kb")
 
 
 #: a true fact of the base, but of an entry the message does not retrieve

@@ -16,7 +16,7 @@ from core.settings import Settings
 from journey.runtime import make_brain
 from tests import fakes
 from tests.conftest import ContainerFactory
-from tests.server import client, running_server
+from tests.server import running_server, turn
 
 
 @pytest.fixture
@@ -39,11 +39,7 @@ def serve(make_container: ContainerFactory) -> Iterator[Any]:
 
 
 def _say(base: str, text: str) -> dict[str, Any]:
-    response = client(base).post("/v1/messages", json={
-        "channel": "web_chat", "customer": {"web_chat_id": "wc_writer"}, "text": text})
-    assert response.status_code == 200, response.text
-    turn: dict[str, Any] = response.json()
-    return turn
+    return turn(base, text, "wc_writer")
 
 
 def test_the_model_writes_the_answer_in_one_constrained_call(serve: Any) -> None:
