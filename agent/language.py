@@ -41,6 +41,9 @@ class Language:
     #: what the rules brain says, in this language, when it hands the customer to a person
     handover: str
     human_request: tuple[re.Pattern[str], ...]
+    #: what the grounding rule says instead of an unsupported reply in this language: it
+    #: cannot confirm that, and offers a person
+    unsure: str = ""
 
 
 def fold(text: str) -> str:
@@ -60,7 +63,8 @@ def languages() -> dict[str, Language]:
     data: dict[str, Any] = load_yaml("languages.yaml")["languages"]
     return {
         code: Language(code=code, name=spec["name"], handover=spec["handover"],
-                       human_request=_phrases(spec["human_request"]))
+                       human_request=_phrases(spec["human_request"]),
+                       unsure=spec.get("unsure", ""))
         for code, spec in data.items()
     }
 

@@ -9,7 +9,7 @@ from langgraph.runtime import Runtime
 
 from agent.context import TurnServices
 from agent.knowledge import RETRIEVED_K
-from agent.language import DEFAULT_LANGUAGE
+from agent.language import DEFAULT_LANGUAGE, languages
 from agent.nodes.turn import ACTIONS, sent_ledger, state_maybe_inbound, state_profile
 from agent.state import TurnState
 from agent.understand import Signals
@@ -123,11 +123,17 @@ def _grounding(state: TurnState, svc: TurnServices, profile: CustomerProfile) ->
         customer.append(f"{seats} seats")
     customer += [h["text"] for h in state.get("history", []) if h.get("direction") == "inbound"]
     best = retrieved[0] if retrieved else None
+    fallback = best[0].answer if best and best[1] >= FALLBACK_SCORE else None
+    written_in = languages().get((state.get("signals") or {}).get("language") or DEFAULT_LANGUAGE)
+    if written_in is not None and written_in.unsure:
+        # the knowledge base is English: a customer who wrote in Spanish is told, in Spanish,
+        # that this cannot be confirmed, and offered a person
+        fallback = written_in.unsure
     region = default_region()
     return Grounding(
         sources=Sources.of(company, customer, region,
                            known=(kb.company, *(e.answer for e in kb.given(retrieved)))),
-        fallback=best[0].answer if best and best[1] >= FALLBACK_SCORE else None,
+        fallback=fallback,
         region=region,
         knowledge=tuple((e.id, round(score, 3)) for e, score in retrieved),
     )

@@ -125,3 +125,19 @@ def test_a_persons_reply_gets_a_warning_not_a_rewrite(make_container: ContainerF
         fine = alice.post(f"/v1/handoffs/{handoff['id']}/reply",
                           json={"text": "Growth is $399/month for up to 25 seats."})
         assert fine.status_code == 201 and fine.json()["body"]["grounding_warnings"] == []
+
+
+def test_an_unsupported_reply_in_another_language_becomes_an_offer_in_that_language(
+    serve: Any,
+) -> None:
+    """Measured with the embedded model deciding: to a Dutch pricing question it answered
+    "€399". The rewrite is not the knowledge base's English answer: in Dutch, it cannot confirm
+    that, and it offers a person."""
+    container, base = serve("Het Growth-abonnement kost €399 per maand.")
+    turn = _ask(base, "Wat kost het Growth-abonnement per maand?")
+    verdict = _send_verdict(turn)
+    assert "ungrounded_claim" in verdict["reason_codes"]
+    assert "€399" in verdict["detail"]
+    assert turn["reply"] == ("Sorry, dat kan ik op dit moment niet bevestigen. Zal ik u "
+                             "doorverbinden met iemand van ons team?")
+    assert all("€399" not in text for text in _delivered(container, turn))
