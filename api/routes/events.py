@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from api.deps import SignalsDep, require
-from journey.signals import MAX_BATCH, IngestResult
+from journey.event_input import MAX_BATCH, IngestResult
 
 router = APIRouter(prefix="/v1", tags=["events"])
 

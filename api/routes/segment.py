@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.deps import CallerDep, SegmentDep, SettingsDep
 from api.ratelimit import key_id
-from journey.segment import MAX_BATCH, BatchResult, ItemResult, MessageType
+from journey.segment_spec import MAX_BATCH, BatchResult, ItemResult, MessageType
 
 router = APIRouter(prefix="/v1", tags=["segment"])
 

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from journey.signals import (
+from journey.event_input import (
     MAX_PROPERTIES_BYTES,
     MAX_PROPERTY_CHARS,
     MAX_PROPERTY_DEPTH,
