@@ -99,30 +99,34 @@ _CURRENCIES = {"$": "USD", "usd": "USD", "dollar": "USD", "dollars": "USD",
 _DOLLAR_PREFIX = re.compile(r"(?<![A-Za-z])([A-Z]{1,2})\$$")
 
 
+def _value(m: re.Match[str]) -> float:
+    """A matched number's value: "3,990" is 3990, "3.99k" is 3990."""
+    return float(m.group(1).replace(",", "")) * _SCALES.get((m.group(2) or "").lower(), 1)
+
+
+def _money(text: str, m: re.Match[str]) -> tuple[str, str] | None:
+    """The number ``m`` as an amount: its text with the currency ("$399", "R$399", "399 USD")
+    and the currency ("USD", "R$"…); None when no currency is written beside it."""
+    before = text[max(0, m.start() - 1):m.start()]
+    if before and before in "$€£":
+        prefix = _DOLLAR_PREFIX.search(text, 0, m.start()) if before == "$" else None
+        if prefix and prefix.group(1) != "US":  # R$ (reais), A$, C$, HK$: not dollars
+            return prefix.group(0) + m.group(0), prefix.group(0)
+        return (prefix.group(0) if prefix else before) + m.group(0), _CURRENCIES[before]
+    after = _CURRENCY_AFTER.match(text, m.end())
+    if after:
+        return m.group(0) + after.group(0), _CURRENCIES[after.group(0).strip().casefold()]
+    return None
+
+
 def _amounts(text: str) -> set[tuple[str, float]]:
     """Amounts with their currency: "$399", "399 USD" and "399 dollars" are ("USD", 399)."""
-    found: set[tuple[str, float]] = set()
-    for m in _NUMBER.finditer(text):
-        before = text[max(0, m.start() - 1):m.start()]
-        after = _CURRENCY_AFTER.match(text, m.end())
-        sign = before if before and before in "$€£" else (after.group(0).strip() if after else "")
-        if sign:
-            value = float(m.group(1).replace(",", ""))
-            value *= _SCALES.get((m.group(2) or "").lower(), 1)
-            currency = _CURRENCIES[sign.casefold()]
-            prefix = _DOLLAR_PREFIX.search(text, 0, m.start())
-            if sign == "$" and prefix and prefix.group(1) != "US":
-                currency = f"{prefix.group(1)}$"  # R$ (reais), A$, C$, HK$: not dollars
-            found.add((currency, value))
-    return found
+    return {(money[1], _value(m)) for m in _NUMBER.finditer(text)
+            if (money := _money(text, m)) is not None}
 
 
 def _numbers(text: str) -> set[float]:
-    found: set[float] = set()
-    for m in _NUMBER.finditer(text):
-        value = float(m.group(1).replace(",", ""))
-        found.add(value * _SCALES.get((m.group(2) or "").lower(), 1))
-    return found
+    return {_value(m) for m in _NUMBER.finditer(text)}
 
 
 #: fewer digits than this hold no phone number: the matcher (slow) is not run
@@ -232,13 +236,9 @@ def claims(text: str, region: str = "US") -> list[Claim]:
     for m in _NUMBER.finditer(text):
         if any(a <= m.start() < b for a, b in spans):
             continue  # a digit of a phone number, URL or address: judged as that
-        before = text[max(0, m.start() - 1):m.start()]
-        currency = _CURRENCY_AFTER.match(text, m.end())
-        if before and before in "$€£":
-            prefix = _DOLLAR_PREFIX.search(text, 0, m.start()) if before == "$" else None
-            found.append(Claim("amount", (prefix.group(0) if prefix else before) + m.group(0)))
-        elif currency:
-            found.append(Claim("amount", m.group(0) + currency.group(0)))
+        money = _money(text, m)
+        if money is not None:
+            found.append(Claim("amount", money[0]))
         elif text[m.end():m.end() + 1] == "%":
             found.append(Claim("percentage", m.group(0) + "%"))
         else:
