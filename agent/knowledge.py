@@ -137,12 +137,9 @@ class KnowledgeBase:
         return len(self.entries) <= self.in_prompt
 
     def lookup(self, text: str, min_score: float = 0.45) -> tuple[KnowledgeEntry, float] | None:
-        sims = self.matrix @ self.embedder.embed_one(text)
-        best = int(np.argmax(sims))
-        score = float(sims[best])
-        if score < min_score:
-            return None
-        return self.entries[int(self._owners[best])], score
+        """The entry nearest to ``text``, if it is at least ``min_score`` near."""
+        [(entry, score)] = self.search(text, k=1)
+        return (entry, score) if score >= min_score else None
 
     def search(self, text: str, k: int = RETRIEVED_K) -> list[tuple[KnowledgeEntry, float]]:
         """The ``k`` entries nearest to ``text`` (each by its nearest question), best first."""
