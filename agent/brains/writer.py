@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -76,9 +76,20 @@ class WriterBrain:
     rules: Brain
     knowledge: KnowledgeBase
     name: str = ""
+    #: the words of the plans' and products' names (a sentence naming one is a claim), and
+    #: those with the company's (words that keep their capital): from the knowledge base, once
+    _catalogue: frozenset[str] = field(init=False)
+    _names: frozenset[str] = field(init=False)
+    _prefix: list[dict[str, str]] = field(init=False)
 
     def __post_init__(self) -> None:
         self.name = self.name or self.llm.name
+        subject = self.knowledge.subject
+        self._catalogue = frozenset(
+            w for name in (*subject.plans.values(), *subject.products.values())
+            for w in _WORD.findall(name.casefold()))
+        self._names = self._catalogue | set(_WORD.findall(self.knowledge.company.casefold()))
+        self._prefix = self._render_prefix()
 
     def system_prompt(self) -> str:
         return render_file("writer_system.md", company=self.knowledge.company)
@@ -86,6 +97,9 @@ class WriterBrain:
     def prefix(self) -> list[dict[str, str]]:
         """The same first messages every turn: the system prompt, then the examples of
         ``prompts/writer_examples.yaml`` as earlier turns (a small model copies their form)."""
+        return self._prefix
+
+    def _render_prefix(self) -> list[dict[str, str]]:
         out = [{"role": "system", "content": self.system_prompt()}]
         for example in load_yaml("writer_examples.yaml")["examples"]:
             out.append({"role": "user", "content": _turn(example["message"], example["draft"])})
@@ -126,21 +140,15 @@ class WriterBrain:
                                     f"{reply[:200]!r}")[:500]
             return BrainDecision(output=output, info=info, rejected=decided.rejected)
         if hello and not _GREETS.match(reply):
-            reply = f"{hello} {_lower_first(reply, self._names())}"
+            reply = f"{hello} {_lower_first(reply, self._names)}"
         return BrainDecision(output=output.model_copy(update={"reply": reply}), info=info,
                              rejected=decided.rejected)
-
-    def _names(self) -> set[str]:
-        """Words that stay capitalised: the company's, its plans' and its products'."""
-        subject = self.knowledge.subject
-        return {w.casefold() for name in (self.knowledge.company, *subject.plans.values(),
-                                          *subject.products.values()) for w in name.split()}
 
     def _says_more(self, reply: str, draft: str) -> str | None:
         """A sentence about a plan or product that is not the draft's: the model may change
         the tone, not what is said about the catalogue ("WhatsApp is part of the Starter
         plan", of a plan without it, is otherwise close to a draft that names both)."""
-        names = self._catalogue()
+        names = self._catalogue
         known = set(_WORD.findall(draft.casefold()))
         for sentence in _SENTENCE.split(reply):
             words = _WORD.findall(sentence.casefold())
@@ -152,11 +160,6 @@ class WriterBrain:
                 return (f"it says something new about {', '.join(named)} "
                         f"({', '.join(dict.fromkeys(new))} not in the draft)")
         return None
-
-    def _catalogue(self) -> set[str]:
-        subject = self.knowledge.subject
-        return {w for name in (*subject.plans.values(), *subject.products.values())
-                for w in _WORD.findall(name.casefold())}
 
     def _strays(self, reply: str, draft: str) -> str | None:
         a, b = self.knowledge.embedder.embed([reply, draft])
@@ -215,7 +218,7 @@ def split_greeting(draft: str) -> tuple[str, str]:
     return match.group(1), rest[:1].upper() + rest[1:]
 
 
-def _lower_first(reply: str, names: set[str]) -> str:
+def _lower_first(reply: str, names: frozenset[str]) -> str:
     """"Sorry you're…" after "Hi," reads "Hi, sorry you're…"; a name ("Growth…", "I…") stays."""
     word = reply.split(" ", 1)[0].strip(",.!?:;")
     if not word or word == "I" or word.casefold() in names or not word[1:].islower():
