@@ -8,18 +8,20 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import psycopg
 import uvicorn
+from rich.table import Table
 
 from api.app import create_app
 from core.settings import Settings
 from core.stats import percentile
 from journey.runtime import Container, build_container
 
-__all__ = ["machine", "percentile", "scratch_postgres", "served"]
+__all__ = ["figures_table", "machine", "percentile", "scratch_postgres", "served"]
 
 
 def machine() -> str:
@@ -66,3 +68,16 @@ def scratch_postgres(server_url: str, label: str = "bench") -> Iterator[str]:
     finally:
         with psycopg.connect(server_url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def figures_table(title: str, columns: Sequence[str], results: Sequence[dict[str, Any]],
+                  skip: Sequence[str]) -> Table:
+    """One row per figure, one column per run: ``results[i]`` under ``columns[i]``, every key
+    but ``skip`` ("used_replies_reworded" reads "used replies reworded")."""
+    table = Table(title=title)
+    table.add_column("figure")
+    for column in columns:
+        table.add_column(column)
+    for key in [k for k in results[0] if k not in skip]:
+        table.add_row(key.replace("_", " "), *(str(r[key]) for r in results))
+    return table

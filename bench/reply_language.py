@@ -19,10 +19,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from common import machine as machine_name  # bench/common.py
+from common import figures_table  # bench/common.py
+from common import machine as machine_name
 from rich.console import Console
 from rich.progress import track
-from rich.table import Table
 
 from agent.language import language_of
 from core.settings import Settings
@@ -70,10 +70,10 @@ def run(role: str) -> dict[str, Any]:
     same = [r for r in rows if r["reply_language"] == r["language"]]
     return {
         "role": role, "messages": len(rows),
-        "in_the_customer_s_language": f"{len(same)}/{len(rows)}",
+        "in_the_customers_language": f"{len(same)}/{len(rows)}",
         "in_english": sum(r["reply_language"] == "en" for r in rows),
         "written_by_the_model": sum(r["by"] == "model" for r in rows),
-        "model_replies_in_the_customer_s_language":
+        "model_replies_in_the_customers_language":
             f"{sum(r['by'] == 'model' for r in same)}/{sum(r['by'] == 'model' for r in rows)}",
         "rows": rows,
     }
@@ -87,13 +87,9 @@ def main() -> None:
     args = parser.parse_args()
     results = [run(role) for role in args.roles.split(",")]
     console = Console(width=160)
-    table = Table(title=f"{len(MESSAGES)} questions in six languages ({machine_name()})")
-    table.add_column("figure")
-    for r in results:
-        table.add_column(f"role {r['role']}")
-    for key in [k for k in results[0] if k not in ("role", "rows")]:
-        table.add_row(key.replace("_", " "), *(str(r[key]) for r in results))
-    console.print(table)
+    console.print(figures_table(f"{len(MESSAGES)} questions in six languages ({machine_name()})",
+                                [f"role {r['role']}" for r in results], results,
+                                skip=("role", "rows")))
     for r in results:
         console.print(f"\n[bold]role {r['role']}[/bold]")
         for row in r["rows"]:

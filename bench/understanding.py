@@ -26,11 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from common import figures_table, percentile
 from common import machine as machine_name  # bench/common.py
-from common import percentile
 from rich.console import Console
 from rich.progress import track
-from rich.table import Table
 
 from core.settings import Settings
 from journey.runtime import build_container
@@ -139,14 +138,9 @@ def main() -> None:
     results = [run(brain, messages) for brain in args.brains.split(",")]
     _rewritten(results)
     console = Console(width=160)
-    table = Table(title=f"{len(messages)} labelled messages ({machine_name()})")
-    keys = [k for k in results[0] if k not in ("brain", "wrong", "replies", "answered")]
-    table.add_column("figure")
-    for r in results:
-        table.add_column(r["brain"])
-    for key in keys:
-        table.add_row(key.replace("_", " "), *(str(r[key]) for r in results))
-    console.print(table)
+    console.print(figures_table(f"{len(messages)} labelled messages ({machine_name()})",
+                                [r["brain"] for r in results], results,
+                                skip=("brain", "wrong", "replies", "answered")))
     for r in results:
         console.print(f"\n[bold]{r['brain']}[/bold]: {len(r['wrong'])} messages not as labelled")
         for w in r["wrong"]:
