@@ -35,6 +35,9 @@ RETRIEVED_K = 5
 #: the default largest base that goes whole into the model's system prompt
 IN_PROMPT = 40
 MAX_ANSWER = 1200
+#: how near an entry must be to answer a message (the rules brain's answers, and what a reply
+#: the grounding rule refuses becomes)
+ANSWER_SCORE = 0.45
 
 
 class KnowledgeInvalid(YamlInvalid):
@@ -136,7 +139,8 @@ class KnowledgeBase:
         """Small enough to hand a model whole (else it gets the entries retrieved per message)."""
         return len(self.entries) <= self.in_prompt
 
-    def lookup(self, text: str, min_score: float = 0.45) -> tuple[KnowledgeEntry, float] | None:
+    def lookup(self, text: str,
+               min_score: float = ANSWER_SCORE) -> tuple[KnowledgeEntry, float] | None:
         """The entry nearest to ``text``, if it is at least ``min_score`` near."""
         [(entry, score)] = self.search(text, k=1)
         return (entry, score) if score >= min_score else None

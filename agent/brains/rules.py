@@ -17,7 +17,7 @@ from functools import cached_property
 from typing import Any
 
 from agent.brains.base import BrainDecision, BrainInput, DecisionOutput
-from agent.knowledge import KnowledgeBase
+from agent.knowledge import ANSWER_SCORE, KnowledgeBase
 from agent.language import DEFAULT_LANGUAGE, languages
 from agent.understand import Signals
 from core.domain import (
@@ -81,7 +81,7 @@ class Turn:
         """The reply template ``key`` filled for this customer."""
         return self.brain._say(key, self.data, **values)
 
-    def answer(self, min_score: float = 0.45) -> str | None:
+    def answer(self, min_score: float = ANSWER_SCORE) -> str | None:
         """The knowledge-base answer to the message, if one is close enough."""
         return self.brain._answer(self.data, min_score)
 
@@ -119,7 +119,8 @@ def _is(intent: str) -> Callable[[Turn], bool]:
     return lambda t: t.intent == intent
 
 
-def _answer_or(key: str, fallback: str, min_score: float = 0.45) -> Callable[[Turn], Outcome]:
+def _answer_or(key: str, fallback: str,
+               min_score: float = ANSWER_SCORE) -> Callable[[Turn], Outcome]:
     """Reply with template ``key`` around the knowledge-base answer, else with ``fallback``."""
 
     def then(t: Turn) -> Outcome:
@@ -301,7 +302,7 @@ class RulesBrain:
             values.setdefault("company", self.knowledge.company)
         return render(template, **{k: v for k, v in values.items() if "{" + k + "}" in template})
 
-    def _answer(self, data: BrainInput, min_score: float = 0.45) -> str | None:
+    def _answer(self, data: BrainInput, min_score: float = ANSWER_SCORE) -> str | None:
         # a follow-up that refers back ("does it include WhatsApp?") with its subject
         found = self.knowledge.lookup(data.signals.resolved or data.text, min_score=min_score)
         return found[0].answer if found else None

@@ -8,7 +8,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from agent.context import TurnServices
-from agent.knowledge import RETRIEVED_K
+from agent.knowledge import ANSWER_SCORE, RETRIEVED_K
 from agent.language import DEFAULT_LANGUAGE, languages
 from agent.nodes.turn import ACTIONS, sent_ledger, state_maybe_inbound, state_profile
 from agent.state import TurnState
@@ -25,9 +25,6 @@ from policy.grounding import Grounding, Sources
 
 #: Earlier inbound messages this recent that resemble this one make it a repeat contact.
 REPEAT_WINDOW = timedelta(days=14)
-#: how near the best entry must be for an ungrounded reply to become its answer (as the rules
-#: brain's own answers)
-FALLBACK_SCORE = 0.45
 
 
 def policy_gate(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, Any]:
@@ -123,7 +120,7 @@ def _grounding(state: TurnState, svc: TurnServices, profile: CustomerProfile) ->
         customer.append(f"{seats} seats")
     customer += [h["text"] for h in state.get("history", []) if h.get("direction") == "inbound"]
     best = retrieved[0] if retrieved else None
-    fallback = best[0].answer if best and best[1] >= FALLBACK_SCORE else None
+    fallback = best[0].answer if best and best[1] >= ANSWER_SCORE else None
     written_in = languages().get((state.get("signals") or {}).get("language") or DEFAULT_LANGUAGE)
     if written_in is not None and written_in.unsure:
         # the knowledge base is English: a customer who wrote in Spanish is told, in Spanish,
