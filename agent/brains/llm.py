@@ -119,11 +119,8 @@ class LLMBrain:
     def warm_up(self, stages: tuple[str, ...], fields: tuple[str, ...], policy_brief: str) -> None:
         """Have the server process the system prompt once (llama.cpp caches the prefix), so
         the first customer does not wait for it. Failures are only logged."""
-        self.warm_up_with(self.system_prompt_for(stages, fields, policy_brief))
-
-    def warm_up_with(self, system: str) -> None:
-        """One token of a request with ``system`` as its system prompt (see :meth:`warm_up`)."""
-        self.warm_up_messages([{"role": "system", "content": system}])
+        self.warm_up_messages([{"role": "system",
+                                "content": self.system_prompt_for(stages, fields, policy_brief)}])
 
     def warm_up_messages(self, prefix: list[dict[str, str]]) -> None:
         """One token of a request that starts with ``prefix``, so its processing is cached."""
