@@ -188,6 +188,11 @@ def requirements_in(text: str) -> list[str]:
     return [name for name, pattern in _REQUIREMENTS.items() if pattern.search(text)]
 
 
+def _first(ranked: list[IntentScore], intent: str, score: float) -> list[IntentScore]:
+    """``ranked`` with ``intent`` moved to the top at ``score`` (a reading code is sure of)."""
+    return [IntentScore(intent=intent, score=score), *(s for s in ranked if s.intent != intent)]
+
+
 def understand(text: str, classifier: IntentClassifier, *, subject: dict[str, Any] | None = None,
                reader: SubjectReader | None = None) -> Signals:
     """What code reads off ``text``; with the conversation's ``subject``, a follow-up that
@@ -203,9 +208,7 @@ def understand(text: str, classifier: IntentClassifier, *, subject: dict[str, An
     opt_out = bool(_OPT_OUT.search(text))
     if opt_out and ranked[0].intent != "opt_out":
         # an explicit opt-out keyword decides, whatever the neighbours say
-        ranked = [IntentScore(intent="opt_out", score=1.0)] + [
-            s for s in ranked if s.intent != "opt_out"
-        ]
+        ranked = _first(ranked, "opt_out", 1.0)
     upset = mood.score <= UPSET or bool(set(mood.markers) & FRUSTRATION_PHRASES)
     if not opt_out and mood.sentiment == "negative" and (
             ranked[0].intent in NOT_WHEN_NEGATIVE or ranked[0].intent == "complaint"
@@ -213,9 +216,7 @@ def understand(text: str, classifier: IntentClassifier, *, subject: dict[str, An
         # "This is not great at all", "Thanks for nothing, the outage cost us a day": the
         # neighbours hear "great" or "cost"; the mood says it is a complaint, and a complaint
         # the mood confirms is no longer a doubtful one
-        ranked = [IntentScore(intent="complaint", score=max(ranked[0].score, 0.5))] + [
-            s for s in ranked if s.intent != "complaint"
-        ]
+        ranked = _first(ranked, "complaint", max(ranked[0].score, 0.5))
     language = language_of(text)
     asked_in = human_request_in(text)
     if asked_in is not None:
@@ -223,9 +224,7 @@ def understand(text: str, classifier: IntentClassifier, *, subject: dict[str, An
         # English a request for a person wins over its topic ("a real person about my invoice")
         language = language if language != DEFAULT_LANGUAGE else asked_in
         if not opt_out:  # decided by the phrases: sure, whatever the neighbours' share
-            ranked = [IntentScore(intent="human_request", score=1.0)] + [
-                s for s in ranked if s.intent != "human_request"
-            ]
+            ranked = _first(ranked, "human_request", 1.0)
     return Signals(
         intents=ranked,
         sentiment=mood.sentiment,
