@@ -279,11 +279,10 @@ class HandoffService:
         """The claims of a person's reply that are not in the company's facts, the profile or
         the customer's conversation: shown to them, never rewritten (they may know better)."""
         said = self.store.messages(customer_id=profile.id, limit=50)
-        company = [profile.name or "", *(f"{k} {v}" for k, v in profile.attributes.items()),
-                   *(m.text for m in said if m.direction == "outbound")]
-        customer = [*(m.text for m in said if m.direction == "inbound"),
-                    *(i.value for i in profile.identities)]
-        sources = grounding.Sources.of(company, customer, default_region(), known=self.facts)
+        sources = grounding.conversation_sources(
+            profile, company_said=(m.text for m in said if m.direction == "outbound"),
+            customer_said=(m.text for m in said if m.direction == "inbound"),
+            known=self.facts, region=default_region())
         missing = grounding.unsupported(text, sources, default_region(),
                                         self.policy.get().content.allowed_contacts)
         return tuple(f"{claim} is not in the knowledge base, the profile or the conversation"

@@ -22,6 +22,8 @@ from functools import lru_cache
 
 import phonenumbers
 
+from core.domain import CustomerProfile
+
 #: plan and product names: a capitalised name before one of these words is a claim
 _PLAN_WORDS = r"plan|plans|tier|edition|package|subscription"
 _NAMED_PLAN = re.compile(rf"\b([A-Z][\w+-]*)\s+(?:{_PLAN_WORDS})\b")
@@ -200,6 +202,18 @@ class Sources:
         if known:
             reads += (read(tuple(known), region),)
         return cls(reads, _Read.of(customer, region))
+
+
+def conversation_sources(profile: CustomerProfile, *, company_said: Iterable[str],
+                         customer_said: Iterable[str], known: Sequence[str],
+                         region: str = "US") -> Sources:
+    """The sources of a reply to ``profile``: the company's (``known``: the knowledge given;
+    the profile's name and attributes; ``company_said``: what the bot and people told the
+    customer) and the customer's (``customer_said``, and their own contact details)."""
+    company = [profile.name or "", *(f"{k} {v}" for k, v in profile.attributes.items()),
+               *company_said]
+    customer = [*customer_said, *(i.value for i in profile.identities)]
+    return Sources.of(company, customer, region, known=known)
 
 
 #: claims only the company's sources support

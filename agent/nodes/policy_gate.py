@@ -21,7 +21,7 @@ from core.identity import default_region
 from core.ports import MemoryHit
 from policy.engine import Facts, PolicyEngine
 from policy.escalation import MessageFacts
-from policy.grounding import Grounding, Sources
+from policy.grounding import Grounding, conversation_sources
 
 #: Earlier inbound messages this recent that resemble this one make it a repeat contact.
 REPEAT_WINDOW = timedelta(days=14)
@@ -109,12 +109,11 @@ def _grounding(state: TurnState, svc: TurnServices, profile: CustomerProfile) ->
         return None
     resolved = (state.get("signals") or {}).get("resolved")
     retrieved = kb.search(resolved or inbound.text, k=RETRIEVED_K)
-    company = [profile.name or "", *(f"{k} {v}" for k, v in profile.attributes.items())]
-    company += [m["text"] for m in state.get("recent", []) if m.get("direction") == "outbound"]
+    company = [m["text"] for m in state.get("recent", []) if m.get("direction") == "outbound"]
     company += [h["text"] for h in state.get("history", []) if h.get("direction") == "outbound"]
     back = state.get("handback") or {}
     company += [*back.get("replies", ()), *back.get("notes", ())]
-    customer = [*_customer_said(state), *(i.value for i in profile.identities)]
+    customer = list(_customer_said(state))
     seats = (state.get("signals") or {}).get("seats")
     if seats:  # read off the customer's words ("two hundred seats", "1.5k users")
         customer.append(f"{seats} seats")
@@ -128,8 +127,9 @@ def _grounding(state: TurnState, svc: TurnServices, profile: CustomerProfile) ->
         fallback = written_in.unsure
     region = default_region()
     return Grounding(
-        sources=Sources.of(company, customer, region,
-                           known=(kb.company, *(e.answer for e in kb.given(retrieved)))),
+        sources=conversation_sources(
+            profile, company_said=company, customer_said=customer, region=region,
+            known=(kb.company, *(e.answer for e in kb.given(retrieved)))),
         fallback=fallback,
         region=region,
         knowledge=tuple((e.id, round(score, 3)) for e, score in retrieved),
