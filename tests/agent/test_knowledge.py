@@ -160,3 +160,15 @@ def test_the_server_answers_from_the_company_s_own_file(
     with running_server(container) as base:
         turn = _ask(base, "What does the Growth plan include?")
     assert "$420/month in our own file" in turn["reply"]
+
+
+@pytest.mark.parametrize(("text", "entry"), [
+    # seen through `make run`: answered with the yearly-billing entry, no monthly price
+    ("What does Growth cost per month?", "pricing-overview"),
+    ("how much is Growth per year?", "billing-cycle"),
+])
+def test_the_shipped_base_answers_a_price_question_with_the_price(
+    knowledge: KnowledgeBase, text: str, entry: str,
+) -> None:
+    found = knowledge.lookup(text)
+    assert found is not None and found[0].id == entry, found
