@@ -24,6 +24,7 @@ from api.routes import (
     events,
     handoffs,
     health,
+    journeys,
     messages,
     notifications,
     outbox,
@@ -111,7 +112,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
 
     for module in (
         messages, events, channels, webchat, customers, notifications, conversations,
-        decisions, approvals, handoffs, outbox, policy, segment, health,
+        decisions, approvals, handoffs, outbox, policy, segment, journeys, health,
     ):
         app.include_router(module.router)
     console.install(app)

@@ -28,6 +28,7 @@ from journey.segment import SegmentService
 from journey.signals import SignalService
 from journey.turns import Orchestrator
 from memory.store import Store
+from policy.journeys import JourneysProvider
 from policy.lifecycle import Lifecycle
 from policy.loader import PolicyProvider
 
@@ -68,6 +69,7 @@ LifecycleDep = Annotated[Lifecycle, Depends(_service("lifecycle"))]
 HubDep = Annotated[Hub, Depends(_service("hub"))]
 KnowledgeDep = Annotated[KnowledgeBase, Depends(_service("knowledge"))]
 NotificationsDep = Annotated[NotificationService, Depends(_service("notifications"))]
+JourneysDep = Annotated[JourneysProvider, Depends(_service("journeys"))]
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from channels.base import ChannelAdapter
 from channels.registry import build_adapters, close_adapters
 from core import identity
 from core.clock import Clock, IdFactory, SystemClock, uuid_ids
-from core.domain import Channel
+from core.domain import Channel, Event
 from core.hub import JOBS_KEY, Hub
 from core.settings import Settings
 from journey.customers import CustomerService
@@ -40,6 +40,7 @@ from journey.localllm import LocalModelError, LocalServer, start_local
 from journey.notifications import NotificationService
 from journey.segment import SegmentService
 from journey.signals import SignalService
+from journey.stepper import JourneyStepper
 from journey.turns import Orchestrator
 from journey.webhooks import CrmWebhooks, HandoffWebhooks
 from journey.worker import Worker, WorkerPool
@@ -104,6 +105,8 @@ class Container:
     notifications: NotificationService | None = None
     #: erasure, export and retention of a customer's data (``DELETE /v1/customers/{id}``)
     erasure: ErasureService | None = None
+    #: enrols and steps the customers of journeys with steps
+    stepper: JourneyStepper | None = None
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
     def make_workers(self, n: int, prefix: str = "worker") -> WorkerPool:
@@ -118,6 +121,7 @@ class Container:
                 journeys=self.journeys, settings=self.settings, clock=self.store.clock,
                 hub=self.hub, company=self.knowledge.company, webhooks=self.webhooks,
                 crm_webhooks=self.crm_webhooks, handoffs=self.handoffs, erasure=self.erasure,
+                stepper=self.stepper,
             )
             for i in range(n)
         ]
@@ -303,8 +307,15 @@ def build_container(
     store.on_merge.append(follow_merge)
     # identities an older version stored in other spellings: canonical now, duplicates merged
     store.normalise_identities(stages=lifecycle.stages)
+    stepper = JourneyStepper(store, journeys, clock, orchestrator.run_proactive)
+
+    def after_events(events: list[Event], fired: dict[str, list[str]]) -> None:
+        if stepper.on_events(events, fired):
+            hub.notify(JOBS_KEY)
+
     signals = SignalService(store, journeys, lifecycle, clock,
-                            on_enqueue=lambda: hub.notify(JOBS_KEY), policy=policy)
+                            on_enqueue=lambda: hub.notify(JOBS_KEY), policy=policy,
+                            after_events=after_events)
     adapters = build_adapters(settings, hub, clock)
     closers.append(lambda: close_adapters(adapters))
     handoffs = HandoffService(store, policy, lifecycle.stages, hub=hub, memory=memory,
@@ -340,6 +351,7 @@ def build_container(
         hub=hub,
         journeys=journeys,
         signals=signals,
+        stepper=stepper,
         segment=SegmentService(store, signals, lifecycle, clock,
                                MessageReceipts(store.engine, clock), policy=policy),
         adapters=adapters,

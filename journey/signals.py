@@ -76,6 +76,9 @@ class SignalService:
     policy: PolicyProvider | None = None
     #: a batch set-based in one transaction (False: each event on its own, as before)
     batched: bool = True
+    #: called with the accepted events and the journeys each customer's events fired
+    #: (journeys with steps count their goals and wake their waits)
+    after_events: Callable[[list[Event], dict[str, list[str]]], None] | None = None
 
     def __post_init__(self) -> None:
         # one customer's events are handled one at a time (cool-downs, score updates)
@@ -109,11 +112,29 @@ class SignalService:
         if done is None:
             done = [self._locked_one(index, event, at) for index, event, at in valid]
         results.update((r.index, r) for r in done)
+        if self.after_events is not None:
+            self._after(valid, results)
         ordered = [results[i] for i in sorted(results)]
         count = {s: sum(r.status == s for r in ordered) for s in ("accepted", "duplicate",
                                                                    "rejected")}
         return IngestResult(accepted=count["accepted"], duplicates=count["duplicate"],
                             rejected=count["rejected"], results=ordered)
+
+    def _after(self, valid: list[tuple[int, EventIn, datetime]],
+               results: dict[int, EventResult]) -> None:
+        accepted = []
+        fired: dict[str, list[str]] = {}
+        for index, event, at in valid:
+            result = results[index]
+            if result.status != "accepted" or not result.customer_id:
+                continue
+            accepted.append(Event.model_construct(
+                id=event.id, customer_id=result.customer_id, type=event.type,
+                properties=event.properties, occurred_at=at))
+            if result.fired:
+                fired.setdefault(result.customer_id, []).extend(result.fired)
+        if accepted and self.after_events is not None:
+            self.after_events(accepted, fired)
 
     def _lock_for(self, event: EventIn) -> threading.Lock:
         key = next((f"{i.kind}:{i.value}" for i in event.customer.identities()), "")

@@ -34,6 +34,7 @@ from core.settings import Settings
 from journey.erasure import ErasureService
 from journey.handoffs import HandoffService
 from journey.relay import Relay
+from journey.stepper import JourneyStepper
 from journey.turns import Orchestrator
 from journey.webhooks import CrmWebhooks, HandoffWebhooks
 from memory.jobs import MAX_JOB_ATTEMPTS, Job
@@ -70,6 +71,8 @@ class Worker:
     handoffs: HandoffService | None = None
     #: purges what is older than ``retention_days`` (None, or 0 days: nothing is purged)
     erasure: ErasureService | None = None
+    #: enrols and steps the customers of journeys with steps (None: those jobs fail)
+    stepper: JourneyStepper | None = None
     _retention_checked: datetime | None = None
     rng: random.Random = field(default_factory=random.Random)
     _sla_checked: datetime | None = None
@@ -144,6 +147,9 @@ class Worker:
                 continue
             if result.get("cancelled"):
                 self.store.jobs.cancel_running(job.id, str(result["cancelled"]))
+            elif result.get("snooze"):
+                self.store.jobs.snooze(job.id, datetime.fromisoformat(str(result["snooze"])),
+                                       result)
             else:
                 self.store.jobs.finish(job.id, result)
             if job.customer_id:
@@ -162,13 +168,23 @@ class Worker:
             if self.crm_webhooks is None:
                 return {"cancelled": "no CRM webhook is configured any more"}
             return self.crm_webhooks.deliver(job.payload)
+        if job.kind == "enrolment":
+            return self._stepper().step(job)
         if job.kind == "journey":
             stale = self._stale(job)
             if stale:
                 return {"cancelled": stale}
+            journey = self.journeys.get().get(job.journey or "")
+            if journey is not None and journey.multi_step:
+                return self._stepper().enrol(job)
             decision = self.orchestrator.run_proactive(job)
             return {"decision_id": decision.id}
         raise ValueError(f"unknown job kind {job.kind!r}")
+
+    def _stepper(self) -> JourneyStepper:
+        if self.stepper is None:
+            raise RuntimeError("this worker has no journey stepper")
+        return self.stepper
 
     def _stale(self, job: Job) -> str | None:
         """Why a due journey job should not run any more, or None."""

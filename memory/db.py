@@ -398,6 +398,75 @@ notifications = Table(
 )
 
 
+# --- journeys with steps: each customer's enrolment, stepped by the workers (memory.enrolments) ---
+
+#: The definition each journey version had when a customer entered it (they stay on it).
+journey_versions = Table(
+    "journey_versions",
+    metadata,
+    Column("journey", String(80), primary_key=True),
+    Column("version", String(16), primary_key=True),
+    # the journey as validated, and the texts of the templates it sends
+    Column("definition", Json, nullable=False),
+    _ts("created_at", nullable=False),
+)
+
+#: One customer's pass through a journey with steps.
+enrolments = Table(
+    "enrolments",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("journey", String(80), nullable=False),
+    Column("version", String(16), nullable=False),
+    Column("customer_id", String(40), ForeignKey("customers.id"), nullable=False),
+    # treatment | holdout
+    Column("arm", String(20), nullable=False),
+    Column("status", String(20), nullable=False),  # active | exited
+    # the step it is on (its wait, or the action about to run); the count of steps taken
+    Column("step", String(40)),
+    Column("seq", Integer, nullable=False),
+    # when the current wait ends
+    _ts("wait_until"),
+    # the split steps' variants: {step: variant}
+    Column("variants", Json, nullable=False),
+    Column("trigger_event_id", String(80)),
+    _ts("entered_at", nullable=False),
+    _ts("exited_at"),
+    # goal | completed | stage | handoff | opt_out | event:<type> | exit:<reason> | ...
+    Column("exit_reason", String(120)),
+    # the goal counts until then (entered_at + the goal's window)
+    _ts("goal_until"),
+    _ts("converted_at"),
+    Column("goal_event_id", String(80)),
+    _ts("updated_at", nullable=False),
+    Index("ix_enrolments_journey_status", "journey", "status"),
+    Index("ix_enrolments_customer_status", "customer_id", "status"),
+)
+
+#: What each step did for each enrolment: the funnel, the suppressions, the variants.
+enrolment_steps = Table(
+    "enrolment_steps",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("enrolment_id", String(40), ForeignKey("enrolments.id"), nullable=False),
+    Column("customer_id", String(40), ForeignKey("customers.id"), nullable=False),
+    Column("journey", String(80), nullable=False),
+    Column("version", String(16), nullable=False),
+    Column("step", String(40), nullable=False),
+    Column("kind", String(20), nullable=False),
+    # entered | waited | event | timeout | sent | suppressed | deferred | escalated | crm |
+    # branch | variant | exited
+    Column("outcome", String(40), nullable=False),
+    # the branch taken, the variant, the chosen option
+    Column("detail", String(120)),
+    Column("reason_codes", Json, nullable=False),
+    Column("decision_id", String(40)),
+    _ts("at", nullable=False),
+    Index("ix_enrolment_steps_journey_step", "journey", "step"),
+    Index("ix_enrolment_steps_enrolment", "enrolment_id"),
+)
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite files get WAL, foreign keys and their folder created."""
     if url.startswith("sqlite"):

@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from core.clock import Clock, IdFactory, aware
 from memory import db
 
-JobKind = Literal["turn", "journey", "action", "webhook", "sync"]
+JobKind = Literal["turn", "journey", "action", "webhook", "sync", "enrolment"]
 JobStatus = Literal["pending", "running", "done", "cancelled", "failed"]
 #: A job that fails this many times is marked failed (visible in `journey jobs`).
 MAX_JOB_ATTEMPTS = 5
@@ -130,6 +130,14 @@ class Jobs:
                 values.update(status="pending", due_at=now + retry_in)
             conn.execute(update(db.jobs).where(db.jobs.c.id == job_id,
                                                db.jobs.c.status == "running").values(**values))
+
+    def snooze(self, job_id: str, due_at: datetime, result: dict[str, Any]) -> None:
+        """A claimed job with nothing to do yet (a wait): pending again until ``due_at``."""
+        with self.engine.begin() as conn:
+            conn.execute(update(db.jobs).where(db.jobs.c.id == job_id,
+                                               db.jobs.c.status == "running")
+                         .values(status="pending", due_at=due_at, attempts=0, result=result,
+                                 locked_until=None, updated_at=self.clock.now()))
 
     def cancel_running(self, job_id: str, reason: str) -> None:
         """A claimed job that turned out stale when it came due."""

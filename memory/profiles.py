@@ -283,7 +283,7 @@ class Profiles:
             for table in (
                 db.identities, db.conversations, db.messages, db.events, db.decisions,
                 db.decision_reasons, db.outbox, db.handoffs, db.crm_activities, db.approvals,
-                db.jobs, db.consent_events,
+                db.jobs, db.consent_events, db.enrolments, db.enrolment_steps,
             ):
                 moved[table.name] = conn.execute(
                     update(table).where(table.c.customer_id == merged_id)

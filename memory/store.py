@@ -51,6 +51,7 @@ from memory.conversations import Conversations
 from memory.crm import CrmRepository
 from memory.decisions import Decisions
 from memory.effects import EffectWriter
+from memory.enrolments import Enrolments
 from memory.erasure import ErasureRepository
 from memory.events import EventBatch, batch_transaction
 from memory.handoffs import OPEN_HANDOFF, HandoffRepository, load_handback
@@ -71,6 +72,7 @@ class Store:
         self.clock = clock or SystemClock()
         self.ids = ids
         self.jobs = Jobs(engine, self.clock, ids)
+        self.enrolments = Enrolments(engine, self.clock, ids)
         self.outbox_queue = OutboxQueue(engine, self.clock)
         #: transactional notifications by idempotency key (``journey.notifications``)
         self.notifications = Notifications(engine, self.clock)

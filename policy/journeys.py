@@ -13,14 +13,25 @@ otherwise the agent decides with the journey's declared actions, through the pol
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from core.domain import Channel, CustomerProfile, Event, Priority, Purpose, Queue
+from core.domain import CustomerProfile, Event
+from policy.journey_flow import (
+    CrmStep,
+    EscalateStep,
+    Exits,
+    Goal,
+    Holdout,
+    SendStep,
+    Step,
+    check_flow,
+)
 from policy.model import Duration
 from policy.model_base import value_matches
 from prompts.reloading import ReloadingFile
@@ -50,6 +61,8 @@ class Trigger(EventMatch):
     within: Duration = timedelta(days=30)
     #: only for customers in these stages (all stages when empty)
     stage_in: list[str] = Field(default_factory=list)
+    #: only for customers whose profile attributes match (a value, or {gte, lte, in, ...})
+    profile: dict[str, Any] = Field(default_factory=dict)
 
 
 class StaleWhen(BaseModel):
@@ -63,29 +76,6 @@ class StaleWhen(BaseModel):
     #: a handoff to a person is open
     handoff_open: bool = True
 
-
-class SendStep(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    #: the preferred channel; the policy may switch it (no consent) or defer it (quiet hours)
-    channel: Channel
-    purpose: Purpose = "marketing"
-    #: a key of prompts/replies.yaml-style ``templates`` below, rendered with profile facts
-    template: str
-    subject: str | None = None
-
-
-class EscalateStep(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    queue: Queue
-    priority: Priority = "normal"
-    reason: str = Field(min_length=1, max_length=500)
-
-
-class CrmStep(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    task: str | None = None
-    note: str | None = None
-    fields: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
 
 class Actions(BaseModel):
@@ -110,8 +100,30 @@ class Journey(BaseModel):
     #: tags of pending jobs this journey cancels when it fires
     cancels: list[str] = Field(default_factory=list)
     stale_when: StaleWhen = Field(default_factory=StaleWhen)
-    actions: Actions
+    #: one step: what the trigger queues after ``delay`` (or ``steps``, not both)
+    actions: Actions | None = None
+    #: several steps: the trigger enrols the customer (policy.journey_flow)
+    steps: list[Step] = Field(default_factory=list)
+    goal: Goal | None = None
+    holdout: Holdout | None = None
+    exits: Exits = Field(default_factory=Exits)
+    #: a journey with steps: enrol again after the previous enrolment ended (and the
+    #: cool-down passed), or never twice
+    reentry: Literal["after_exit", "never"] = "after_exit"
     enabled: bool = True
+
+    @property
+    def multi_step(self) -> bool:
+        return bool(self.steps)
+
+    def fingerprint(self, templates: dict[str, str]) -> str:
+        """This journey's version: its definition and the texts of the templates it sends
+        (a customer mid-journey stays on the version they entered)."""
+        used = sorted({s.send.template for s in self.steps if s.send is not None})
+        body = json.dumps({"journey": self.model_dump(mode="json"),
+                           "templates": {t: templates.get(t) for t in used}},
+                          sort_keys=True, default=str)
+        return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
 class SignalEffect(EventMatch):
@@ -134,12 +146,32 @@ class Journeys(BaseModel):
         if dupes:
             raise ValueError(f"duplicate journey names {dupes}")
         for j in self.journeys:
+            if j.steps:
+                self._check_steps(j)
+                continue
+            if j.actions is None:
+                raise ValueError(f"journey {j.name!r} has neither `actions` nor `steps`")
+            for key in ("goal", "holdout"):
+                if getattr(j, key) is not None:
+                    raise ValueError(f"journey {j.name!r}: `{key}` needs `steps`")
             send = j.actions.send
             if send is not None and send.template not in self.templates:
                 raise ValueError(f"journey {j.name!r}: unknown template {send.template!r}")
             if not (j.actions.send or j.actions.escalate or j.actions.crm):
                 raise ValueError(f"journey {j.name!r} has no actions")
         return self
+
+    def _check_steps(self, j: Journey) -> None:
+        if j.actions is not None:
+            raise ValueError(f"journey {j.name!r} has both `actions` and `steps`: "
+                             "put the actions in steps")
+
+        def action(step: Step) -> None:
+            if step.send is not None and step.send.template not in self.templates:
+                raise ValueError(f"journey {j.name!r}: step {step.id!r}: unknown template "
+                                 f"{step.send.template!r}")
+
+        check_flow(j.name, j.steps, j.holdout, action)
 
     def for_event(self, event_type: str) -> list[Journey]:
         return [j for j in self.journeys if j.enabled and j.trigger.event == event_type]
@@ -154,6 +186,9 @@ def trigger_holds(
     """The events that make ``journey``'s trigger hold now (empty: it does not)."""
     trig = journey.trigger
     if trig.stage_in and profile.lifecycle_stage not in trig.stage_in:
+        return []
+    if trig.profile and not all(value_matches(profile.attributes.get(k), v)
+                                for k, v in trig.profile.items()):
         return []
     since = now - trig.within
     matching = [e for e in events if trig.matches(e) and since <= e.occurred_at <= now]

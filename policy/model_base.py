@@ -38,11 +38,15 @@ def unique_names(kind: str, names: list[str]) -> None:
         raise ValueError(f"duplicate {kind} names {dupes}")
 
 
+def _duration_in(value: Any) -> Any:
+    # ISO 8601 (``P1D``, what pydantic writes in JSON) is read by pydantic itself
+    if isinstance(value, int) or (isinstance(value, str) and not value.startswith("P")):
+        return parse_duration(value)
+    return value
+
+
 #: A duration written as ``"90m"``, ``"24h"``, ``"7d"`` (or seconds) in YAML.
-Duration = Annotated[
-    timedelta,
-    BeforeValidator(lambda v: parse_duration(v) if isinstance(v, str | int) else v),
-]
+Duration = Annotated[timedelta, BeforeValidator(_duration_in)]
 
 
 def fmt_duration(window: timedelta | None) -> str:

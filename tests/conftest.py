@@ -110,6 +110,8 @@ def make_container(
 
     def make(brain: str = "rules", llm_http_client: Any = None, **overrides: Any) -> Container:
         overrides_knowledge = overrides.pop("knowledge", None)  # a test's own knowledge base
+        # a second container on the same database (a restart) needs ids the first did not use
+        overrides_ids = overrides.pop("ids", None)
         settings = Settings(
             _env_file=None,  # type: ignore[call-arg]
             data_dir=overrides.pop("data_dir", tmp_path / f"data{len(built)}"),
@@ -127,7 +129,7 @@ def make_container(
         container = build_container(
             settings,
             clock=clock,
-            ids=sequential_ids(),
+            ids=overrides_ids or sequential_ids(),
             embedder=embedder,
             classifier=classifier,
             # a test's JOURNEY_KNOWLEDGE_PATH is read as the server reads it

@@ -19,7 +19,7 @@ from core.domain import (
     SendMessage,
     UpdateCrm,
 )
-from policy.journeys import Journey
+from policy.journeys import Actions, Journey
 from prompts import render
 
 
@@ -48,8 +48,8 @@ def decide_journey(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str
     intent = journey.intent if journey else "proactive"
     # the handoff packet: the journey's description (copied into the trigger when it fired)
     summary = _journey_summary(str(trigger.get("description", "")), state)
-    if journey is not None:
-        steps = journey.actions
+    steps, templates = _actions(trigger, journey, svc)
+    if steps is not None:
         if steps.escalate is not None:
             proposed.append(EscalateToHuman(
                 queue=steps.escalate.queue, reason=steps.escalate.reason, summary=summary,
@@ -58,8 +58,8 @@ def decide_journey(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str
         if steps.crm is not None:
             proposed.append(UpdateCrm(task=steps.crm.task, note=steps.crm.note,
                                       fields=dict(steps.crm.fields)))
-        if steps.send is not None and svc.journeys is not None:
-            template = svc.journeys.get().templates[steps.send.template]
+        if steps.send is not None:
+            template = templates[steps.send.template]
             values = {"first_name": profile.first_name or "there",
                       "company": svc.company}
             text = render(template, **{k: v for k, v in values.items()
@@ -88,6 +88,18 @@ def decide_journey(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str
         "rejected": [],
         "summary": summary,
     }
+
+
+def _actions(trigger: dict[str, Any], journey: Journey | None,
+             svc: TurnServices) -> tuple[Actions | None, dict[str, str]]:
+    """The actions this wake-up proposes and the template texts: a step of a journey with
+    steps carries its own (from the version the customer entered), a one-step journey's are
+    the journey's as the file has them now."""
+    if "action" in trigger:
+        return Actions.model_validate(trigger["action"]), dict(trigger.get("templates") or {})
+    if journey is None or journey.actions is None or svc.journeys is None:
+        return None, {}
+    return journey.actions, svc.journeys.get().templates
 
 
 def _journey(state: TurnState, svc: TurnServices) -> Journey | None:

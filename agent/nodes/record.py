@@ -38,6 +38,8 @@ def record(state: TurnState, runtime: Runtime[TurnServices]) -> dict[str, Any]:
     reasons.extend(f"subject:{k}={v}" for k, v in read.get("referred", {}).items())
     if trigger:
         reasons.append(f"journey:{trigger['journey']}")
+        if trigger.get("step"):
+            reasons.append(f"journey_step:{trigger['step']}")
         reasons.extend(f"cancelled_job:{j}" for j in trigger.get("cancelled_jobs", []))
     if state.get("rule_name"):
         reasons.append(f"stage_rule:{state['rule_name']}")

@@ -1,0 +1,182 @@
+"""Journeys with steps end to end: events posted to the real HTTP API, the workers as `journey
+serve` runs them, the real SMTP adapter delivering to a real local SMTP server, a restart in
+the middle (a new container, server and worker on the same database), and the metrics the
+API reports at the end checked against what each customer went through."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.clock import FixedClock
+from core.domain import Identity
+from journey.experiments import in_holdout
+from journey.runtime import Container
+from tests.conftest import ContainerFactory
+from tests.journey.test_journeys import Inbox, _ev, _events, smtp  # noqa: F401 (a fixture)
+from tests.server import client, drain, one_worker, running_server
+
+GUIDE = """
+signals:
+  - {event: page_view, where: {page: pricing}, scores: {purchase: 0.15}}
+templates:
+  guide_nurture: >-
+    Hi {first_name}, thanks for downloading our guide. Chapter 2 has the three-step rollout.
+  static_nurture: >-
+    Hi {first_name}, here is the guide's summary, as we send to everyone who downloads it.
+journeys:
+  - name: guide_followup
+    description: After a guide download, a day's wait; a buying signal goes to sales, the
+      rest get the nurture email; the goal is a checkout within 14 days.
+    intent: research
+    trigger: {event: content_download}
+    cooldown: 1d
+    goal: {event: checkout_completed, within: 14d}
+    holdout: {share: 0.5, goto: static_wait}
+    exits: {events: [unsubscribed]}
+    steps:
+      - id: settle
+        wait: 1d
+      - id: buying_signal
+        branch:
+          - when: {scores: {purchase: {gte: 0.3}}}
+            goto: alert_sales
+          - goto: nurture
+      - id: alert_sales
+        escalate: {queue: sales, priority: high, reason: "buying signal after the guide"}
+        next: await_goal
+      - id: nurture
+        send: {channel: email, template: guide_nurture, subject: "Your guide, chapter 2"}
+      - id: await_goal
+        wait_until: {event: checkout_completed, timeout: 13d, on_event: converted,
+                     on_timeout: timed_out}
+      - id: converted
+        exit: converted
+      - id: timed_out
+        exit: no_checkout
+      - id: static_wait
+        wait: 1d
+      - id: static_nurture
+        send: {channel: email, template: static_nurture, subject: "The guide's summary"}
+"""
+
+
+def _people(container: Container, n: int) -> list[str]:
+    ids = []
+    for i in range(n):
+        profile = container.store.create_customer(
+            [Identity(kind="email", value=f"p{i}@example.com")], "consideration",
+            name=f"Pat{i} Doe", timezone="America/New_York",
+            consent={"email": {"service": "granted", "marketing": "granted"}})
+        ids.append(profile.id)
+    return ids
+
+
+def _who(i: int) -> dict[str, str]:
+    return {"email": f"p{i}@example.com"}
+
+
+def restart_ids() -> Any:
+    counter = itertools.count(1)
+    return lambda prefix: f"{prefix}_r{next(counter):04d}"
+
+
+def test_wait_branch_send_and_goal_with_a_holdout_across_a_restart(
+    make_container: ContainerFactory, clock: FixedClock, smtp: tuple[Inbox, int],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    inbox, port = smtp
+    path = tmp_path / "journeys.yaml"
+    path.write_text(GUIDE)
+    first = make_container(smtp_host="127.0.0.1", smtp_port=port, journeys_path=path)
+    people = _people(first, 12)
+    control = {c for c in people if in_holdout("guide_followup", c, 0.5, "")}
+    # both arms are present, and some treated customers neither buy nor show a signal
+    # (SHA-256 of the ids decides: the same every run)
+    treated = [c for c in people if c not in control]
+    assert len(treated) >= 4 and control
+    # two treated customers show a buying signal; one of them and one control customer buy
+    keen = treated[:2]
+    buyer, control_buyer = treated[2], sorted(control)[0]
+    index = {c: i for i, c in enumerate(people)}
+    start = clock.now()
+    with running_server(first) as base, client(base) as http:
+        fired = _events(http, *[_ev(f"dl{i}", "content_download", start, _who(i),
+                                    asset="guide") for i in range(12)])
+        assert [r["fired"] for r in fired["results"]] == [["guide_followup"]] * 12
+        _events(http, *[_ev(f"pv{c}{n}", "page_view", start + timedelta(minutes=n), _who(
+            index[c]), page="pricing") for c in keen for n in range(2)])
+        drain(one_worker(first))
+        # everyone is enrolled and waiting; nothing has gone out yet
+        body = http.get("/v1/journeys/guide_followup/metrics").json()
+        assert body["entered"] == 12 and body["waiting"] == 12
+        assert body["by_arm"] == {"treatment": len(treated), "holdout": len(control)}
+        assert inbox.messages == []
+
+    # the restart: a new container, server and worker on the same database
+    clock.advance(days=1, minutes=5)
+    second = make_container(smtp_host="127.0.0.1", smtp_port=port, journeys_path=path,
+                            ids=restart_ids())
+    worker = one_worker(second, "after")
+    with running_server(second) as base, client(base) as http:
+        drain(worker)
+        sent = {m["To"]: m for m in inbox.messages}
+        # the control got the static email, the treated without a signal the nurture, the
+        # keen ones nothing by email: sales has them
+        for c in people:
+            address = f"p{index[c]}@example.com"
+            if c in control:
+                assert sent[address]["Subject"] == "The guide's summary"
+            elif c in keen:
+                assert address not in sent
+            else:
+                assert sent[address]["Subject"] == "Your guide, chapter 2"
+                assert "Chapter 2 has the three-step rollout" in sent[address].get_payload(
+                    decode=True).decode()
+        handoffs = [h for c in keen for h in second.store.handoffs(c)]
+        assert sorted(h.customer_id for h in handoffs) == sorted(keen)
+        assert {(h.queue, h.priority) for h in handoffs} == {("sales", "high")}
+
+        clock.advance(days=2)
+        _events(http, _ev("buy1", "checkout_completed", clock.now(), _who(index[buyer])),
+                _ev("buy2", "checkout_completed", clock.now(), _who(index[control_buyer])))
+        drain(worker)
+        clock.advance(days=12)
+        drain(worker)
+        metrics = http.get("/v1/journeys/guide_followup/metrics").json()
+        customer = http.get(f"/v1/customers/{buyer}").json()
+
+    assert metrics["entered"] == 12 and metrics["active"] == 0 and metrics["waiting"] == 0
+    assert metrics["conversions"] == 2
+    # the buyer left on the goal (its remaining steps did not run), the keen ones when a
+    # person took them over; the control finished its static email and still counted its
+    # checkout
+    assert metrics["exited"] == {"exit:no_checkout": len(treated) - 3, "goal": 1,
+                                 "handoff": 2, "completed": len(control)}
+    steps = {s["id"]: s for s in metrics["steps"]}
+    assert steps["settle"]["reached"] == len(treated)
+    assert steps["buying_signal"]["paths"] == {"alert_sales": 2, "nurture": len(treated) - 2}
+    assert steps["alert_sales"]["outcomes"] == {"escalated": 2}
+    assert steps["nurture"]["outcomes"] == {"sent": len(treated) - 2}
+    assert steps["static_nurture"]["outcomes"] == {"sent": len(control)}
+    # the exits happen where each customer was: all of them while waiting for the goal
+    assert steps["await_goal"]["outcomes"] == {"timeout": len(treated) - 3, "exited": 3}
+    assert steps["await_goal"]["reached"] == len(treated)
+    assert metrics["messages_sent"] == len(treated) - 2 + len(control)
+    (treatment,) = metrics["holdout"]["arms"]
+    holdout = metrics["holdout"]["holdout"]
+    assert (treatment["customers"], treatment["conversions"]) == (len(treated), 1)
+    assert (holdout["customers"], holdout["conversions"]) == (len(control), 1)
+    assert treatment["lift_significant"] is False
+    assert metrics["time_to_convert_hours"]["median"] == pytest.approx(72 + 5 / 60, abs=0.01)
+    assert [f["customers"] for f in metrics["funnel"]][:2] == [12, len(treated)]
+    # every action was a proactive decision through the policy gate, with its step
+    decisions = [d for d in second.store.decisions(customer_id=buyer)]
+    (nurture,) = decisions
+    assert "journey:guide_followup" in nurture.reasons
+    assert "journey_step:nurture" in nurture.reasons
+    assert customer["profile"]["id"] == buyer
