@@ -21,9 +21,6 @@ from memory.enrolments import Enrolment
 from memory.store import Store
 from policy.journeys import Journey
 
-#: the outcomes that are a message (or an action) leaving, per step kind
-DELIVERED = frozenset({"sent", "deferred", "held", "escalated", "crm"})
-
 
 class IntervalOut(BaseModel):
     low: float
@@ -103,11 +100,10 @@ def journey_metrics(store: Store, journey: Journey, now: datetime) -> JourneyMet
     hours = sorted((e.converted_at - e.entered_at).total_seconds() / 3600  # type: ignore[operator]
                    for e in converted)
     steps = _steps(journey, enrolments, logs)
-    sends = [r for r in logs if r["kind"] == "send" or (r["kind"] == "agent")]
+    actions = [r for r in logs if r["kind"] in ("send", "escalate", "crm", "agent")]
     suppressed_by: Counter[str] = Counter()
-    for r in sends:
-        if r["outcome"] == "suppressed":
-            suppressed_by.update(r["reason_codes"] or ["unknown"])
+    for r in actions:
+        suppressed_by.update(_refused(r))
     reached = {s.id: s.reached for s in steps}
     funnel = [{"step": "entered", "customers": len(enrolments)}] + [
         {"step": s.id, "customers": reached[s.id]} for s in steps]
@@ -123,8 +119,10 @@ def journey_metrics(store: Store, journey: Journey, now: datetime) -> JourneyMet
         active=sum(e.status == "active" for e in enrolments),
         waiting=sum(e.status == "active" and e.wait_until is not None for e in enrolments),
         exited=dict(exited.most_common()),
-        messages_sent=sum(r["outcome"] in DELIVERED for r in sends),
-        messages_suppressed=sum(r["outcome"] == "suppressed" for r in sends),
+        messages_sent=sum(r["outcome"] == "sent" or (r["outcome"] in ("deferred", "held")
+                                                      and r["kind"] != "crm")
+                          for r in actions),
+        messages_suppressed=sum(bool(_refused(r)) for r in actions),
         suppressed_by=dict(suppressed_by.most_common()),
         conversions=len(converted),
         time_to_convert_hours={
@@ -149,8 +147,7 @@ def _steps(journey: Journey, enrolments: list[Enrolment],
         step = r["step"]
         seen[step].add(r["enrolment_id"])
         outcomes[step][r["outcome"]] += 1
-        if r["outcome"] == "suppressed":
-            suppressed[step].update(r["reason_codes"] or ["unknown"])
+        suppressed[step].update(_refused(r))
         if r["detail"] and r["kind"] in ("branch", "split", "agent"):
             paths[step][r["detail"]] += 1
     current = Counter(e.step for e in enrolments if e.status == "active" and e.step)
@@ -161,6 +158,17 @@ def _steps(journey: Journey, enrolments: list[Enrolment],
                     outcomes=dict(outcomes[s.id]), suppressed_by=dict(suppressed[s.id]),
                     paths=dict(paths[s.id]))
             for s in journey.steps]
+
+
+def _refused(row: dict[str, Any]) -> list[str]:
+    """The policy's reasons for refusing what a step tried: every code of a suppressed step,
+    and an agent step's options refused before the one it took (``option:code``)."""
+    codes: list[str] = row["reason_codes"] or []
+    if row["outcome"] == "suppressed":
+        return codes or ["unknown"]
+    if row["kind"] == "agent":
+        return [c for c in codes if ":" in c]
+    return []
 
 
 def _holdout(enrolments: list[Enrolment]) -> Experiment:

@@ -43,7 +43,7 @@ from journey.experiments import (
 from memory.enrolments import Enrolment, StepLog, Transition
 from memory.jobs import Job
 from memory.store import OPEN_HANDOFF, Store
-from policy.journey_flow import Step, next_index
+from policy.journey_flow import Step, next_index, sends
 from policy.journeys import Journey, JourneysProvider
 
 log = logging.getLogger(__name__)
@@ -112,8 +112,7 @@ class JourneyStepper:
     def pin(self, journey: Journey) -> Pinned:
         templates = self.journeys.get().templates
         version = journey.fingerprint(templates)
-        used = {s.send.template: templates[s.send.template]
-                for s in journey.steps if s.send is not None}
+        used = {s.template: templates[s.template] for s in sends(journey.steps)}
         self.store.enrolments.pin(journey.name, version,
                                   {"journey": journey.model_dump(mode="json"),
                                    "templates": used})
@@ -266,7 +265,7 @@ class JourneyStepper:
         """Run the step's action (or an agent step's options in order) through the agent's
         proactive turn; returns the decision, the option chosen, the reason codes and the
         outcome (sent, deferred, held, escalated, crm, suppressed)."""
-        options = [pinned.step(o) for o in step.agent.options] if step.agent else [step]
+        options = step.agent.options if step.agent else [step]
         codes: list[str] = []
         decision: Decision | None = None
         for n, option in enumerate(options):

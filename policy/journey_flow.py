@@ -10,8 +10,8 @@ its trigger fires; the enrolment is a row in the database that the workers step 
   (conditions over the profile's attributes, intent ``scores``, ``stage_in`` and ``events``);
 - ``send`` / ``escalate`` / ``crm``: an action through the agent's proactive turn and the policy
   gate (consent, caps, quiet hours and channels still decide);
-- ``agent: {options: [step, ...]}``: the agent picks the best of the options the policy would
-  allow for this customer now;
+- ``agent: {options: [{id, send | escalate | crm}, ...]}``: the agent offers the options to
+  the policy gate in the company's order of preference and takes the first it allows;
 - ``split: {allocation: fixed | adaptive, min_share, variants: [{name, weight, goto}]}``: the
   variants (templates, channels, timings), allocated by weight or by Thompson sampling on the
   goal (:mod:`journey.experiments`);
@@ -145,8 +145,9 @@ class Split(_Strict):
 
 
 class AgentChoice(_Strict):
-    #: the action steps the agent chooses among (in the company's order of preference)
-    options: list[str] = Field(min_length=1, max_length=10)
+    #: the actions the agent chooses among, in the company's order of preference: each an
+    #: ``id`` (what the metrics call it) and one of ``send``, ``escalate`` or ``crm``
+    options: list[Step] = Field(min_length=1, max_length=10)
 
 
 class Step(_Strict):
@@ -186,8 +187,6 @@ class Step(_Strict):
             out += [t for t in (self.wait_until.on_event, self.wait_until.on_timeout) if t]
         if self.split:
             out += [v.goto for v in self.split.variants]
-        if self.agent:
-            out += self.agent.options
         return out
 
 
@@ -234,17 +233,21 @@ def check_flow(name: str, steps: list[Step], holdout: Holdout | None,
     if dupes:
         raise ValueError(f"journey {name!r}: duplicate step ids {dupes}")
     known = set(ids)
-    by_id = {s.id: s for s in steps}
     for step in steps:
         for target in step.targets():
             if target not in known:
                 raise ValueError(f"journey {name!r}: step {step.id!r} goes to unknown step "
                                  f"{target!r}")
         if step.agent:
+            names = [o.id for o in step.agent.options]
+            if len(set(names)) != len(names):
+                raise ValueError(f"journey {name!r}: step {step.id!r}: option ids repeat")
             for option in step.agent.options:
-                if by_id[option].kind not in {"send", "escalate", "crm"}:
-                    raise ValueError(f"journey {name!r}: step {step.id!r}: option {option!r} "
-                                     f"is a {by_id[option].kind} step, not send/escalate/crm")
+                if option.kind not in {"send", "escalate", "crm"} or option.next:
+                    raise ValueError(f"journey {name!r}: step {step.id!r}: option "
+                                     f"{option.id!r} must be one send, escalate or crm "
+                                     "(the journey goes on after the agent step)")
+                action_check(option)
         if step.kind in {"send", "escalate", "crm"}:
             action_check(step)
         if step.branch and step.branch[-1].when is not None:
@@ -294,5 +297,14 @@ def next_index(steps: list[Step], i: int) -> int | None:
     return i + 1 if i + 1 < len(steps) else None
 
 
-def channel_of(step: Step) -> Channel | None:
-    return step.send.channel if step.send is not None else None
+def sends(steps: list[Step]) -> list[SendStep]:
+    """Every message the steps may send (an agent step's options included)."""
+    out = []
+    for step in steps:
+        for s in [step, *(step.agent.options if step.agent else [])]:
+            if s.send is not None:
+                out.append(s.send)
+    return out
+
+
+AgentChoice.model_rebuild()

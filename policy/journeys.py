@@ -31,6 +31,7 @@ from policy.journey_flow import (
     SendStep,
     Step,
     check_flow,
+    sends,
 )
 from policy.model import Duration
 from policy.model_base import value_matches
@@ -119,7 +120,7 @@ class Journey(BaseModel):
     def fingerprint(self, templates: dict[str, str]) -> str:
         """This journey's version: its definition and the texts of the templates it sends
         (a customer mid-journey stays on the version they entered)."""
-        used = sorted({s.send.template for s in self.steps if s.send is not None})
+        used = sorted({s.template for s in sends(self.steps)})
         body = json.dumps({"journey": self.model_dump(mode="json"),
                            "templates": {t: templates.get(t) for t in used}},
                           sort_keys=True, default=str)

@@ -10,10 +10,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from core.clock import FixedClock
 from core.domain import Identity
+from journey.customers import ProfileRequest
 from journey.experiments import in_holdout
 from journey.runtime import Container
 from tests.conftest import ContainerFactory
@@ -180,3 +182,178 @@ def test_wait_branch_send_and_goal_with_a_holdout_across_a_restart(
     assert "journey:guide_followup" in nurture.reasons
     assert "journey_step:nurture" in nurture.reasons
     assert customer["profile"]["id"] == buyer
+
+
+TWO_STEPS = """
+templates:
+  greet: "{text}"
+journeys:
+  - name: greet
+    trigger: {event: signed_up}
+    cooldown: 1m
+    goal: {event: checkout_completed, within: 7d}
+    exits: {events: [unsubscribed]}
+    steps:
+      - {id: pause, wait: {wait}}
+      - {id: hello, send: {channel: email, template: greet, subject: Hello}}
+"""
+
+
+def _greet(text: str, wait: str = "1d", extra: str = "") -> str:
+    return TWO_STEPS.replace('"{text}"', f'"{text}"').replace("{wait}", wait) + extra
+
+
+def test_a_customer_mid_journey_stays_on_the_version_they_entered(
+    make_container: ContainerFactory, clock: FixedClock, smtp: tuple[Inbox, int],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    inbox, port = smtp
+    path = tmp_path / "journeys.yaml"
+    path.write_text(_greet("Version one, after a day."))
+    container = make_container(smtp_host="127.0.0.1", smtp_port=port, journeys_path=path)
+    _people(container, 2)
+    worker = one_worker(container)
+    with running_server(container) as base, client(base) as http:
+        _events(http, _ev("s0", "signed_up", clock.now(), _who(0)))
+        drain(worker)
+        # the file changes: another text and a longer wait
+        path.write_text(_greet("Version two, after two days.", wait="2d"))
+        assert container.journeys is not None
+        container.journeys.reload()
+        _events(http, _ev("s1", "signed_up", clock.now(), _who(1)))
+        drain(worker)
+        clock.advance(days=1, minutes=1)
+        drain(worker)
+        assert [(m["To"], m.get_payload(decode=True).decode().split("\r\n")[0])
+                for m in inbox.messages] == [("p0@example.com", "Version one, after a day.")]
+        clock.advance(days=1)
+        drain(worker)
+        metrics = http.get("/v1/journeys/greet/metrics").json()
+    assert [m.get_payload(decode=True).decode().split("\r\n")[0] for m in inbox.messages] == [
+        "Version one, after a day.", "Version two, after two days."]
+    assert len(metrics["versions"]) == 2
+    assert metrics["exited"] == {"completed": 2}
+
+
+def test_exits_end_an_enrolment_before_anything_more_is_sent(
+    make_container: ContainerFactory, clock: FixedClock, smtp: tuple[Inbox, int],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """An exit event ends the enrolment at once (its wait is woken); an opt-out ends it at its
+    next step; a journey that ``cancels`` the tag replaces it; the goal ends it when reached."""
+    inbox, port = smtp
+    path = tmp_path / "journeys.yaml"
+    path.write_text(_greet("Hello", extra="""    tag: greeting
+  - name: takeover
+    trigger: {event: demo_booked}
+    cancels: [greeting]
+    actions:
+      crm: {task: "Prepare the demo"}
+"""))
+    container = make_container(smtp_host="127.0.0.1", smtp_port=port, journeys_path=path)
+    people = _people(container, 5)
+    worker = one_worker(container)
+    with running_server(container) as base, client(base) as http:
+        _events(http, *[_ev(f"s{i}", "signed_up", clock.now(), _who(i)) for i in range(5)])
+        drain(worker)
+        clock.advance(minutes=10)
+        _events(http, _ev("u0", "unsubscribed", clock.now(), _who(0)),
+                _ev("d1", "demo_booked", clock.now(), _who(1)),
+                _ev("k2", "checkout_completed", clock.now(), _who(2)))
+        opted = http.put("/v1/customers", json={
+            "identities": {"email": "p3@example.com"},
+            "consent": {"email": {"marketing": {"status": "revoked", "source": "test"}}}})
+        assert opted.status_code == 200, opted.text
+        drain(worker)  # no time passed: the exit event and the goal wake their enrolments
+        early = {e.customer_id: e.exit_reason
+                 for e in container.store.enrolments.for_journey("greet")}
+        clock.advance(days=1, minutes=1)
+        drain(worker)
+        metrics = http.get("/v1/journeys/greet/metrics").json()
+    assert early == {people[0]: "event:unsubscribed", people[1]: "replaced:takeover",
+                     people[2]: "goal", people[3]: None, people[4]: None}
+    reasons = {e.customer_id: e.exit_reason
+               for e in container.store.enrolments.for_journey("greet")}
+    assert reasons == {**early, people[3]: "opt_out", people[4]: "completed"}
+    assert [m["To"] for m in inbox.messages] == ["p4@example.com"]
+    assert metrics["exited"] == {"event:unsubscribed": 1, "replaced:takeover": 1, "goal": 1,
+                                 "opt_out": 1, "completed": 1}
+    assert metrics["conversions"] == 1 and metrics["messages_sent"] == 1
+
+
+SPLIT = """
+templates:
+  long: "The long version."
+  short: "Short."
+journeys:
+  - name: ab
+    trigger: {event: signed_up}
+    goal: {event: checkout_completed, within: 7d}
+    exits: {opt_out: false}
+    steps:
+      - id: which
+        split:
+          allocation: fixed
+          variants: [{name: long_text, goto: send_long}, {name: short_text, goto: send_short}]
+      - {id: send_long, send: {channel: email, template: long, subject: A}, next: gap}
+      - {id: send_short, send: {channel: email, template: short, subject: B}, next: gap}
+      - {id: gap, wait: 1d}
+      - id: follow_up
+        agent:
+          options:
+            - {id: offer, send: {channel: email, template: short, subject: Offer}}
+            - {id: note, crm: {task: "Follow up by phone"}}
+"""
+
+
+def test_a_split_sends_each_customer_their_variant_and_the_agent_takes_the_first_allowed_option(
+    make_container: ContainerFactory, clock: FixedClock, smtp: tuple[Inbox, int],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    inbox, port = smtp
+    path = tmp_path / "journeys.yaml"
+    path.write_text(SPLIT)
+    container = make_container(smtp_host="127.0.0.1", smtp_port=port, journeys_path=path)
+    assert container.stepper is not None
+    container.stepper.rng = np.random.default_rng(7)
+    people = _people(container, 10)
+    # one customer withdrew marketing email: the agent's first option (an offer by email) is
+    # refused by the policy for them, so it writes the CRM task instead
+    container.customers.upsert(ProfileRequest.model_validate({
+        "identities": {"email": "p9@example.com"},
+        "consent": {"email": {"marketing": {"status": "revoked"}}}}), by="test")
+    worker = one_worker(container)
+    with running_server(container) as base, client(base) as http:
+        _events(http, *[_ev(f"s{i}", "signed_up", clock.now(), _who(i)) for i in range(10)])
+        drain(worker)
+        # the same day, a second marketing email would be capped: the agent step waits a day
+        clock.advance(days=1, minutes=1)
+        drain(worker)
+        metrics = http.get("/v1/journeys/ab/metrics").json()
+    drawn = {e.customer_id: e.variants["which"]
+             for e in container.store.enrolments.for_journey("ab")}
+    subjects: dict[str, list[str]] = {}
+    for m in inbox.messages:
+        subjects.setdefault(m["To"], []).append(m["Subject"])
+    for i, c in enumerate(people[:9]):
+        first = {"long_text": "A", "short_text": "B"}[drawn[c]]
+        assert subjects[f"p{i}@example.com"] == [first, "Offer"]
+    assert "p9@example.com" not in subjects
+    counts = {a["name"]: a["customers"] for a in metrics["variants"]["which"]["arms"]}
+    assert counts == {v: list(drawn.values()).count(v) for v in ("long_text", "short_text")}
+    assert 0 < counts["long_text"] < 10
+    steps = {s["id"]: s for s in metrics["steps"]}
+    assert steps["follow_up"]["paths"] == {"offer": 9, "note": 1}
+    assert steps["follow_up"]["outcomes"] == {"sent": 9, "crm": 1}
+    # the customer without marketing consent was refused their variant's email too
+    variant_steps = {"long_text": "send_long", "short_text": "send_short"}
+    for variant, step in variant_steps.items():
+        mine = [c for c in people if drawn[c] == variant]
+        assert steps[step]["outcomes"] == {
+            k: n for k, n in {"sent": len(set(mine) - {people[9]}),
+                              "suppressed": int(people[9] in mine)}.items() if n}
+    # its variant's email and the offer were refused for want of consent, nothing capped
+    assert metrics["suppressed_by"] == {"consent_revoked": 1, "offer:consent_revoked": 1}
+    assert metrics["exited"] == {"completed": 10}
+    (task,) = [a for a in container.store.crm_activities(people[9]) if a["kind"] == "task"]
+    assert task["body"]["text"] == "Follow up by phone"
