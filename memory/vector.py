@@ -162,12 +162,20 @@ class ChromaVectorMemory:
         if not query.strip():
             return []
         vector = self._embedder.embed_one(query)
-        result = self._collection.query(
-            query_embeddings=vector.reshape(1, -1),
-            n_results=k,
-            where={"customer_id": customer_id},
-            include=["documents", "metadatas", "distances"],
-        )
+        try:
+            result = self._query(vector, k, customer_id)
+        except chromadb.errors.InternalError as exc:
+            # Chroma answers "Nothing found on disk" while another process has not flushed a
+            # new collection's index yet (chroma-core/chroma#4212): once more, then no
+            # history rather than a failed turn
+            if "Nothing found on disk" not in str(exc):
+                raise
+            time.sleep(0.2)
+            try:
+                result = self._query(vector, k, customer_id)
+            except chromadb.errors.InternalError:
+                log.warning("vector memory: no history for %s this turn: %s", customer_id, exc)
+                return []
         ids = result["ids"][0]
         documents = (result["documents"] or [[]])[0]
         metadatas = (result["metadatas"] or [[]])[0]
@@ -180,6 +188,14 @@ class ChromaVectorMemory:
         hits = [h for h in hits if h.customer_id == customer_id]
         hits.sort(key=lambda h: h.score, reverse=True)
         return hits
+
+    def _query(self, vector: FloatArray, k: int, customer_id: str) -> Any:
+        return self._collection.query(
+            query_embeddings=vector.reshape(1, -1),
+            n_results=k,
+            where={"customer_id": customer_id},
+            include=["documents", "metadatas", "distances"],
+        )
 
     def count(self, customer_id: str | None = None) -> int:
         if customer_id is None:

@@ -404,3 +404,39 @@ def test_reopened_collection_uses_our_embedding_function(
     assert again.count("A") == len(A_RECORDS)
     assert again.search("A", "invoice for March", k=1)[0].id == "a-1"
     SharedSystemClient.clear_system_cache()
+
+
+def test_a_chroma_index_not_yet_on_disk_costs_one_retry_then_no_history_not_a_failed_turn(
+    tmp_path: Path, embedder: MiniLMEmbedder, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Under load, a Chroma server can answer a new collection's first query with "Error
+    creating hnsw segment reader: Nothing found on disk" (chroma-core/chroma#4212; seen as a
+    500 on POST /v1/messages with two API processes). The real collection is queried; its
+    answer is replaced by that error for the first ``fail`` calls."""
+    memory = ChromaVectorMemory.persistent(tmp_path / "chroma", embedder, collection="race")
+    memory.add([_rec("m1", "cus_a", "Does the Growth plan include WhatsApp?")])
+    real = memory._query
+    calls = {"n": 0}
+
+    def flaky(fail: int) -> Callable[..., Any]:
+        def query(*args: Any) -> Any:
+            calls["n"] += 1
+            if calls["n"] <= fail:
+                raise chromadb.errors.InternalError(
+                    "Error executing plan: Internal error: Error creating hnsw segment reader: "
+                    "Nothing found on disk")
+            return real(*args)
+        return query
+
+    monkeypatch.setattr(memory, "_query", flaky(1))
+    assert _ids(memory.search("cus_a", "WhatsApp on Growth")) == ["m1"] and calls["n"] == 2
+    calls["n"] = 0
+    monkeypatch.setattr(memory, "_query", flaky(2))
+    assert memory.search("cus_a", "WhatsApp on Growth") == []
+    assert "no history for cus_a this turn" in caplog.text
+    calls["n"] = 0
+    monkeypatch.setattr(memory, "_query", lambda *a: (_ for _ in ()).throw(
+        chromadb.errors.InternalError("something else")))
+    with pytest.raises(chromadb.errors.InternalError, match="something else"):
+        memory.search("cus_a", "WhatsApp")
