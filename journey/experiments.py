@@ -77,6 +77,8 @@ __all__ = [
     "wilson_interval",
 ]
 
+#: no winner and no significant lift before every arm compared has this many customers
+MIN_EXPOSURES = 30
 _BUCKET_BYTES = 8
 _BUCKETS: int = 1 << (8 * _BUCKET_BYTES)
 
@@ -345,7 +347,8 @@ def _arm_report(arm: ArmCounts, confidence: float, holdout: ArmCounts | None) ->
             if arm.rate is not None and holdout.rate is not None
             else None
         )
-        lift = Lift(estimate, interval, significant=interval.low > 0 or interval.high < 0)
+        lift = Lift(estimate, interval, significant=(interval.low > 0 or interval.high < 0)
+                    and _enough(arm, holdout))
     return ArmReport(
         name=arm.name,
         exposures=arm.exposures,
@@ -366,6 +369,8 @@ def _winner(
     rivals = [a for a in arms if a is not best] + ([holdout] if holdout is not None else [])
     if not rivals:
         return None
+    if not all(_enough(best, rival) for rival in rivals):
+        return None
     adjusted = 1 - (1 - confidence) / len(rivals)
     for rival in rivals:
         interval = newcombe_interval(
@@ -374,6 +379,12 @@ def _winner(
         if interval.low <= 0:
             return None
     return best.name
+
+
+def _enough(*arms: ArmCounts) -> bool:
+    """Enough customers in each arm for the interval's normal approximation to be trusted
+    (1 of 1 against 0 of 4 passes the interval test; Fisher's exact test gives p = 0.2)."""
+    return all(a.exposures >= MIN_EXPOSURES for a in arms)
 
 
 def _summary(arms: tuple[ArmReport, ...], winner: str | None, confidence: float) -> str:

@@ -19,6 +19,7 @@ import numpy.typing as npt
 import pytest
 
 from journey.experiments import (
+    MIN_EXPOSURES,
     AdaptiveAllocation,
     Allocation,
     ArmCounts,
@@ -363,3 +364,16 @@ def test_bad_inputs_raise_value_error_naming_the_field(
 ) -> None:
     with pytest.raises(ValueError, match=rf"^{field}\b"):
         call()
+
+
+def test_tiny_arms_name_no_winner_and_no_significant_lift() -> None:
+    """1 of 1 against 0 of 4 clears the interval test (Fisher's exact p = 0.2): below
+    ``MIN_EXPOSURES`` customers per arm nothing is called."""
+    tiny = report([ArmCounts("a", 1, 1), ArmCounts("b", 4, 0)])
+    assert tiny.winner is None
+    lift = report([ArmCounts("a", 1, 1)], ArmCounts("holdout", 4, 0)).arms[0].lift
+    assert lift is not None and lift.interval.low > 0 and not lift.significant
+    # the same rates with enough customers are called
+    big = report([ArmCounts("a", MIN_EXPOSURES, MIN_EXPOSURES),
+                  ArmCounts("b", 4 * MIN_EXPOSURES, 0)])
+    assert big.winner == "a"
