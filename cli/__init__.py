@@ -7,6 +7,7 @@ operate the outbox and the inbox, check the policy, run the eval suites.
     ops.py      outbox list/replay, handoffs list/metrics
     policy.py   policy check/explain
     knowledge.py  knowledge check/search
+    journeys.py   journeys list/metrics/preview
     customers.py  the customers group (import/export in bulk.py, erase in erasure.py)
     (eval)      the eval suites' commands, from ``evals.cli``
 """
@@ -15,11 +16,12 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-from cli import bulk, chat, customers, erasure, knowledge, ops, policy, server
+from cli import bulk, chat, customers, erasure, journeys, knowledge, ops, policy, server
 from cli.app import app, err
 
 __all__ = [
-    "app", "bulk", "chat", "customers", "erasure", "knowledge", "main", "ops", "policy", "server",
+    "app", "bulk", "chat", "customers", "erasure", "journeys", "knowledge", "main", "ops",
+    "policy", "server",
 ]
 
 

@@ -82,6 +82,7 @@ class JourneyMetrics(BaseModel):
     conversions: int
     #: hours from entering to the goal: median and 90th percentile
     time_to_convert_hours: dict[str, float | None]
+    #: entered, each step (customers who reached it), the goal: in all and by arm
     funnel: list[dict[str, Any]]
     steps: list[StepOut]
     #: the treatment against the holdout (None: the journey has no holdout)
@@ -104,15 +105,24 @@ def journey_metrics(store: Store, journey: Journey, now: datetime) -> JourneyMet
     suppressed_by: Counter[str] = Counter()
     for r in actions:
         suppressed_by.update(_refused(r))
-    reached = {s.id: s.reached for s in steps}
-    funnel = [{"step": "entered", "customers": len(enrolments)}] + [
-        {"step": s.id, "customers": reached[s.id]} for s in steps]
-    funnel.append({"step": "goal", "customers": len(converted)})
+    # the funnel, also by arm (the control's static steps are not the treatment's)
+    arm_of = {e.id: e.arm for e in enrolments}
+    reached: dict[str, Counter[str]] = defaultdict(Counter)
+    for step_id, ids in _reached(enrolments, logs).items():
+        reached[step_id].update(arm_of.get(i, "treatment") for i in ids)
+
+    def row(step: str, arms: Counter[str]) -> dict[str, Any]:
+        return {"step": step, "customers": sum(arms.values()),
+                "treatment": arms["treatment"], "holdout": arms["holdout"]}
+
+    funnel = [row("entered", Counter(e.arm for e in enrolments))]
+    funnel += [row(s.id, reached[s.id]) for s in steps]
+    funnel.append(row("goal", Counter(e.arm for e in converted)))
     return JourneyMetrics(
         journey=journey.name,
         description=journey.description,
         versions=[v for v, _ in store.enrolments.versions(journey.name)],
-        goal=(f"{journey.goal.event} within {_days(journey.goal.within)}"
+        goal=(f"{journey.goal.event} within {window_text(journey.goal.within)}"
               if journey.goal else None),
         entered=len(enrolments),
         by_arm={"treatment": by_arm.get("treatment", 0), "holdout": by_arm.get("holdout", 0)},
@@ -137,23 +147,30 @@ def journey_metrics(store: Store, journey: Journey, now: datetime) -> JourneyMet
     )
 
 
+def _reached(enrolments: list[Enrolment], logs: list[dict[str, Any]]) -> dict[str, set[str]]:
+    """Each step's enrolments: those it logged a line for, and those on it now."""
+    seen: dict[str, set[str]] = defaultdict(set)
+    for r in logs:
+        seen[r["step"]].add(r["enrolment_id"])
+    for e in enrolments:
+        if e.status == "active" and e.step:
+            seen[e.step].add(e.id)
+    return seen
+
+
 def _steps(journey: Journey, enrolments: list[Enrolment],
            logs: list[dict[str, Any]]) -> list[StepOut]:
-    seen: dict[str, set[str]] = defaultdict(set)
+    seen = _reached(enrolments, logs)
     outcomes: dict[str, Counter[str]] = defaultdict(Counter)
     suppressed: dict[str, Counter[str]] = defaultdict(Counter)
     paths: dict[str, Counter[str]] = defaultdict(Counter)
     for r in logs:
         step = r["step"]
-        seen[step].add(r["enrolment_id"])
         outcomes[step][r["outcome"]] += 1
         suppressed[step].update(_refused(r))
         if r["detail"] and r["kind"] in ("branch", "split", "agent"):
             paths[step][r["detail"]] += 1
     current = Counter(e.step for e in enrolments if e.status == "active" and e.step)
-    for e in enrolments:
-        if e.status == "active" and e.step:
-            seen[e.step].add(e.id)
     return [StepOut(id=s.id, kind=s.kind, reached=len(seen[s.id]), current=current[s.id],
                     outcomes=dict(outcomes[s.id]), suppressed_by=dict(suppressed[s.id]),
                     paths=dict(paths[s.id]))
@@ -225,7 +242,8 @@ def _by_day(enrolments: list[Enrolment]) -> list[DayOut]:
         for d in days]
 
 
-def _days(window: Any) -> str:
+def window_text(window: Any) -> str:
+    """``14 days``, ``36 hours``."""
     days = window.total_seconds() / 86400
     return f"{days:g} days" if days >= 1 else f"{window.total_seconds() / 3600:g} hours"
 

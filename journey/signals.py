@@ -22,6 +22,7 @@ is written with one ``executemany`` per table. A batch whose identities join two
 from __future__ import annotations
 
 import bisect
+import hashlib
 import itertools
 import json
 import threading
@@ -56,6 +57,8 @@ from policy.lifecycle import Lifecycle
 from policy.loader import PolicyProvider
 from policy.privacy import mask_all
 
+#: The event a stage moved by signals becomes, for journeys that enter on a stage change.
+STAGE_CHANGED = "stage_changed"
 #: How far back the triggers look (the longest sensible ``within``).
 TRIGGER_LOOKBACK = timedelta(days=30)
 
@@ -114,6 +117,7 @@ class SignalService:
         results.update((r.index, r) for r in done)
         if self.after_events is not None:
             self._after(valid, results)
+        self._stage_events(valid, results)
         ordered = [results[i] for i in sorted(results)]
         count = {s: sum(r.status == s for r in ordered) for s in ("accepted", "duplicate",
                                                                    "rejected")}
@@ -135,6 +139,24 @@ class SignalService:
                 fired.setdefault(result.customer_id, []).extend(result.fired)
         if accepted and self.after_events is not None:
             self.after_events(accepted, fired)
+
+    def _stage_events(self, valid: list[tuple[int, EventIn, datetime]],
+                      results: dict[int, EventResult]) -> None:
+        """A stage the events moved is itself an event, ``stage_changed`` with ``{to}``, when
+        a journey is triggered by one (``trigger: {event: stage_changed, where: {to: ...}}``)."""
+        if not any(j.enabled and j.trigger.event == STAGE_CHANGED
+                   for j in self.journeys.get().journeys):
+            return
+        derived = [{
+            "id": "stage-" + hashlib.sha256(event.id.encode()).hexdigest()[:32],
+            "type": STAGE_CHANGED, "customer": event.customer.model_dump(exclude_none=True),
+            "properties": {"to": results[index].stage, "because": event.type},
+            "occurred_at": at.isoformat(),
+        } for index, event, at in valid
+            if results[index].status == "accepted" and results[index].stage
+            and event.type != STAGE_CHANGED]
+        if derived:
+            self.ingest(derived)
 
     def _lock_for(self, event: EventIn) -> threading.Lock:
         key = next((f"{i.kind}:{i.value}" for i in event.customer.identities()), "")
@@ -233,6 +255,7 @@ class SignalService:
             trigger = {
                 "journey": journey.name, "version": journeys.version,
                 "event_id": event.id, "event_type": event.type,
+                "event_at": event.occurred_at.isoformat(),
                 "events": [e.id for e in matching][:20],
                 "fired_at": now.isoformat(),
                 "description": journey.description or journey.name,
@@ -448,6 +471,7 @@ class SignalService:
                         updated_at=now, payload={
                             "journey": journey.name, "version": journeys.version,
                             "event_id": stored.id, "event_type": stored.type,
+                            "event_at": stored.occurred_at.isoformat(),
                             "events": [e.id for e in matching][:20],
                             "fired_at": event_now.isoformat(),
                             "description": journey.description or journey.name,

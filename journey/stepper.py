@@ -94,13 +94,17 @@ class JourneyStepper:
         control = holdout is not None and in_holdout(journey.name, customer_id, holdout.share,
                                                      holdout.salt)
         first = (holdout.goto if holdout is not None and control else journey.steps[0].id)
+        # the customer entered with the event that fired the trigger (a branch's "since
+        # entering" and the goal's window count from then), not when a worker took the job
         now = self.clock.now()
+        when = job.payload.get("event_at") or job.payload.get("fired_at")
+        entered = min(now, datetime.fromisoformat(str(when))) if when else now
         enrolment = self.store.enrolments.enrol(
             journey=journey.name, version=pinned.version, customer_id=customer_id,
             arm="holdout" if control else "treatment", step=first,
             trigger_event_id=str(job.payload.get("event_id") or "") or None,
-            goal_until=now + journey.goal.within if journey.goal else None,
-            once_ever=journey.reentry == "never",
+            goal_until=entered + journey.goal.within if journey.goal else None,
+            once_ever=journey.reentry == "never", entered_at=entered,
             logs=[StepLog(step="entry", kind="entry", outcome="entered",
                           detail="holdout" if control else "treatment")],
         )

@@ -462,6 +462,8 @@ enrolment_steps = Table(
     Column("reason_codes", Json, nullable=False),
     Column("decision_id", String(40)),
     _ts("at", nullable=False),
+    # the order of the lines of one enrolment (several are written at the same ``at``)
+    Column("position", Integer, nullable=False),
     Index("ix_enrolment_steps_journey_step", "journey", "step"),
     Index("ix_enrolment_steps_enrolment", "enrolment_id"),
 )

@@ -128,9 +128,11 @@ class Enrolments:
 
     def enrol(self, *, journey: str, version: str, customer_id: str, arm: Arm,
               step: str | None, trigger_event_id: str | None, goal_until: datetime | None,
-              once_ever: bool, logs: Sequence[StepLog]) -> Enrolment | None:
+              once_ever: bool, logs: Sequence[StepLog],
+              entered_at: datetime | None = None) -> Enrolment | None:
         """Enrol the customer and queue the first step's job, in one transaction. None when
-        they are in this journey already (or ever were, with ``once_ever``)."""
+        they are in this journey already (or ever were, with ``once_ever``). ``entered_at``:
+        when the trigger fired (default: now)."""
         now = self.clock.now()
         e = db.enrolments
         with self.engine.begin() as conn:
@@ -142,11 +144,12 @@ class Enrolments:
             enrolment = Enrolment(
                 id=self.ids("enr"), journey=journey, version=version, customer_id=customer_id,
                 arm=arm, status="active" if step else "exited", step=step, seq=0,
-                trigger_event_id=trigger_event_id, entered_at=now, goal_until=goal_until,
+                trigger_event_id=trigger_event_id, entered_at=entered_at or now,
+                goal_until=goal_until,
                 exited_at=None if step else now, exit_reason=None if step else arm,
             )
             conn.execute(insert(e).values(**enrolment.model_dump(), updated_at=now))
-            self._log(conn, enrolment, logs, now)
+            self._log(conn, enrolment, logs, now, base=0)
             if step:
                 self._job(conn, enrolment, 0, now)
         return enrolment
@@ -161,13 +164,17 @@ class Enrolments:
             created_at=now, updated_at=now))
 
     def _log(self, conn: Any, enrolment: Enrolment, logs: Iterable[StepLog],
-             now: datetime) -> None:
+             now: datetime, *, base: int | None = None) -> None:
+        # lines written together share ``at``: ``position`` keeps their order (entering is
+        # 0, a transition from ``seq`` is written at most once, an exit after it)
+        base = (enrolment.seq + 1) * 1000 if base is None else base
         rows = [{"id": self.ids("est"), "enrolment_id": enrolment.id,
                  "customer_id": enrolment.customer_id, "journey": enrolment.journey,
                  "version": enrolment.version, "step": log.step, "kind": log.kind,
                  "outcome": log.outcome, "detail": (log.detail or None) and log.detail[:120],
-                 "reason_codes": log.reason_codes, "decision_id": log.decision_id, "at": now}
-                for log in logs]
+                 "reason_codes": log.reason_codes, "decision_id": log.decision_id, "at": now,
+                 "position": base + n}
+                for n, log in enumerate(logs)]
         if rows:
             conn.execute(insert(db.enrolment_steps), rows)
 
@@ -262,7 +269,7 @@ class Enrolments:
                                          j.c.dedupe_key.like(f"enrolment:{enrolment.id}:%"))
                          .values(status="cancelled", error=f"enrolment exited: {reason}"[:2000],
                                  updated_at=now))
-            self._log(conn, enrolment, logs, now)
+            self._log(conn, enrolment, logs, now, base=(enrolment.seq + 1) * 1000 + 500)
         return True
 
     def active(self, customer_id: str, journeys: Sequence[str]) -> list[Enrolment]:
@@ -293,9 +300,12 @@ class Enrolments:
                 db.enrolments.c.journey == journey).order_by(db.enrolments.c.entered_at)).all()
         return [_enrolment(r) for r in rows]
 
-    def steps(self, journey: str) -> list[dict[str, Any]]:
+    def steps(self, journey: str, since: datetime | None = None) -> list[dict[str, Any]]:
+        """The journey's step log (written at or after ``since``), each enrolment's in order."""
         s = db.enrolment_steps
+        query = select(s).where(s.c.journey == journey)
+        if since is not None:
+            query = query.where(s.c.at >= since)
         with self.engine.connect() as conn:
-            rows = conn.execute(select(s).where(s.c.journey == journey)
-                                .order_by(s.c.at, s.c.id)).all()
+            rows = conn.execute(query.order_by(s.c.enrolment_id, s.c.position)).all()
         return [dict(r._mapping) for r in rows]

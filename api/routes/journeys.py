@@ -8,7 +8,12 @@ from fastapi import APIRouter, Depends, HTTPException, Path
 from pydantic import BaseModel
 
 from api.deps import JourneysDep, StoreDep, require
-from journey.journey_metrics import JourneyMetrics, journey_metrics, metrics_journey
+from journey.journey_metrics import (
+    JourneyMetrics,
+    journey_metrics,
+    metrics_journey,
+    window_text,
+)
 
 router = APIRouter(prefix="/v1", tags=["journeys"])
 
@@ -36,7 +41,7 @@ def list_journeys(
     return [JourneySummary(
         name=j.name, description=j.description, kind="steps" if j.multi_step else "one_step",
         enabled=j.enabled, trigger=j.trigger.event, steps=[s.id for s in j.steps],
-        goal=f"{j.goal.event} within {j.goal.within}" if j.goal else None,
+        goal=f"{j.goal.event} within {window_text(j.goal.within)}" if j.goal else None,
         holdout_share=j.holdout.share if j.holdout else None,
     ) for j in journeys.get().journeys]
 

@@ -357,3 +357,45 @@ def test_a_split_sends_each_customer_their_variant_and_the_agent_takes_the_first
     assert metrics["exited"] == {"completed": 10}
     (task,) = [a for a in container.store.crm_activities(people[9]) if a["kind"] == "task"]
     assert task["body"]["text"] == "Follow up by phone"
+
+
+STAGE_ENTRY = """
+signals:
+  - {event: page_view, where: {page: pricing}, scores: {purchase: 0.15}}
+templates:
+  hello: "Hi {first_name}, glad you are looking at plans."
+journeys:
+  - name: deciding
+    trigger: {event: stage_changed, where: {to: decision}, profile: {tier: {ne: partner}}}
+    steps:
+      - {id: hello, send: {channel: email, template: hello, subject: Plans}}
+"""
+
+
+def test_a_stage_change_or_a_trait_condition_can_be_the_entry(
+    make_container: ContainerFactory, clock: FixedClock, smtp: tuple[Inbox, int],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Three pricing views move a customer to `decision` (the lifecycle rules): that move is
+    a `stage_changed` event that enrols them, unless their `tier` trait excludes them."""
+    inbox, port = smtp
+    path = tmp_path / "journeys.yaml"
+    path.write_text(STAGE_ENTRY)
+    container = make_container(smtp_host="127.0.0.1", smtp_port=port, journeys_path=path)
+    people = _people(container, 2)
+    worker = one_worker(container)
+    with running_server(container) as base, client(base) as http:
+        _events(http, _ev("t1", "account_updated", clock.now(), _who(1)) | {
+            "traits": {"tier": "partner"}})
+        results = _events(http, *[
+            _ev(f"pv{i}{n}", "page_view", clock.now() + timedelta(seconds=n), _who(i),
+                page="pricing") for i in (0, 1) for n in range(3)])["results"]
+        assert [r["stage"] for r in results] == [None, None, "decision"] * 2
+        clock.advance(minutes=1)  # the views were stamped a few seconds ahead
+        drain(worker)
+        events = http.get(f"/v1/customers/{people[0]}").json()["events"]
+    assert [e["properties"]["to"] for e in events if e["type"] == "stage_changed"] == [
+        "decision"]
+    (enrolment,) = container.store.enrolments.for_journey("deciding")
+    assert enrolment.customer_id == people[0] and enrolment.exit_reason == "completed"
+    assert [m["To"] for m in inbox.messages] == ["p0@example.com"]

@@ -65,6 +65,7 @@ def upgrade() -> None:
         sa.Column("reason_codes", Json, nullable=False),
         sa.Column("decision_id", sa.String(40)),
         ts("at"),
+        sa.Column("position", sa.Integer, nullable=False),
     )
     op.create_index("ix_enrolment_steps_journey_step", "enrolment_steps", ["journey", "step"])
     op.create_index("ix_enrolment_steps_enrolment", "enrolment_steps", ["enrolment_id"])
