@@ -67,6 +67,26 @@ def author_kind(message: Message) -> str:
     return "human" if message.author.startswith("human:") else message.author
 
 
+def percent(rate: float | None) -> str:
+    """``0.1429`` as ``14.3%``; ``—`` for no rate."""
+    return "—" if rate is None else f"{rate * 100:.1f}%"
+
+
+def points(lift: float | None) -> str:
+    """A difference of two rates in percentage points: ``+7.1``; ``—`` for none."""
+    return "—" if lift is None else f"{lift * 100:+.1f}"
+
+
+def hours(value: float | None) -> str:
+    """``72.08`` hours as ``72.1 h``; ``—`` for none."""
+    return "—" if value is None else f"{value:.1f} h"
+
+
+def duration(value: float | None) -> str:
+    """``72.08`` hours as ``3d 0h``; ``—`` for none."""
+    return "—" if value is None else human_duration(value * 3600)
+
+
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
@@ -77,7 +97,8 @@ def environment() -> jinja2.Environment:
     )
     env.filters.update(
         age=age, seconds=lambda s: human_duration(s or 0.0), author_label=author_label,
-        author_kind=author_kind,
+        author_kind=author_kind, percent=percent, points=points, hours=hours,
+        duration=duration,
     )
     return env
 
@@ -104,6 +125,7 @@ class Pages:
         return {
             "request": self.request,
             "agent": session.agent if session else None,
+            "admin": session.admin if session else False,
             "csrf": session.csrf if session else "",
             "company": self.knowledge.company,
             "now": self.store.clock.now(),

@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl
 
 from fastapi import Depends, HTTPException, Request
 
-from api.deps import SettingsDep, StoreDep, agent_for_key
+from api.deps import SettingsDep, StoreDep, agent_of
 from channels.webchat import session_key
 from core.settings import Settings
 from journey.handoffs import Agent
@@ -41,6 +41,12 @@ class LoginRequired(Exception):
 class ConsoleSession:
     agent: Agent
     csrf: str
+    #: the key's scopes: what else the console shows (journeys need ``admin``, as in the API)
+    scopes: frozenset[str] = frozenset()
+
+    @property
+    def admin(self) -> bool:
+        return "admin" in self.scopes
 
 
 # --- the session cookie ------------------------------------------------------------------------
@@ -80,10 +86,12 @@ def read_session(settings: Settings, cookie: str | None, now: datetime) -> Conso
     if not issued.isdigit() or not 0 <= now.timestamp() - int(issued) < SESSION_MAX_S:
         return None
     key = known_key(settings, key_id)
-    agent = agent_for_key(settings, key) if key else None
-    if agent is None:
+    holder = settings.api_key(key) if key else None
+    agent = agent_of(holder) if holder else None
+    if holder is None or agent is None:
         return None
-    return ConsoleSession(agent=agent, csrf=_mac(settings, "csrf", cookie))
+    return ConsoleSession(agent=agent, csrf=_mac(settings, "csrf", cookie),
+                          scopes=frozenset(holder.scopes))
 
 
 # --- dependencies ------------------------------------------------------------------------------
