@@ -138,8 +138,8 @@ def _print_experiment(title: str, e: Experiment) -> None:
             f"{arm.rate:.1%} ({arm.interval.low:.1%} to {arm.interval.high:.1%})")
         lift = "—"
         if arm.lift is not None and arm.lift_interval is not None:
-            lift = (f"{arm.lift:+.1%} ({arm.lift_interval.low:+.1%} to "
-                    f"{arm.lift_interval.high:+.1%}), "
+            lift = (f"{arm.lift * 100:+.1f} points ({arm.lift_interval.low * 100:+.1f} to "
+                    f"{arm.lift_interval.high * 100:+.1f}), "
                     f"{'significant' if arm.lift_significant else 'not yet significant'}")
         table.add_row(arm.name, str(arm.customers), str(arm.conversions), rate, lift)
     console.print(table)

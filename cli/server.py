@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -44,6 +44,7 @@ def seed_demo() -> None:
         container = build_container(settings)
     try:
         summary = seed(container, progress=True)
+        guide = _seed_guide(container)
     finally:
         container.close()
     console.print(
@@ -51,6 +52,25 @@ def seed_demo() -> None:
         f"{summary['customers']} customers, {summary['events']} events, "
         f"{summary['turns']} past messages."
     )
+    if guide is not None:
+        console.print(
+            f"Journey guide_to_sales: {len(guide.customers)} customers simulated over the past "
+            f"three weeks ({len(guide.converted)} converted); see /console/journeys.")
+
+
+def _seed_guide(container: Any) -> Any:
+    """The buyer's-guide journey's history, simulated hour by hour (once)."""
+    from rich.progress import Progress
+
+    from journey.demo.guide import seed_guide
+
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("Simulating the buyer's-guide journey (3 weeks)", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        return seed_guide(container, progress=progress)
 
 
 @app.command()

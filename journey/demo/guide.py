@@ -140,3 +140,27 @@ def _resolve_old_handoffs(container: Any, before: datetime) -> None:
         if view.queue == "sales" and view.created_at <= before:
             handoffs.claim(agent, view.id)
             handoffs.resolve(agent, view.id, outcome="resolved", note="Called: demo booked.")
+
+
+def seed_guide(container: Any, customers: int = 200, days: int = 5,
+               progress: Callable[[int, int], None] | None = None) -> Outcome | None:
+    """The demo's history of ``guide_to_sales``: the scenario simulated over the past
+    ``days + 16`` days on the demo database, so the console's journey page has both arms to
+    show. None when it is there already, or the journeys file has no such journey."""
+    from journey.runtime import build_container
+    from memory.vector import InMemoryVectorMemory
+
+    journey = container.journeys.get().get(JOURNEY) if container.journeys else None
+    if journey is None or not journey.multi_step or \
+            container.store.enrolments.for_journey(JOURNEY):
+        return None
+    clock = FixedClock(container.store.clock.now() - timedelta(days=days + 16))
+    # the same database under a clock of the past; its proactive turns' messages need no
+    # vector history of their own
+    past = build_container(container.settings, clock=clock, embedder=container.embedder,
+                           classifier=container.classifier, knowledge=container.knowledge,
+                           memory=InMemoryVectorMemory(container.embedder))
+    try:
+        return simulate(past, clock, Scenario(customers=customers, days=days), progress)
+    finally:
+        past.close()

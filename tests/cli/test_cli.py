@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -67,6 +68,14 @@ def test_init_writes_a_key_and_seed_demo_is_idempotent(tmp_path: Path) -> None:
     second = run(["seed-demo"], tmp_path)
     assert first.returncode == second.returncode == 0, first.stderr
     assert "4 customers, 5 events, 4 past messages" in second.stdout
+    # the buyer's-guide journey's three weeks are simulated once, for the console to show
+    assert "Journey guide_to_sales: 200 customers simulated" in " ".join(first.stdout.split())
+    assert "guide_to_sales" not in second.stdout
+    metrics = run(["journeys", "metrics", "guide_to_sales", "--json"], tmp_path)
+    assert metrics.returncode == 0, metrics.stderr
+    body = json.loads(metrics.stdout)
+    assert body["entered"] == 200 and body["active"] == 0
+    assert body["by_arm"]["holdout"] > 0 and body["holdout"]["holdout"]["customers"] > 0
     # two of the demo's messages ask for people: one to support (a complaint by SMS after an
     # email), one routed to key_accounts (a customer worth 84,000); seeding twice keeps two
     listed = run(["handoffs", "list"], tmp_path).stdout
