@@ -399,3 +399,60 @@ def test_a_stage_change_or_a_trait_condition_can_be_the_entry(
     (enrolment,) = container.store.enrolments.for_journey("deciding")
     assert enrolment.customer_id == people[0] and enrolment.exit_reason == "completed"
     assert [m["To"] for m in inbox.messages] == ["p0@example.com"]
+
+
+ADAPTIVE = """
+templates:
+  a: "Version A."
+  b: "Version B."
+journeys:
+  - name: learn
+    trigger: {event: signed_up}
+    goal: {event: checkout_completed, within: 7d}
+    steps:
+      - id: pick
+        split:
+          allocation: adaptive
+          min_share: 0.1
+          variants: [{name: a, goto: send_a}, {name: b, goto: send_b}]
+      - {id: send_a, send: {channel: email, template: a, subject: A}, next: done}
+      - {id: send_b, send: {channel: email, template: b, subject: B}}
+      - {id: done, exit: sent}
+"""
+
+
+def test_an_adaptive_split_learns_from_the_goal_and_keeps_exploring(
+    make_container: ContainerFactory, clock: FixedClock, tmp_path: Path,
+) -> None:
+    """Customers who get variant `a` buy, those who get `b` do not: after a few batches the
+    split (Thompson sampling on the goal, seeded) sends most newcomers to `a`, and still some
+    to `b` (its minimum share)."""
+    path = tmp_path / "journeys.yaml"
+    path.write_text(ADAPTIVE)
+    container = make_container(journeys_path=path)
+    assert container.stepper is not None
+    container.stepper.rng = np.random.default_rng(5)
+    _people(container, 80)
+    worker = one_worker(container)
+    drawn: list[str] = []
+    with running_server(container) as base, client(base) as http:
+        for batch in range(8):
+            who = range(batch * 10, batch * 10 + 10)
+            _events(http, *[_ev(f"s{i}", "signed_up", clock.now(), _who(i)) for i in who])
+            drain(worker)
+            variants = {e.customer_id: e.variants["pick"]
+                        for e in container.store.enrolments.for_journey("learn")}
+            mine = [variants[f"cus_{i + 1:04d}"] for i in who]
+            drawn += mine
+            _events(http, *[_ev(f"k{i}", "checkout_completed", clock.now(), _who(i))
+                            for i, v in zip(who, mine, strict=True) if v == "a"])
+            drain(worker)
+            clock.advance(days=2)  # the marketing cap is per day
+        metrics = http.get("/v1/journeys/learn/metrics").json()
+    late = drawn[40:]
+    assert late.count("a") >= 30 and "b" in drawn  # learnt, and explored
+    arms = {a["name"]: a for a in metrics["variants"]["pick"]["arms"]}
+    assert arms["a"]["customers"] == drawn.count("a") == arms["a"]["conversions"]
+    assert arms["b"]["conversions"] == 0
+    assert metrics["variants"]["pick"]["winner"] == ("a" if min(
+        drawn.count("a"), drawn.count("b")) >= 30 else None)
