@@ -4,7 +4,7 @@ buying signal (pricing-page views). The orchestrated journey (``guide_to_sales``
 nurture. The control group gets the static schedule: the nurture after a day, whatever they did.
 
 :func:`simulate` runs it through the product itself (the signals API's service, the stepper,
-the agent, the policy gate and the outbox) under a simulated clock, hour by hour, with
+the agent, the policy gate and the outbox) under a simulated clock, with
 customers who respond at known, seeded rates depending on what they got: what a demo shows on
 the console's journey page, what the scenario test checks and what the bench times.
 """
@@ -22,6 +22,8 @@ from core.domain import Identity
 from core.inbox import Agent
 
 JOURNEY = "guide_to_sales"
+#: the simulation's smallest step of time
+TICK = timedelta(hours=1)
 #: the chance a customer converts within the goal window, by whether they showed a buying
 #: signal and what they got: a salesperson, the nurture email, or the static email
 RATES: dict[tuple[bool, str], float] = {
@@ -56,7 +58,8 @@ class Outcome:
 def simulate(container: Any, clock: FixedClock, scenario: Scenario,
              progress: Callable[[int, int], None] | None = None) -> Outcome:
     """Run the scenario from ``clock.now()`` to the end of the last goal window (a day after
-    the last download plus 14 days), an hour at a time."""
+    the last download plus 14 days), the clock jumping to the next moment something happens
+    (an event, a due job or delivery, a handoff to resolve), an hour at least."""
     rng = random.Random(scenario.seed)
     store = container.store
     start = clock.now()
@@ -89,15 +92,14 @@ def simulate(container: Any, clock: FixedClock, scenario: Scenario,
     hours = int((end - start).total_seconds() // 3600)
     posted = 0
     seen_since = start
-    for hour in range(hours + 1):
+    while True:
         now = clock.now()
         ready = sorted((d for d in due if d[0] <= now), key=lambda d: d[0])
         due = [d for d in due if d[0] > now]
         if ready:
             batch = [{**event, "occurred_at": at.isoformat()} for at, event in ready]
             for chunk in range(0, len(batch), 500):
-                store_result = container.signals.ingest(batch[chunk:chunk + 500])
-                posted += store_result.accepted
+                posted += container.signals.ingest(batch[chunk:chunk + 500]).accepted
         while worker.run_once():
             pass
         # what each customer got (once they got it): they respond to it
@@ -112,11 +114,18 @@ def simulate(container: Any, clock: FixedClock, scenario: Scenario,
                     "id": f"guide-{scenario.seed}-{index[cid]}-buy", "type": "checkout_completed",
                     "customer": {"email": f"buyer{index[cid]}@{scenario.email_domain}"}}))
         seen_since = now
-        if scenario.resolve_after is not None:
-            _resolve_old_handoffs(container, now - scenario.resolve_after)
+        resolve_at = _resolve_old_handoffs(container, now, scenario.resolve_after)
         if progress is not None:
-            progress(hour, hours)
-        clock.advance(hours=1)
+            progress(int((now - start).total_seconds() // 3600), hours)
+        # on to the next moment anything happens: an event, a job, a delivery, a person
+        later = min([d[0] for d in due] + [t for t in (
+            store.jobs.next_due(), store.outbox_queue.next_due(), resolve_at) if t is not None],
+            default=None)
+        if later is None or later > end:
+            break
+        # at most hourly: what falls within the hour is taken together (each event keeps its
+        # own time; a step runs up to an hour late, as with a worker polling hourly)
+        clock.advance(seconds=max(TICK.total_seconds(), (later - now).total_seconds()))
     return Outcome(customers=who, signal=signal, got=got, converted=converted, events=posted)
 
 
@@ -132,14 +141,22 @@ def _what_they_got(store: Any, since: datetime) -> dict[str, str]:
     return out
 
 
-def _resolve_old_handoffs(container: Any, before: datetime) -> None:
-    """Sales works the alerts: a handoff open since ``before`` is resolved."""
+def _resolve_old_handoffs(container: Any, now: datetime,
+                          after: timedelta | None) -> datetime | None:
+    """Sales works the alerts: a handoff open for ``after`` is resolved. Returns when the next
+    open one is due (None: none, or they stay open)."""
+    if after is None:
+        return None
     handoffs = container.handoffs
     agent = Agent(name="Sales demo", queues=None)
-    for view in handoffs.list(agent, status="open"):
-        if view.queue == "sales" and view.created_at <= before:
+    waiting = []
+    for view in handoffs.list(agent, status="open", queue="sales"):
+        if view.created_at + after <= now:
             handoffs.claim(agent, view.id)
             handoffs.resolve(agent, view.id, outcome="resolved", note="Called: demo booked.")
+        else:
+            waiting.append(view.created_at + after)
+    return min(waiting, default=None)
 
 
 def seed_guide(container: Any, customers: int = 200, days: int = 5,
