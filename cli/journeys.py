@@ -154,7 +154,8 @@ def journeys_preview(
         min=0, max=100_000, help="Preview over N made-up customers (seeded mix of timezones, "
         "stages, consent, intent scores) instead of the database's.")] = 0,
     customers: Annotated[int, typer.Option(
-        min=1, max=100_000, help="How many of the database's customers (the oldest first).")
+        min=1, max=100_000, help="How many of the database's customers (in the order of "
+        "their ids).")
     ] = 200,
     days: Annotated[int | None, typer.Option(
         min=1, max=365, help="How far ahead to simulate (default: the goal's window, else "
