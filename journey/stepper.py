@@ -352,7 +352,7 @@ class JourneyStepper:
         by_customer: dict[str, list[Event]] = {}
         for e in events:
             by_customer.setdefault(e.customer_id, []).append(e)
-        wake: list[str] = []
+        wake: dict[str, Enrolment] = {}
         for enrolment in store.enrolments.watching(list(by_customer), since):
             pinned = self.pinned(enrolment.journey, enrolment.version)
             if pinned is None:
@@ -367,11 +367,11 @@ class JourneyStepper:
                            None)
                 if hit is not None and store.enrolments.convert(enrolment.id, hit.occurred_at,
                                                                 hit.id) and goal.exits:
-                    wake.append(enrolment.id)
+                    wake[enrolment.id] = enrolment
             if enrolment.status == "active" and any(
                     e.type in _wakes(journey) for e in mine):
-                wake.append(enrolment.id)
-        return store.enrolments.wake(sorted(set(wake)))
+                wake[enrolment.id] = enrolment
+        return store.enrolments.wake(list(wake.values()))
 
 
 def _wakes(journey: Journey) -> set[str]:

@@ -242,6 +242,8 @@ handoffs = Table(
     Column("closed_by", String(200)),
     Column("outcome", String(40)),
     Index("ix_handoffs_conversation_status", "conversation_id", "status"),
+    # a customer's handoffs (the inbox's customer view, an enrolment's "a person owns it" exit)
+    Index("ix_handoffs_customer_status", "customer_id", "status"),
     Index("ix_handoffs_status_queue", "status", "queue", "created_at"),
 )
 

@@ -48,6 +48,17 @@ class Enrolment(BaseModel):
 _TIMES = ("wait_until", "entered_at", "exited_at", "goal_until", "converted_at")
 
 
+def _job_key(enrolment_id: str, seq: int) -> str:
+    return f"enrolment:{enrolment_id}:{seq}"
+
+
+def _job_keys(enrolment: Enrolment) -> list[str]:
+    """The keys its pending job can have: for its ``seq``, or the next one if a worker moved
+    it on since it was read (the unique index on ``dedupe_key`` finds them; a LIKE would scan
+    every pending job)."""
+    return [_job_key(enrolment.id, enrolment.seq), _job_key(enrolment.id, enrolment.seq + 1)]
+
+
 def _enrolment(row: Any) -> Enrolment:
     data = dict(row._mapping)
     for key in _TIMES:
@@ -158,7 +169,7 @@ class Enrolments:
         now = self.clock.now()
         conn.execute(insert(db.jobs).values(
             id=self.ids("job"), kind="enrolment", customer_id=enrolment.customer_id,
-            dedupe_key=f"enrolment:{enrolment.id}:{seq}", payload={
+            dedupe_key=_job_key(enrolment.id, seq), payload={
                 "enrolment_id": enrolment.id, "seq": seq, "journey": enrolment.journey},
             due_at=due, status="pending", attempts=0, journey=enrolment.journey,
             created_at=now, updated_at=now))
@@ -233,21 +244,17 @@ class Enrolments:
                 .values(converted_at=at, goal_event_id=event_id,
                         updated_at=self.clock.now())).rowcount)
 
-    def wake(self, enrolment_ids: Sequence[str]) -> int:
+    def wake(self, enrolments: Sequence[Enrolment]) -> int:
         """Their pending step jobs are due now (an event they wait for, or exit on, came)."""
-        if not enrolment_ids:
+        if not enrolments:
             return 0
         now = self.clock.now()
         j = db.jobs
-        keys = [f"enrolment:{i}:%" for i in enrolment_ids]
         with self.engine.begin() as conn:
-            woken = 0
-            for key in keys:
-                woken += conn.execute(update(j).where(
-                    j.c.kind == "enrolment", j.c.status == "pending",
-                    j.c.dedupe_key.like(key), j.c.due_at > now)
-                    .values(due_at=now, updated_at=now)).rowcount
-        return woken
+            return int(conn.execute(update(j).where(
+                j.c.dedupe_key.in_(sorted({k for e in enrolments for k in _job_keys(e)})),
+                j.c.status == "pending", j.c.due_at > now)
+                .values(due_at=now, updated_at=now)).rowcount)
 
     def end(self, enrolment: Enrolment, reason: str, logs: Sequence[StepLog] = (), *,
             changes: dict[str, Any] | None = None) -> bool:
@@ -265,8 +272,8 @@ class Enrolments:
                                        exit_reason=reason[:120], updated_at=now)).rowcount
             if not won:
                 return False
-            conn.execute(update(j).where(j.c.kind == "enrolment", j.c.status == "pending",
-                                         j.c.dedupe_key.like(f"enrolment:{enrolment.id}:%"))
+            conn.execute(update(j).where(j.c.dedupe_key.in_(_job_keys(enrolment)),
+                                         j.c.status == "pending")
                          .values(status="cancelled", error=f"enrolment exited: {reason}"[:2000],
                                  updated_at=now))
             self._log(conn, enrolment, logs, now, base=(enrolment.seq + 1) * 1000 + 500)

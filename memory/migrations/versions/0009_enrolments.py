@@ -1,4 +1,5 @@
-"""Journeys with steps: pinned journey versions, enrolments and what each step did.
+"""Journeys with steps: pinned journey versions, enrolments and what each step did; an index
+on a customer's handoffs (each step of an enrolment asks whether a person owns it).
 
 Revision ID: 0009
 Revises: 0008
@@ -69,9 +70,11 @@ def upgrade() -> None:
     )
     op.create_index("ix_enrolment_steps_journey_step", "enrolment_steps", ["journey", "step"])
     op.create_index("ix_enrolment_steps_enrolment", "enrolment_steps", ["enrolment_id"])
+    op.create_index("ix_handoffs_customer_status", "handoffs", ["customer_id", "status"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_handoffs_customer_status", table_name="handoffs")
     op.drop_index("ix_enrolment_steps_enrolment", table_name="enrolment_steps")
     op.drop_index("ix_enrolment_steps_journey_step", table_name="enrolment_steps")
     op.drop_table("enrolment_steps")
