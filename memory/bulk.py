@@ -292,7 +292,8 @@ class BulkProfiles:
                 select(c.c.id, c.c.name, c.c.lifecycle_stage, c.c.timezone, c.c.locale,
                        c.c.channel_preference, c.c.attributes, c.c.consent, c.c.created_at,
                        c.c.updated_at)
-                .where(c.c.id.in_(chunk)).order_by(c.c.id).with_for_update()
+                # FOR NO KEY UPDATE, as in memory.crm.apply_crm
+                .where(c.c.id.in_(chunk)).order_by(c.c.id).with_for_update(key_share=True)
             ).all():
                 states[r.id] = _State(
                     id=r.id, name=r.name, stage=r.lifecycle_stage, timezone=r.timezone,

@@ -60,7 +60,9 @@ def apply_crm(
         select(db.customers.c.attributes, db.customers.c.consent,
                db.customers.c.lifecycle_stage)
         .where(db.customers.c.id == customer_id)
-        .with_for_update()
+        # FOR NO KEY UPDATE: a message or decision inserted meanwhile (its foreign key takes
+        # KEY SHARE) is not blocked, so a turn and a new message cannot deadlock
+        .with_for_update(key_share=True)
     ).first()
     if row is None:
         raise KeyError(customer_id)

@@ -130,8 +130,8 @@ class EventBatch:
         c = db.customers
         query = (select(c.c.id, c.c.name, c.c.lifecycle_stage, c.c.attributes)
                  .where(c.c.id.in_(sorted(customer_ids))).order_by(c.c.id))
-        if self._pg:
-            query = query.with_for_update()
+        if self._pg:  # FOR NO KEY UPDATE, as in memory.crm.apply_crm
+            query = query.with_for_update(key_share=True)
         return {r.id: BatchProfile(id=r.id, name=r.name, lifecycle_stage=r.lifecycle_stage,
                                    attributes=dict(r.attributes or {}))
                 for r in self.conn.execute(query)}
