@@ -316,6 +316,7 @@ def build_container(
     signals = SignalService(store, journeys, lifecycle, clock,
                             on_enqueue=lambda: hub.notify(JOBS_KEY), policy=policy,
                             after_events=after_events)
+    orchestrator.on_decided.append(signals.stage_moved)
     adapters = build_adapters(settings, hub, clock)
     closers.append(lambda: close_adapters(adapters))
     handoffs = HandoffService(store, policy, lifecycle.stages, hub=hub, memory=memory,

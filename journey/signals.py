@@ -37,7 +37,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from core.clock import Clock
-from core.domain import CustomerProfile, Event, Identity
+from core.domain import CustomerProfile, Decision, Event, Identity
 from core.effects import Activity, CrmChange
 from core.errors import IdentityErased
 from journey.event_input import (
@@ -59,6 +59,8 @@ from policy.privacy import mask_all
 
 #: The event a stage moved by signals becomes, for journeys that enter on a stage change.
 STAGE_CHANGED = "stage_changed"
+#: the identities an event may name its customer by
+REFERABLE = ("email", "phone", "web_chat_id", "crm_id")
 #: How far back the triggers look (the longest sensible ``within``).
 TRIGGER_LOOKBACK = timedelta(days=30)
 
@@ -157,6 +159,26 @@ class SignalService:
             and event.type != STAGE_CHANGED]
         if derived:
             self.ingest(derived)
+
+    def stage_moved(self, decision: Decision) -> None:
+        """A turn moved the customer's stage: a ``stage_changed`` event, as for the stages
+        signals move, when a journey enters on one."""
+        if decision.stage == decision.previous_stage or not any(
+                j.enabled and j.trigger.event == STAGE_CHANGED
+                for j in self.journeys.get().journeys):
+            return
+        profile = self.store.get_customer(decision.customer_id)
+        identity = next((i for i in profile.identities if i.kind in REFERABLE), None) \
+            if profile is not None else None
+        if identity is None:
+            return
+        self.ingest([{
+            "id": "stage-" + hashlib.sha256(decision.id.encode()).hexdigest()[:32],
+            "type": STAGE_CHANGED, "customer": {identity.kind: identity.value},
+            "properties": {"to": decision.stage, "from": decision.previous_stage,
+                           "because": "conversation"},
+            "occurred_at": decision.created_at.isoformat(),
+        }])
 
     def _lock_for(self, event: EventIn) -> threading.Lock:
         key = next((f"{i.kind}:{i.value}" for i in event.customer.identities()), "")

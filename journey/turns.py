@@ -168,6 +168,9 @@ class Orchestrator:
         #: called with each new inbound message (the inbox records one that arrives while
         #: people own the conversation)
         self.on_inbound: list[Callable[[Message], object]] = []
+        #: called with each new decision of a customer's message (a stage it moved can enrol
+        #: the customer in a journey); a hook that fails is logged, the turn stands
+        self.on_decided: list[Callable[[Decision], object]] = []
         #: LangGraph's durability for turns (:data:`agent.graph.DURABILITY`: one checkpoint,
         #: when the run ends); bench/ sets ``"async"`` to measure the step-by-step one
         self.durability = DURABILITY
@@ -319,7 +322,13 @@ class Orchestrator:
             config=thread_config(message.id),
             context=self.services, durability=self.durability,
         )
-        return Decision.model_validate(state["decision"])
+        decision = Decision.model_validate(state["decision"])
+        for hook in self.on_decided:
+            try:
+                hook(decision)
+            except Exception:
+                log.exception("after the decision %s: %r failed", decision.id, hook)
+        return decision
 
     # --- approvals ---------------------------------------------------------------------------
 

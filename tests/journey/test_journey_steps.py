@@ -20,7 +20,7 @@ from journey.experiments import in_holdout
 from journey.runtime import Container
 from tests.conftest import ContainerFactory
 from tests.journey.test_journeys import Inbox, _ev, _events, smtp  # noqa: F401 (a fixture)
-from tests.server import client, drain, one_worker, running_server
+from tests.server import client, drain, one_worker, running_server, turn
 
 GUIDE = """
 signals:
@@ -456,3 +456,35 @@ def test_an_adaptive_split_learns_from_the_goal_and_keeps_exploring(
     assert arms["b"]["conversions"] == 0
     assert metrics["variants"]["pick"]["winner"] == ("a" if min(
         drawn.count("a"), drawn.count("b")) >= 30 else None)
+
+
+def test_a_stage_a_conversation_moves_enrols_the_customer_too(
+    make_container: ContainerFactory, clock: FixedClock, tmp_path: Path,
+) -> None:
+    """A buying signal in a web chat moves the customer to `decision` (the turn's rule): the
+    journey entering on that stage enrols them, as when signals move it. (By default a journey
+    would wait: the same message opened a sales handoff, and a person owns the conversation.)"""
+    path = tmp_path / "journeys.yaml"
+    path.write_text("""
+journeys:
+  - name: deciding
+    trigger: {event: stage_changed, where: {to: decision}}
+    # the 500 seats also went to sales: this journey runs beside the person
+    stale_when: {handoff_open: false}
+    exits: {handoff_open: false}
+    steps:
+      - {id: prepare, crm: {task: "Prepare the quote call"}}
+""")
+    container = make_container(journeys_path=path)
+    worker = one_worker(container)
+    with running_server(container) as base:
+        answered = turn(base, "We're 500 seats and need SSO and a quote", "wc_buyer")
+        assert answered["decision"]["stage"] == "decision"
+        clock.advance(minutes=1)
+        drain(worker)
+    (enrolment,) = container.store.enrolments.for_journey("deciding")
+    assert enrolment.customer_id == answered["customer_id"]
+    assert enrolment.exit_reason == "completed"
+    tasks = [a for a in container.store.crm_activities(answered["customer_id"])
+             if a["kind"] == "task"]
+    assert "Prepare the quote call" in [t["body"]["text"] for t in tasks]
