@@ -11,13 +11,16 @@ from __future__ import annotations
 import json
 import math
 import re
+from contextlib import suppress
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from core.domain import Identity
 from journey.turns import CustomerRef
+from memory.profiles import canonical
 
 EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_.:-]{0,79}$")
 #: Events stamped further ahead than this are refused (clock skew is tolerated).
@@ -145,3 +148,29 @@ def field_errors(exc: ValidationError) -> list[str]:
         msg = str(err["msg"]).removeprefix("Value error, ")
         out.append(f"{loc}: {msg}" if loc else msg)
     return out
+
+
+def known_customer(item: Any, customers: dict[str, CustomerRef]) -> Any:
+    """``item`` with its ``customer`` replaced by the one validated before for the same JSON
+    (remembered once this one validates)."""
+    if not isinstance(item, dict) or not isinstance(item.get("customer"), dict):
+        return item
+    key = json.dumps(item["customer"], sort_keys=True, default=str)
+    known = customers.get(key)
+    if known is not None:
+        return {**item, "customer": known}
+    with suppress(ValidationError):  # if not, the event's own validation names the field
+        customers[key] = CustomerRef.model_validate(item["customer"])
+    return item
+
+
+def canonical_all(identities: list[Identity],
+                   memo: dict[tuple[str, str], Identity]) -> list[Identity]:
+    """``memory.profiles.canonical_all``, each distinct identity made canonical once."""
+    seen: dict[tuple[str, str], Identity] = {}
+    for identity in identities:
+        done = memo.get((identity.kind, identity.value))
+        if done is None:
+            done = memo[(identity.kind, identity.value)] = canonical(identity)
+        seen.setdefault((done.kind, done.value), done)
+    return list(seen.values())

@@ -22,14 +22,12 @@ is written with one ``executemany`` per table. A batch whose identities join two
 from __future__ import annotations
 
 import bisect
-import hashlib
 import itertools
-import json
 import threading
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,16 +38,18 @@ from core.clock import Clock
 from core.domain import CustomerProfile, Decision, Event, Identity
 from core.effects import Activity, CrmChange
 from core.errors import IdentityErased
+from journey import stage_events
 from journey.event_input import (
     FUTURE_TOLERANCE,
     EventIn,
     EventResult,
     IngestResult,
+    canonical_all,
     field_errors,
+    known_customer,
 )
 from journey.turns import CustomerRef
 from memory.events import BatchConflict, BatchProfile, BatchWrites, PendingJob
-from memory.profiles import canonical
 from memory.store import Store
 from memory.sync import Change, activity_changes
 from policy.journeys import JourneysProvider, apply_signals, trigger_holds
@@ -57,10 +57,6 @@ from policy.lifecycle import Lifecycle
 from policy.loader import PolicyProvider
 from policy.privacy import mask_all
 
-#: The event a stage moved by signals becomes, for journeys that enter on a stage change.
-STAGE_CHANGED = "stage_changed"
-#: the identities an event may name its customer by
-REFERABLE = ("email", "phone", "web_chat_id", "crm_id")
 #: How far back the triggers look (the longest sensible ``within``).
 TRIGGER_LOOKBACK = timedelta(days=30)
 
@@ -98,7 +94,7 @@ class SignalService:
         for index, item in enumerate(raw):
             ident = item.get("id") if isinstance(item, dict) else None
             try:
-                event = EventIn.model_validate(_known_customer(item, customers))
+                event = EventIn.model_validate(known_customer(item, customers))
             except ValidationError as exc:
                 results[index] = EventResult(index=index, id=ident if isinstance(ident, str)
                                              else None, status="rejected",
@@ -144,41 +140,17 @@ class SignalService:
 
     def _stage_events(self, valid: list[tuple[int, EventIn, datetime]],
                       results: dict[int, EventResult]) -> None:
-        """A stage the events moved is itself an event, ``stage_changed`` with ``{to}``, when
-        a journey is triggered by one (``trigger: {event: stage_changed, where: {to: ...}}``)."""
-        if not any(j.enabled and j.trigger.event == STAGE_CHANGED
-                   for j in self.journeys.get().journeys):
-            return
-        derived = [{
-            "id": "stage-" + hashlib.sha256(event.id.encode()).hexdigest()[:32],
-            "type": STAGE_CHANGED, "customer": event.customer.model_dump(exclude_none=True),
-            "properties": {"to": results[index].stage, "because": event.type},
-            "occurred_at": at.isoformat(),
-        } for index, event, at in valid
-            if results[index].status == "accepted" and results[index].stage
-            and event.type != STAGE_CHANGED]
-        if derived:
+        """The stages these events moved, as events (:mod:`journey.stage_events`)."""
+        if stage_events.wanted(self.journeys.get()) and \
+                (derived := stage_events.from_events(valid, results)):
             self.ingest(derived)
 
     def stage_moved(self, decision: Decision) -> None:
-        """A turn moved the customer's stage: a ``stage_changed`` event, as for the stages
-        signals move, when a journey enters on one."""
-        if decision.stage == decision.previous_stage or not any(
-                j.enabled and j.trigger.event == STAGE_CHANGED
-                for j in self.journeys.get().journeys):
-            return
-        profile = self.store.get_customer(decision.customer_id)
-        identity = next((i for i in profile.identities if i.kind in REFERABLE), None) \
-            if profile is not None else None
-        if identity is None:
-            return
-        self.ingest([{
-            "id": "stage-" + hashlib.sha256(decision.id.encode()).hexdigest()[:32],
-            "type": STAGE_CHANGED, "customer": {identity.kind: identity.value},
-            "properties": {"to": decision.stage, "from": decision.previous_stage,
-                           "because": "conversation"},
-            "occurred_at": decision.created_at.isoformat(),
-        }])
+        """A turn moved the customer's stage: the same event, as for the stages signals move."""
+        if decision.stage != decision.previous_stage and \
+                stage_events.wanted(self.journeys.get()) and (derived := stage_events.from_decision(
+                    decision, self.store.get_customer(decision.customer_id))):
+            self.ingest(derived)
 
     def _lock_for(self, event: EventIn) -> threading.Lock:
         key = next((f"{i.kind}:{i.value}" for i in event.customer.identities()), "")
@@ -323,7 +295,7 @@ class SignalService:
                 results[index] = EventResult(index=index, id=event.id, status="rejected",
                                              errors=[f"customer.{refused.detail}"])
             else:
-                items.append((index, event, at, _canonical_all(event.customer.identities(),
+                items.append((index, event, at, canonical_all(event.customer.identities(),
                                                                canon)))
         now = self.clock.now()
         journeys = self.journeys.get()
@@ -509,50 +481,12 @@ class SignalService:
                                              stage=stage if rule else None)
             w.customers = list(profiles.values())
             w.jobs = list(new_jobs.values()) + sync_rows
-            _stamp_back(w, {cid: timedelta(microseconds=next(c) - 1)
-                            for cid, c in ticks.items()})
+            w.stamp_back({cid: timedelta(microseconds=next(c) - 1)
+                          for cid, c in ticks.items()})
             b.write(w, now=now)
         if fired_any and self.on_enqueue is not None:
             self.on_enqueue()
         return [results[i] for i in sorted(results)]
-
-
-def _stamp_back(w: BatchWrites, by: dict[str, timedelta]) -> None:
-    """Move each customer's stamps (``ticker``) back by ``by[customer]``."""
-    for row in w.activities:
-        row["created_at"] -= by[row["customer_id"]]
-    for row in w.jobs:
-        if row["kind"] == "sync":
-            back = by[row["customer_id"]]
-            for key in ("created_at", "updated_at", "due_at"):
-                row[key] -= back
-            row["payload"]["occurred_at"] = row["due_at"].isoformat()
-
-
-def _known_customer(item: Any, customers: dict[str, CustomerRef]) -> Any:
-    """``item`` with its ``customer`` replaced by the one validated before for the same JSON
-    (remembered once this one validates)."""
-    if not isinstance(item, dict) or not isinstance(item.get("customer"), dict):
-        return item
-    key = json.dumps(item["customer"], sort_keys=True, default=str)
-    known = customers.get(key)
-    if known is not None:
-        return {**item, "customer": known}
-    with suppress(ValidationError):  # if not, the event's own validation names the field
-        customers[key] = CustomerRef.model_validate(item["customer"])
-    return item
-
-
-def _canonical_all(identities: list[Identity],
-                   memo: dict[tuple[str, str], Identity]) -> list[Identity]:
-    """``memory.profiles.canonical_all``, each distinct identity made canonical once."""
-    seen: dict[tuple[str, str], Identity] = {}
-    for identity in identities:
-        done = memo.get((identity.kind, identity.value))
-        if done is None:
-            done = memo[(identity.kind, identity.value)] = canonical(identity)
-        seen.setdefault((done.kind, done.value), done)
-    return list(seen.values())
 
 
 def _journey_key(journey: str, customer_id: str, event_id: str) -> str:

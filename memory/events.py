@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, bindparam, func, insert, or_, select, update
@@ -74,6 +74,19 @@ class BatchWrites:
     activities: list[dict[str, Any]] = field(default_factory=list)
     #: stored pending jobs cancelled: (id, reason)
     cancelled: list[tuple[str, str]] = field(default_factory=list)
+
+    def stamp_back(self, by: dict[str, timedelta]) -> None:
+        """Move each customer's activities and CRM sync jobs back by ``by[customer]`` (a
+        batch stamps a customer's changes a microsecond apart, in the order they were
+        decided, then moves them back so the last one is the batch's time)."""
+        for row in self.activities:
+            row["created_at"] -= by[row["customer_id"]]
+        for row in self.jobs:
+            if row["kind"] == "sync":
+                back = by[row["customer_id"]]
+                for key in ("created_at", "updated_at", "due_at"):
+                    row[key] -= back
+                row["payload"]["occurred_at"] = row["due_at"].isoformat()
 
 
 class EventBatch:
