@@ -47,6 +47,17 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class EventMatch(_Strict):
+    """Events of ``event`` type whose properties match ``where`` (a value, or {gte, in, ...})."""
+
+    event: str = Field(min_length=1, max_length=80)
+    where: dict[str, Any] = Field(default_factory=dict)
+
+    def matches(self, e: Event) -> bool:
+        return e.type == self.event and all(
+            value_matches(e.properties.get(k), v) for k, v in self.where.items())
+
+
 class SendStep(_Strict):
     #: the preferred channel; the policy may switch it (no consent) or defer it (quiet hours)
     channel: Channel
@@ -68,18 +79,12 @@ class CrmStep(_Strict):
     fields: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
 
-class EventCondition(_Strict):
+class EventCondition(EventMatch):
     """``count`` events of type ``event`` matching ``where``, within ``within`` of now (since
     the customer entered the journey when no window is given)."""
 
-    event: str = Field(min_length=1, max_length=80)
-    where: dict[str, Any] = Field(default_factory=dict)
     count: int = Field(1, ge=1, le=1000)
     within: Duration | None = None
-
-    def matches(self, e: Event) -> bool:
-        return e.type == self.event and all(
-            value_matches(e.properties.get(k), v) for k, v in self.where.items())
 
 
 class Condition(_Strict):
@@ -116,18 +121,12 @@ class BranchArm(_Strict):
     goto: str = Field(pattern=STEP_ID)
 
 
-class WaitUntil(_Strict):
-    event: str = Field(min_length=1, max_length=80)
-    where: dict[str, Any] = Field(default_factory=dict)
+class WaitUntil(EventMatch):
     timeout: Duration
     #: where the event leads (default: the next step)
     on_event: str | None = Field(None, pattern=STEP_ID)
     #: where the timeout leads (default: the next step)
     on_timeout: str | None = Field(None, pattern=STEP_ID)
-
-    def matches(self, e: Event) -> bool:
-        return e.type == self.event and all(
-            value_matches(e.properties.get(k), v) for k, v in self.where.items())
 
 
 class Variant(_Strict):
@@ -190,18 +189,12 @@ class Step(_Strict):
         return out
 
 
-class Goal(_Strict):
+class Goal(EventMatch):
     """The conversion: an ``event`` matching ``where`` within ``within`` of entering."""
 
-    event: str = Field(min_length=1, max_length=80)
-    where: dict[str, Any] = Field(default_factory=dict)
     within: Duration = timedelta(days=14)
     #: reaching the goal ends the enrolment (its remaining steps are not run)
     exits: bool = True
-
-    def matches(self, e: Event) -> bool:
-        return e.type == self.event and all(
-            value_matches(e.properties.get(k), v) for k, v in self.where.items())
 
 
 class Holdout(_Strict):

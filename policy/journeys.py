@@ -25,6 +25,7 @@ from core.domain import CustomerProfile, Event
 from policy.journey_flow import (
     CrmStep,
     EscalateStep,
+    EventMatch,
     Exits,
     Goal,
     Holdout,
@@ -42,19 +43,6 @@ DEFAULT_PATH = Path(__file__).resolve().parent.parent / "prompts" / "journeys.ya
 
 class JourneysError(YamlInvalid):
     kind = "journeys"
-
-
-class EventMatch(BaseModel):
-    """Events of ``event`` type whose properties match ``where``."""
-
-    model_config = ConfigDict(extra="forbid")
-    event: str = Field(min_length=1, max_length=80)
-    where: dict[str, Any] = Field(default_factory=dict)
-
-    def matches(self, e: Event) -> bool:
-        return e.type == self.event and all(
-            value_matches(e.properties.get(k), v) for k, v in self.where.items()
-        )
 
 
 class Trigger(EventMatch):
