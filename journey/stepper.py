@@ -68,6 +68,15 @@ class Pinned:
     def step(self, step_id: str) -> Step:
         return self.journey.steps[self.index(step_id)]
 
+    @property
+    def reads_events(self) -> bool:
+        """Whether a step or an exit looks at the customer's events (else none is read)."""
+        j = self.journey
+        return bool(j.exits.events) or any(
+            s.wait_until is not None or any(a.when is not None and a.when.events is not None
+                                            for a in s.branch or [])
+            for s in j.steps)
+
 
 @dataclass
 class JourneyStepper:
@@ -155,7 +164,8 @@ class JourneyStepper:
             return {"exited": "customer_gone"}
         # a branch may look back before the customer entered (``within``)
         since = min(enrolment.entered_at, now - CONDITION_LOOKBACK)
-        events = store.recent_events(profile.id, since=since, limit=500)
+        events = store.recent_events(profile.id, since=since, limit=500) \
+            if pinned.reads_events else []
         reason = self._exit_reason(pinned.journey, enrolment, profile, events)
         if reason is not None:
             store.enrolments.end(enrolment, reason, [StepLog(
